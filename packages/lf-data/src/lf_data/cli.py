@@ -1,0 +1,95 @@
+"""The single `lf` entry point.
+
+Each installed LF package contributes sub-commands through the ``lf.commands`` entry-point group.
+Only the light command modules are imported here, so `lf --help` and `lf version` stay fast;
+heavy libraries (torch, transformers) are imported inside the command that needs them.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+
+from lf_data.errors import LFError
+
+ENTRY_POINT_GROUP = "lf.commands"
+
+# Every command LF knows, with the package that provides it: a command whose package is not
+# installed answers with what to install instead of "unknown command".
+KNOWN_COMMANDS: dict[str, str] = {
+    "version": "lf-data",
+    "env": "lf-data",
+    "train": "lf-train",
+    "chat": "lf-serve",
+    "api": "lf-serve",
+    "eval": "lf-eval",
+    "export": "lf-models",
+    "board": "lf-board",
+}
+
+
+@dataclass(frozen=True)
+class Command:
+    """A sub-command: one line of help and a function from its arguments to an exit code."""
+
+    help: str
+    run: Callable[[list[str]], int]
+
+
+def installed_commands() -> dict[str, Command]:
+    commands = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        command = ep.load()
+        if not isinstance(command, Command):
+            raise TypeError(f"entry point {ep.name!r} ({ep.value}) is not an lf_data.cli.Command")
+        commands[ep.name] = command
+    return dict(sorted(commands.items()))
+
+
+def usage(commands: dict[str, Command]) -> str:
+    lines = ["usage: lf <command> [args ...]", "", "commands:"]
+    width = max(len(name) for name in KNOWN_COMMANDS | commands)
+    for name, command in commands.items():
+        lines.append(f"  {name:<{width}}  {command.help}")
+    missing = sorted(set(KNOWN_COMMANDS) - set(commands))
+    if missing:
+        lines += ["", "not installed here:"]
+        lines += [f"  {name:<{width}}  pip install {KNOWN_COMMANDS[name]}" for name in missing]
+    lines += ["", "Run `lf <command> --help` for the options of one command."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = installed_commands()
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage(commands))
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name in ("-V", "--version"):
+        name, rest = "version", []
+    if name not in commands:
+        if name in KNOWN_COMMANDS:
+            print(f"lf {name} is provided by {KNOWN_COMMANDS[name]}, which is not installed: "
+                  f"pip install {KNOWN_COMMANDS[name]}", file=sys.stderr)
+        else:
+            import difflib
+
+            close = difflib.get_close_matches(name, list(commands), n=1)
+            hint = f" Did you mean `lf {close[0]}`?" if close else ""
+            print(f"lf: unknown command {name!r}.{hint} Run `lf --help` for the list.", file=sys.stderr)
+        return 2
+    try:
+        return commands[name].run(rest)
+    except LFError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

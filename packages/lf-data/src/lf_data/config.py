@@ -1,0 +1,192 @@
+"""One flat configuration: a YAML file plus ``key=value`` overrides, checked against typed sections.
+
+Each package owns a dataclass section (lf-data's ``DataArguments``, lf-models' ``ModelArguments``,
+...). ``parse_sections`` routes every key to the sections that declare it, coerces and checks its
+type, and refuses unknown keys with the closest valid name, all before anything expensive runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tempfile
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+from lf_data.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def read_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> dict[str, Any]:
+    """Read a flat YAML mapping and apply ``key=value`` overrides (values parsed as YAML scalars)."""
+    config: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist. Pass the path of a YAML file, "
+                              "for example examples/quickstart.yaml.")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            where = ""
+            mark = getattr(err, "problem_mark", None)
+            if mark is not None:
+                where = f" at line {mark.line + 1}, column {mark.column + 1}"
+            problem = getattr(err, "problem", None) or str(err)
+            raise ConfigError(f"{path} is not valid YAML{where}: {problem}. "
+                              "Each line should be `key: value`.") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must hold a mapping of `key: value` lines, "
+                              f"found a {type(loaded).__name__}.")
+        for key, value in loaded.items():
+            if not isinstance(key, str):
+                raise ConfigError(f"{path}: key {key!r} is not a name; keys are option names like lora_rank.")
+            if isinstance(value, dict):
+                raise ConfigError(f"{path}: {key!r} holds a nested mapping; LF configs are flat "
+                                  "(one `key: value` per line).")
+        config.update(loaded)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip().lstrip("-").replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"command-line override {item!r} is not of the form key=value "
+                              "(for example learning_rate=1e-4).")
+        try:
+            config[key] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            config[key] = raw
+    return config
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(key, value, arg)
+            except ConfigError as err:
+                errors.append(err)
+        raise errors[0]
+    if origin is Literal:
+        choices = get_args(tp)
+        if value in choices:
+            return value
+        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{key}={value!r} is not a valid choice; use one of "
+                          f"{', '.join(map(str, choices))}.{hint}")
+    if origin is list:
+        (item_tp,) = get_args(tp) or (str,)
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list (or a comma-separated string), got {value!r}.")
+        return [_coerce(key, item, item_tp) for item in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(f"{key} must be true or false, got {value!r}.")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be an integer, got {value!r}.")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be a number, got {value!r}.")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key} must be a string, got {value!r}.")
+    return value  # types LF does not check itself (checked by the section's own constructor)
+
+
+def section_keys(section: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(section) if f.init]
+
+
+def unknown_keys_error(unknown: list[str], known: set[str], source: str = "") -> ConfigError:
+    lines = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        lines.append(f"unknown config key {key!r}{source}.{hint}")
+    if len(lines) == 1:
+        return ConfigError(lines[0])
+    return ConfigError("\n  ".join(["several config keys are unknown:"] + lines))
+
+
+def build_section(section: type[T], config: dict[str, Any]) -> T:
+    """Build one section from the keys of ``config`` that it declares, with coerced types."""
+    hints = typing.get_type_hints(section)
+    kwargs = {}
+    for key in section_keys(section):
+        if key in config:
+            kwargs[key] = _coerce(key, config[key], hints.get(key, Any))
+    try:
+        return section(**kwargs)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"invalid {section.__name__}: {err}") from None
+
+
+def parse_sections(config: dict[str, Any], *sections: type, source: str = "") -> tuple:
+    """Split a flat config among sections; every key must belong to at least one of them."""
+    known: set[str] = set()
+    for section in sections:
+        known.update(section_keys(section))
+    unknown = [key for key in config if key not in known]
+    if unknown:
+        raise unknown_keys_error(unknown, known, f" in {source}" if source else "")
+    return tuple(build_section(section, config) for section in sections)
+
+
+def write_config_atomic(path: str | os.PathLike, config: dict[str, Any]) -> None:
+    """Write YAML to a temporary name and rename, so a reader never sees a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            yaml.safe_dump(config, handle, sort_keys=False, allow_unicode=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
