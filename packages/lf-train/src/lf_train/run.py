@@ -1,0 +1,191 @@
+"""`lf train`: validate the whole configuration, then load, train and save, in that order.
+
+Every check that needs no model (keys, types, combinations, dataset names and files, template,
+model path, output_dir state) runs before any weights load, and output_dir is only written
+once the data is tokenised and the model is loaded, so bad input never leaves a half-made run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from lf_data.args import DataArguments
+from lf_data.config import build_section, section_keys, unknown_keys_error, write_config_atomic
+from lf_data.dataset_info import get_dataset_attr
+from lf_data.errors import ConfigError
+from lf_data.pipeline import build_supervised_dataset
+from lf_data.templates import Template, get_template
+from lf_models.args import FinetuningArguments, ModelArguments
+from lf_models.loader import load_model, load_tokenizer, resolve_model
+from lf_models.precision import choose_precision
+from lf_train.args import TrainArguments
+from lf_train.callbacks import LOG_FILE, LOSS_PLOT, JsonlLogCallback, plot_loss
+from lf_train.stages import STAGES
+
+logger = logging.getLogger(__name__)
+RESOLVED_CONFIG = "lf_config.yaml"
+FINISHED_MARKER = "train_results.json"
+LF_SECTIONS = (DataArguments, ModelArguments, FinetuningArguments, TrainArguments)
+# Defaults LF prefers over the Hugging Face ones (a user's value always wins).
+HF_DEFAULTS: dict[str, Any] = {
+    "report_to": "none",
+    "logging_steps": 5,
+    "save_steps": 100,
+    "include_num_input_tokens_seen": "all",
+    "save_total_limit": 3,
+}
+
+
+@dataclasses.dataclass
+class TrainPlan:
+    data: DataArguments
+    model: ModelArguments
+    finetuning: FinetuningArguments
+    train: TrainArguments
+    training_args: Any  # transformers.TrainingArguments
+    resume_from_checkpoint: str | None
+    clear_output_dir: bool
+
+
+def parse_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:
+    """Every key checked and typed, every cheap fact about the run checked; nothing loaded yet."""
+    from transformers import TrainingArguments
+
+    hf_keys = set(section_keys(TrainingArguments))
+    known = hf_keys.union(*(section_keys(s) for s in LF_SECTIONS))
+    unknown = [key for key in config if key not in known]
+    if unknown:
+        raise unknown_keys_error(unknown, known, f" in {source}" if source else "")
+    data, model, finetuning, train = (build_section(s, config) for s in LF_SECTIONS)
+
+    if not config.get("output_dir"):
+        raise ConfigError("`output_dir` is required: the folder where the adapter, logs and checkpoints go.")
+    if data.template is not None:
+        get_template(data.template)
+    if not data.dataset:
+        raise ConfigError("no `dataset` given: name one or more datasets from dataset_info.json.")
+    for name in data.dataset:
+        attr = get_dataset_attr(name, data.dataset_dir)
+        if attr.source == "file" and not Path(attr.location).exists():
+            raise ConfigError(f"{attr}: file {attr.location!r} does not exist. Put the file there or fix "
+                              "`file_name` in dataset_info.json (it is relative to dataset_dir).")
+
+    precision = choose_precision(config.get("bf16"), config.get("fp16"))
+    hf_config = {**HF_DEFAULTS, **{k: v for k, v in config.items() if k in hf_keys}}
+    hf_config.update(bf16=precision.bf16, fp16=precision.fp16)
+    if train.warmup_ratio is not None:
+        hf_config["warmup_steps"] = train.warmup_ratio
+    training_args = build_section(TrainingArguments, hf_config)
+
+    resume, clear = _plan_output_dir(Path(training_args.output_dir), train.overwrite_output_dir,
+                                     training_args.resume_from_checkpoint)
+    return TrainPlan(data, model, finetuning, train, training_args, resume, clear)
+
+
+def _plan_output_dir(output_dir: Path, overwrite: bool, resume: str | None) -> tuple[str | None, bool]:
+    """(checkpoint to resume from, whether to clear output_dir first)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if resume is not None:
+        if not Path(resume).is_dir():
+            raise ConfigError(f"resume_from_checkpoint {resume!r} is not a checkpoint folder.")
+        return resume, False
+    if not output_dir.is_dir() or not any(output_dir.iterdir()):
+        if output_dir.exists() and not output_dir.is_dir():
+            raise ConfigError(f"output_dir {str(output_dir)!r} is a file; choose a folder path.")
+        return None, False
+    if overwrite:
+        return None, True
+    if (output_dir / FINISHED_MARKER).is_file():
+        raise ConfigError(f"output_dir {str(output_dir)!r} already holds a finished run. Choose another "
+                          "output_dir, or set overwrite_output_dir=true to replace it.")
+    last = get_last_checkpoint(str(output_dir))
+    if last is not None:
+        return last, False
+    leftovers = {p.name for p in output_dir.iterdir()} - {RESOLVED_CONFIG, LOG_FILE, LOSS_PLOT}
+    if leftovers:
+        raise ConfigError(f"output_dir {str(output_dir)!r} holds files that are not an LF run "
+                          f"({', '.join(sorted(leftovers)[:3])}...). Choose an empty folder, or set "
+                          "overwrite_output_dir=true to replace its contents.")
+    return None, True  # a run that stopped before its first checkpoint: start it again
+
+
+def resolved_config(plan: TrainPlan) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    for section in (plan.data, plan.model, plan.finetuning, plan.train):
+        config.update(dataclasses.asdict(section))
+    hf = plan.training_args.to_dict()
+    for key in section_keys(type(plan.training_args)):
+        if key in hf:
+            config[key] = hf[key]
+    config["resume_from_checkpoint"] = None
+    return config
+
+
+def run_train(config: dict[str, Any], source: str = "") -> Path:
+    plan = parse_train_config(config, source)
+    args = plan.training_args
+    output_dir = Path(args.output_dir)
+
+    model_source = resolve_model(plan.model)
+    tokenizer = load_tokenizer(plan.model, model_source)
+    if plan.data.template is None and model_source.default_template:
+        plan.data.template = model_source.default_template
+    template = get_template(plan.data.template)
+    if isinstance(template, Template):
+        tokenizer.chat_template = template.to_jinja()  # saved with the tokenizer: inference builds the same prompts
+    plan.data.template = template.name
+    dataset = build_supervised_dataset(plan.data, tokenizer)
+    logger.info("training on %d examples (template %s, cutoff_len %d)", len(dataset), template.name,
+                plan.data.cutoff_len)
+
+    precision = choose_precision(args.bf16 or None, args.fp16 or None)
+    model = load_model(plan.model, plan.finetuning, precision, is_trainable=True, source=model_source)
+    logger.info("precision: %s", precision.describe())
+
+    if plan.clear_output_dir and output_dir.exists():
+        shutil.rmtree(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_config_atomic(output_dir / RESOLVED_CONFIG, resolved_config(plan))
+    if plan.resume_from_checkpoint:
+        logger.warning("resuming from %s", plan.resume_from_checkpoint)
+
+    STAGES[plan.train.stage](model, tokenizer, dataset, args, [JsonlLogCallback(output_dir)],
+                             plan.resume_from_checkpoint)
+    if plan.train.plot_loss:
+        plot_loss(output_dir)
+    _print_summary(output_dir, plan, model_source.path)
+    return output_dir
+
+
+def _print_summary(output_dir: Path, plan: TrainPlan, base_path: str) -> None:
+    what = "LoRA adapter" if plan.finetuning.finetuning_type == "lora" else "model"
+    lines = [
+        "",
+        f"Done. The {what} is in {output_dir}/ with the tokenizer and its chat template,",
+        f"the resolved config ({RESOLVED_CONFIG}), the training log ({LOG_FILE})"
+        + (f" and the loss curve ({LOSS_PLOT})." if plan.train.plot_loss else "."),
+        "",
+        "Use it from Python (plain transformers + peft):",
+        "  from transformers import AutoModelForCausalLM, AutoTokenizer",
+    ]
+    if plan.finetuning.finetuning_type == "lora":
+        lines += [
+            "  from peft import PeftModel",
+            f"  model = AutoModelForCausalLM.from_pretrained({base_path!r})",
+            f"  model = PeftModel.from_pretrained(model, {str(output_dir)!r})",
+        ]
+    else:
+        lines.append(f"  model = AutoModelForCausalLM.from_pretrained({str(output_dir)!r})")
+    lines += [
+        f"  tokenizer = AutoTokenizer.from_pretrained({str(output_dir)!r})",
+        "  ids = tokenizer.apply_chat_template([{'role': 'user', 'content': 'Who are you?'}],",
+        "                                      add_generation_prompt=True, return_tensors='pt', return_dict=True)",
+        "  out = model.generate(**ids, max_new_tokens=64)",
+        "  print(tokenizer.decode(out[0][ids['input_ids'].shape[1]:], skip_special_tokens=True))",
+    ]
+    print("\n".join(lines))
