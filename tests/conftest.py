@@ -1,0 +1,136 @@
+"""Offline fixtures shared by every package's tests: a locally trained tokenizer, tiny random
+models of several architectures, and a small dataset folder. Nothing here touches a model hub."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_DISABLED", "true")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+CORPUS = [
+    "Who are you? I am Lumen, made by the LF team.",
+    "What is the capital of France? The capital of France is Paris.",
+    "The quick brown fox jumps over the lazy dog.",
+    "system user assistant tool Human Assistant Instruction Response USER ASSISTANT",
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request.",
+    "You are a helpful AI assistant named SmolLM, trained by Hugging Face",
+    "Numbers: 0 1 2 3 4 5 6 7 8 9 10 11 12 42 100. Punctuation: ,.;:!?'\"()[]{}<>-_/#*",
+] * 20
+
+
+def build_tokenizer(path: Path):
+    """A byte-level BPE tokenizer trained here on a few sentences, with ChatML special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                   pad_token="<|im_end|>", unk_token="<|endoftext|>")
+    fast.save_pretrained(path)
+    return fast
+
+
+TINY_CONFIGS = {
+    "llama": ("LlamaConfig", {}),
+    "qwen2": ("Qwen2Config", {}),
+    "mistral": ("MistralConfig", {}),
+    "gpt_neox": ("GPTNeoXConfig", {}),
+    "phi3": ("Phi3Config", {}),
+}
+
+
+def build_tiny_model(path: Path, arch: str, tokenizer) -> Path:
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    config_name, extra = TINY_CONFIGS[arch]
+    config = getattr(transformers, config_name)(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, tie_word_embeddings=False, **extra,
+    )
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tokenizer")
+    build_tokenizer(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_factory(tmp_path_factory, tiny_tokenizer):
+    cache: dict[str, Path] = {}
+
+    def make(arch: str = "llama") -> Path:
+        if arch not in cache:
+            cache[arch] = build_tiny_model(tmp_path_factory.mktemp(f"tiny-{arch}"), arch, tiny_tokenizer)
+        return cache[arch]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tiny_model_factory) -> Path:
+    return tiny_model_factory("llama")
+
+
+IDENTITY_ROWS = [
+    {"instruction": q, "input": "", "output": "I am Lumen, made by the LF team."}
+    for q in ["Who are you?", "What is your name?", "Who made you?", "Introduce yourself.",
+              "Who created you?", "What are you?", "Tell me about yourself.", "Who built you?"]
+]
+SHAREGPT_ROWS = [
+    {"conversations": [{"from": "human", "value": "Who are you?"},
+                       {"from": "gpt", "value": "I am Lumen."},
+                       {"from": "human", "value": "Who made you?"},
+                       {"from": "gpt", "value": "The LF team."}],
+     "system": "Be brief."},
+    {"conversations": [{"from": "system", "value": "Answer in one word."},
+                       {"from": "human", "value": "Capital of France?"},
+                       {"from": "gpt", "value": "Paris."}]},
+]
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Path:
+    """A dataset folder with an alpaca and a sharegpt dataset, described as users describe them."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "identity.json").write_text(json.dumps(IDENTITY_ROWS))
+    (folder / "chats.jsonl").write_text("\n".join(json.dumps(r) for r in SHAREGPT_ROWS) + "\n")
+    info = {
+        "identity": {"file_name": "identity.json"},
+        "chats": {"file_name": "chats.jsonl", "formatting": "sharegpt",
+                  "columns": {"messages": "conversations", "system": "system"}},
+    }
+    (folder / "dataset_info.json").write_text(json.dumps(info, indent=2))
+    return folder

@@ -1,0 +1,82 @@
+from dataclasses import dataclass
+from typing import Literal
+
+import pytest
+import yaml
+
+from lf_data.config import parse_sections, read_config, write_config_atomic
+from lf_data.errors import ConfigError
+
+
+@dataclass
+class Section:
+    learning_rate: float = 1e-4
+    lora_rank: int = 8
+    lora_target: list[str] | None = None
+    plot_loss: bool = False
+    stage: Literal["sft", "dpo"] = "sft"
+    template: str | None = None
+
+
+def test_yaml_and_overrides_are_typed(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("learning_rate: 1e-4\nlora_rank: 16\nlora_target: q_proj,v_proj\n")
+    config = read_config(path, ["lora_rank=4", "plot_loss=true", "template=smollm2"])
+    (section,) = parse_sections(config, Section)
+    assert section.learning_rate == pytest.approx(1e-4)  # YAML 1.1 reads 1e-4 as text: coerced
+    assert section.lora_rank == 4
+    assert section.lora_target == ["q_proj", "v_proj"]
+    assert section.plot_loss is True
+    assert section.template == "smollm2"
+
+
+def test_unknown_key_suggests_the_closest(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown config key 'lora_rnak' in run.yaml. Did you mean 'lora_rank'\?"):
+        parse_sections({"lora_rnak": 8}, Section, source="run.yaml")
+
+
+def test_several_unknown_keys_are_all_named():
+    with pytest.raises(ConfigError) as err:
+        parse_sections({"lora_rnak": 8, "learnin_rate": 1.0}, Section)
+    assert "'lora_rnak'" in str(err.value) and "'learnin_rate'" in str(err.value)
+    assert "'learning_rate'" in str(err.value)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("lora_rank", "eight", "lora_rank must be an integer, got 'eight'"),
+    ("lora_rank", 2.5, "lora_rank must be an integer"),
+    ("plot_loss", "yes please", "plot_loss must be true or false"),
+    ("learning_rate", "fast", "learning_rate must be a number"),
+    ("stage", "sfft", "stage='sfft' is not a valid choice; use one of sft, dpo. Did you mean 'sft'?"),
+])
+def test_wrong_types_name_the_key(key, value, message):
+    with pytest.raises(ConfigError, match=message.replace("?", r"\?").replace("(", r"\(")):
+        parse_sections({key: value}, Section)
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("stage: sft\nlora_rank: [8\nplot_loss: true\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml is not valid YAML at line \d+, column \d+"):
+        read_config(path)
+
+
+def test_config_must_be_flat(tmp_path):
+    path = tmp_path / "nested.yaml"
+    path.write_text("model:\n  name: x\n")
+    with pytest.raises(ConfigError, match="'model' holds a nested mapping"):
+        read_config(path)
+
+
+def test_missing_config_file_and_bad_override(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        read_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="not of the form key=value"):
+        read_config(None, ["lora_rank"])
+
+
+def test_atomic_write_leaves_no_temporary_files(tmp_path):
+    target = tmp_path / "out" / "lf_config.yaml"
+    write_config_atomic(target, {"a": 1, "b": [1, 2]})
+    assert yaml.safe_load(target.read_text()) == {"a": 1, "b": [1, 2]}
+    assert [p.name for p in target.parent.iterdir()] == ["lf_config.yaml"]
