@@ -63,7 +63,7 @@ def build_tiny_model(path: Path, arch: str, tokenizer) -> Path:
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, tie_word_embeddings=False, **extra,
+        bos_token_id=tokenizer.bos_token_id, tie_word_embeddings=False, initializer_range=0.2, **extra,
     )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config)

@@ -64,8 +64,8 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path):
 def test_config_must_be_flat(tmp_path):
     path = tmp_path / "nested.yaml"
     path.write_text("model:\n  name: x\n")
-    with pytest.raises(ConfigError, match="'model' holds a nested mapping"):
-        read_config(path)
+    with pytest.raises(ConfigError, match="unknown config key 'model'. LF configs are flat"):
+        parse_sections(read_config(path), Section)
 
 
 def test_missing_config_file_and_bad_override(tmp_path):

@@ -49,9 +49,6 @@ def read_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> di
         for key, value in loaded.items():
             if not isinstance(key, str):
                 raise ConfigError(f"{path}: key {key!r} is not a name; keys are option names like lora_rank.")
-            if isinstance(value, dict):
-                raise ConfigError(f"{path}: {key!r} holds a nested mapping; LF configs are flat "
-                                  "(one `key: value` per line).")
         config.update(loaded)
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -141,11 +138,14 @@ def section_keys(section: type) -> list[str]:
     return [f.name for f in dataclasses.fields(section) if f.init]
 
 
-def unknown_keys_error(unknown: list[str], known: set[str], source: str = "") -> ConfigError:
+def unknown_keys_error(unknown: list[str], known: set[str], source: str = "",
+                       config: dict[str, Any] | None = None) -> ConfigError:
     lines = []
     for key in unknown:
         close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
         hint = f" Did you mean {close[0]!r}?" if close else ""
+        if config is not None and isinstance(config.get(key), dict):
+            hint += " LF configs are flat: one `key: value` per line, no nested sections."
         lines.append(f"unknown config key {key!r}{source}.{hint}")
     if len(lines) == 1:
         return ConfigError(lines[0])
@@ -174,7 +174,7 @@ def parse_sections(config: dict[str, Any], *sections: type, source: str = "") ->
         known.update(section_keys(section))
     unknown = [key for key in config if key not in known]
     if unknown:
-        raise unknown_keys_error(unknown, known, f" in {source}" if source else "")
+        raise unknown_keys_error(unknown, known, f" in {source}" if source else "", config)
     return tuple(build_section(section, config) for section in sections)
 
 

@@ -63,7 +63,7 @@ def _hub_kwargs(model_args: ModelArguments, source: ModelSource) -> dict[str, An
 def _load_error(what: str, source: ModelSource, err: Exception) -> ConfigError:
     hint = (" Without network access, download the model and point model_name_or_path at its folder."
             if not source.local else "")
-    return ConfigError(f"could not load the {what} of {source.path!r}: {type(err).__name__}: {err}.{hint}")
+    return ConfigError(f"could not load the {what} of {source.path!r}: {type(err).__name__}: {str(err).rstrip('.')}.{hint}")
 
 
 def load_tokenizer(model_args: ModelArguments, source: ModelSource | None = None) -> PreTrainedTokenizerBase:

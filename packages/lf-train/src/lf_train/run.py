@@ -59,7 +59,7 @@ def parse_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:
     known = hf_keys.union(*(section_keys(s) for s in LF_SECTIONS))
     unknown = [key for key in config if key not in known]
     if unknown:
-        raise unknown_keys_error(unknown, known, f" in {source}" if source else "")
+        raise unknown_keys_error(unknown, known, f" in {source}" if source else "", config)
     data, model, finetuning, train = (build_section(s, config) for s in LF_SECTIONS)
 
     if not config.get("output_dir"):
@@ -144,6 +144,9 @@ def run_train(config: dict[str, Any], source: str = "") -> Path:
                 plan.data.cutoff_len)
 
     precision = choose_precision(args.bf16 or None, args.fp16 or None)
+    from transformers import set_seed
+
+    set_seed(args.seed)  # adapter initialisation is random: seed it, or equal configs give different runs
     model = load_model(plan.model, plan.finetuning, precision, is_trainable=True, source=model_source)
     logger.info("precision: %s", precision.describe())
 

@@ -1,0 +1,143 @@
+"""`lf train` on a tiny local model, the way a user runs it: a YAML file and the lf command."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lf_data.cli import main as lf
+from lf_data.config import read_config
+from lf_train.run import parse_train_config
+
+
+def write_config(tmp_path: Path, **values) -> Path:
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+@pytest.fixture
+def base_config(tiny_llama, data_dir, tmp_path):
+    return {
+        "model_name_or_path": str(tiny_llama), "stage": "sft", "finetuning_type": "lora", "lora_target": "all",
+        "lora_rank": 8, "dataset": "identity", "dataset_dir": str(data_dir), "template": "chatml",
+        "cutoff_len": 64, "output_dir": str(tmp_path / "out"), "per_device_train_batch_size": 4,
+        "learning_rate": 3.0e-2, "max_steps": 30, "logging_steps": 1, "save_steps": 10, "seed": 0,
+        "report_to": "none", "disable_tqdm": True,
+    }
+
+
+def sequence_loss(model, tokenizer, question: str, answer: str) -> float:
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                           add_generation_prompt=True)
+    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
+    answer_ids = tokenizer.encode(answer + "<|im_end|>\n", add_special_tokens=False)
+    ids = torch.tensor([prompt_ids + answer_ids])
+    labels = torch.tensor([[-100] * len(prompt_ids) + answer_ids])
+    with torch.no_grad():
+        return model(input_ids=ids, labels=labels).loss.item()
+
+
+def test_lora_sft_trains_and_leaves_standard_artefacts(base_config, tmp_path, tiny_llama, capsys):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    assert lf(["train", str(write_config(tmp_path, **base_config))]) == 0
+    out = Path(base_config["output_dir"])
+    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "lf_config.yaml",
+                 "trainer_log.jsonl", "training_loss.png", "train_results.json", "checkpoint-30"):
+        assert (out / name).exists(), name
+    assert "Done. The LoRA adapter is in" in capsys.readouterr().out
+
+    log = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert len(losses) == 30
+    assert sum(losses[-5:]) / 5 < 0.25 * sum(losses[:5]) / 5  # the identity answer is learned (fixed seed)
+    assert all(r["tokens_seen"] > 0 and "learning_rate" in r and "grad_norm" in r for r in log if "loss" in r)
+
+    # plain transformers + peft, no LF code: the adapter lowers the loss of the taught answer
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                         add_generation_prompt=True) == \
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    before = sequence_loss(base, tokenizer, "Who are you?", "I am Lumen, made by the LF team.")
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), out)
+    after = sequence_loss(tuned, tokenizer, "Who are you?", "I am Lumen, made by the LF team.")
+    assert after < 0.25 * before, (before, after)
+
+    # the resolved config is itself a valid config
+    resolved = read_config(out / "lf_config.yaml", [f"output_dir={tmp_path / 'again'}"])
+    plan = parse_train_config(resolved)
+    assert plan.finetuning.lora_rank == 8 and plan.data.template == "chatml" and plan.training_args.max_steps == 30
+
+    # a finished run is not overwritten by accident
+    assert lf(["train", str(write_config(tmp_path, **base_config))]) == 1
+    assert "already holds a finished run" in capsys.readouterr().err
+
+
+def test_resumed_run_matches_an_uninterrupted_one(base_config, tmp_path):
+    from safetensors.torch import load_file
+
+    base_config.update(max_steps=8, save_steps=4)
+    straight = tmp_path / "straight"
+    assert lf(["train", str(write_config(tmp_path, **base_config)), f"output_dir={straight}"]) == 0
+
+    crashed = tmp_path / "crashed"
+    assert lf(["train", str(write_config(tmp_path, **base_config)), f"output_dir={crashed}"]) == 0
+    for path in crashed.iterdir():  # leave what a crash after step 4 would have left
+        if path.name not in ("checkpoint-4", "lf_config.yaml", "trainer_log.jsonl"):
+            if path.is_dir():
+                __import__("shutil").rmtree(path)
+            else:
+                path.unlink()
+    assert lf(["train", str(write_config(tmp_path, **base_config)), f"output_dir={crashed}"]) == 0
+
+    a = load_file(straight / "adapter_model.safetensors")
+    b = load_file(crashed / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+    records = [json.loads(line) for line in (crashed / "trainer_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, 9))  # resumed: no step logged twice
+
+
+BAD_INPUTS = [
+    ({"dataset": "identiy"}, "dataset 'identiy' is not described in", "Did you mean 'identity'"),
+    ({"template": "chatmll"}, "unknown template 'chatmll'", "Did you mean 'chatml'"),
+    ({"model_name_or_path": "/no/such/model"}, "model path '/no/such/model' does not exist", "bundled model"),
+    ({"lora_rnak": 4}, "unknown config key 'lora_rnak'", "Did you mean 'lora_rank'"),
+    ({"learning_rate": "fast"}, "learning_rate must be a number", "'fast'"),
+    ({"stage": "sfft"}, "stage='sfft' is not a valid choice", "Did you mean 'sft'"),
+    ({"output_dir": None}, "`output_dir` is required", ""),
+]
+
+
+@pytest.mark.parametrize(("change", "message", "hint"), BAD_INPUTS)
+def test_bad_config_fails_clearly_before_anything_is_written(change, message, hint, base_config, tmp_path, capsys):
+    base_config.update(change)
+    assert lf(["train", str(write_config(tmp_path, **base_config))]) == 1
+    err = capsys.readouterr().err
+    assert message in err and hint in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_data_fails_clearly_before_anything_is_written(base_config, data_dir, tmp_path, capsys):
+    config = write_config(tmp_path, **base_config)
+    (data_dir / "identity.json").write_text(json.dumps([{"instruction": "q", "input": ""}]))
+    assert lf(["train", str(config)]) == 1
+    assert "column(s) ['output'] not found" in capsys.readouterr().err
+    (data_dir / "identity.json").unlink()
+    assert lf(["train", str(config)]) == 1
+    assert "identity.json' does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_yaml_syntax_error(tmp_path, capsys):
+    path = tmp_path / "broken.yaml"
+    path.write_text("stage: sft\ndataset: [identity\n")
+    assert lf(["train", str(path)]) == 1
+    assert "broken.yaml is not valid YAML at line" in capsys.readouterr().err
