@@ -44,8 +44,12 @@ def test_unknown_command_suggests_and_missing_package_says_what_to_install(monke
     assert "Did you mean `lf train`?" in capsys.readouterr().err
     only_version = {"version": Command(help="v", run=lambda argv: 0)}
     monkeypatch.setattr(cli, "installed_commands", lambda: only_version)
+    real_version = cli.installed_version
+    monkeypatch.setattr(cli, "installed_version", lambda dist: None if dist == "lf-train" else real_version(dist))
     assert cli.main(["train", "x.yaml"]) == 2
     assert "lf train is provided by lf-train, which is not installed: pip install lf-train" in capsys.readouterr().err
+    assert cli.main(["export"]) == 2  # lf-models is installed here, but this version has no export yet
+    assert "lf export is not in the installed lf-models 0.1.0; upgrade it" in capsys.readouterr().err
     assert cli.main(["--help"]) == 0
     assert "pip install lf-serve" in capsys.readouterr().out
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, entry_points, version
 
 from lf_data.errors import LFError
 
@@ -48,6 +48,13 @@ def installed_commands() -> dict[str, Command]:
     return dict(sorted(commands.items()))
 
 
+def installed_version(dist: str) -> str | None:
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
 def usage(commands: dict[str, Command]) -> str:
     lines = ["usage: lf <command> [args ...]", "", "commands:"]
     width = max(len(name) for name in KNOWN_COMMANDS | commands)
@@ -72,8 +79,14 @@ def main(argv: list[str] | None = None) -> int:
         name, rest = "version", []
     if name not in commands:
         if name in KNOWN_COMMANDS:
-            print(f"lf {name} is provided by {KNOWN_COMMANDS[name]}, which is not installed: "
-                  f"pip install {KNOWN_COMMANDS[name]}", file=sys.stderr)
+            dist = KNOWN_COMMANDS[name]
+            installed = installed_version(dist)
+            if installed is None:
+                print(f"lf {name} is provided by {dist}, which is not installed: pip install {dist}",
+                      file=sys.stderr)
+            else:
+                print(f"lf {name} is not in the installed {dist} {installed}; upgrade it: "
+                      f"pip install -U {dist}", file=sys.stderr)
         else:
             import difflib
 
