@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from lf_data.errors import ConfigError
 
@@ -25,6 +26,33 @@ class DataArguments:
     """Train only on the last assistant turn of each conversation."""
     preprocessing_num_workers: int | None = None
     """Processes used to tokenise the dataset."""
+    eval_dataset: list[str] | None = None
+    """Datasets for evaluation (names from dataset_info.json)."""
+    val_size: float = 0.0
+    """Hold out this fraction (< 1) or number (>= 1) of training rows for evaluation."""
+    streaming: bool = False
+    """Read datasets lazily instead of preparing them on disk (for data larger than the disk)."""
+    buffer_size: int = 16384
+    """Shuffle buffer when streaming."""
+    mix_strategy: Literal["concat", "interleave_under", "interleave_over"] = "concat"
+    """How several datasets are merged: one after another, or interleaved until the shortest
+    (under) or the longest (over) is exhausted."""
+    interleave_probs: list[float] | None = None
+    """Sampling probability of each dataset when interleaving."""
+    packing: bool | None = None
+    """Pack several examples into each `cutoff_len` sequence (default: on for pt, off otherwise)."""
+    neat_packing: bool = False
+    """Pack without cross-attention between the packed examples (implies packing)."""
+    skip_invalid: bool = False
+    """Drop invalid rows (and say how many) instead of refusing the data."""
+    media_dir: str | None = None
+    """Folder that relative image/video/audio paths start from (default: dataset_dir)."""
+    tokenized_path: str | None = None
+    """Save the tokenised dataset here, or load it from here if it exists."""
+    overwrite_cache: bool = False
+    """Tokenise again even when a cached result for the same inputs exists."""
+    seed: int = 42
+    """Seed for splitting, interleaving and shuffling (shared with training)."""
 
     def __post_init__(self) -> None:
         if self.cutoff_len < 2:
@@ -33,3 +61,14 @@ class DataArguments:
             raise ConfigError(f"max_samples={self.max_samples} must be a positive number of rows.")
         if self.template == "":
             self.template = None
+        if self.val_size < 0 or (self.val_size >= 1 and not float(self.val_size).is_integer()):
+            raise ConfigError(f"val_size={self.val_size} must be a fraction below 1 or a whole number of rows.")
+        if self.neat_packing:
+            self.packing = True
+        if self.interleave_probs is not None and self.mix_strategy == "concat":
+            raise ConfigError("interleave_probs needs mix_strategy: interleave_under or interleave_over.")
+        if self.interleave_probs is not None and abs(sum(self.interleave_probs) - 1.0) > 1e-6:
+            raise ConfigError(f"interleave_probs {self.interleave_probs} must sum to 1.")
+        if self.streaming and self.val_size and self.val_size < 1:
+            raise ConfigError("with streaming: true the size of the data is unknown; give val_size as a number "
+                              "of rows (for example val_size: 500).")

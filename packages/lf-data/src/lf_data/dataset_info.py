@@ -14,11 +14,12 @@ DATASET_INFO = "dataset_info.json"
 FORMATTINGS = ("alpaca", "sharegpt", "openai")
 
 # Column names each formatting reads by default; `columns` in an entry renames them.
+_COMMON = {"system": None, "tools": None, "images": None, "videos": None, "audios": None, "chosen": "chosen",
+           "rejected": "rejected", "kto_tag": None}
 DEFAULT_COLUMNS = {
-    "alpaca": {"prompt": "instruction", "query": "input", "response": "output", "history": None,
-               "system": None},
-    "sharegpt": {"messages": "conversations", "system": None},
-    "openai": {"messages": "messages", "system": None},
+    "alpaca": {**_COMMON, "prompt": "instruction", "query": "input", "response": "output", "history": None},
+    "sharegpt": {**_COMMON, "messages": "conversations"},
+    "openai": {**_COMMON, "messages": "messages"},
 }
 DEFAULT_TAGS = {
     "sharegpt": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",

@@ -1,27 +1,26 @@
-"""Load the datasets named in the config and align every formatting to one standard structure.
-
-Standard row: ``_messages`` (a list of ``{"role", "content"}`` with roles user / assistant /
-observation / function, user-side and assistant-side turns alternating), ``_system`` and ``_tools``.
-"""
+"""Load the datasets named in the config (files or hub, in memory-mapped Arrow or streamed), align
+each to the standard structure, and mix them (`concat`, `interleave_under`, `interleave_over`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from lf_data.aligner import align
 from lf_data.dataset_info import DatasetAttr, get_dataset_attr
-from lf_data.errors import DataError
+from lf_data.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
-    from datasets import Dataset
+    from datasets import Dataset, IterableDataset
 
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet",
                  ".arrow": "arrow", ".txt": "text"}
-USER_SIDE = ("user", "observation")
-ASSISTANT_SIDE = ("assistant", "function")
+MAX_LISTED_ERRORS = 10
 
 
-def _data_files(attr: DatasetAttr) -> tuple[str, list[str]]:
+def data_files(attr: DatasetAttr) -> tuple[str, list[str]]:
+    """The `datasets` builder and the files of a local dataset (a file, or every file of a folder)."""
     path = Path(attr.location)
     if path.is_dir():
         files = sorted(str(p) for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
@@ -40,128 +39,81 @@ def _data_files(attr: DatasetAttr) -> tuple[str, list[str]]:
     return builders.pop(), files
 
 
-def load_raw(attr: DatasetAttr) -> Dataset:
-    """The dataset as stored (through `datasets`, so Arrow-backed and memory-mapped)."""
+def load_raw(attr: DatasetAttr, streaming: bool = False) -> Dataset | IterableDataset:
+    """The dataset as stored, through `datasets` (Arrow-backed and memory-mapped, or streamed)."""
     import datasets
 
     if attr.source == "file":
-        builder, files = _data_files(attr)
+        builder, files = data_files(attr)
         try:
-            return datasets.load_dataset(builder, data_files=files, split="train")
+            return datasets.load_dataset(builder, data_files=files, split="train", streaming=streaming)
         except Exception as err:  # a parse error deep in pyarrow: name the file
             raise DataError(f"{attr}: could not read {files[0] if len(files) == 1 else attr.location}: "
                             f"{type(err).__name__}: {err}") from None
     try:
-        return datasets.load_dataset(attr.location, name=attr.subset, split=attr.split, data_dir=attr.folder)
+        return datasets.load_dataset(attr.location, name=attr.subset, split=attr.split, data_dir=attr.folder,
+                                     streaming=streaming)
     except Exception as err:
         raise DataError(f"{attr}: could not load it from the Hugging Face hub ({type(err).__name__}: {err}). "
                         "Without network access, download it and describe it with `file_name`.") from None
 
 
-def _text(attr: DatasetAttr, index: int, column: str, value: Any) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise DataError(f"{attr} row {index}: column {column!r} must hold text, found {type(value).__name__}.")
-    return value
+@dataclass
+class AlignedData:
+    """Aligned rows, plus how many rows were read and the problems of the invalid ones."""
+
+    dataset: Dataset | IterableDataset
+    rows_read: int | None = None  # None when streaming
+    errors: list[str] = field(default_factory=list)
+    invalid: int = 0
 
 
-def _align_alpaca(attr: DatasetAttr, row: dict[str, Any], index: int) -> list[dict[str, str]]:
-    cols = attr.columns
-    messages: list[dict[str, str]] = []
-    if cols.get("history") and row.get(cols["history"]):
-        history = row[cols["history"]]
-        for turn in history:
-            if not (isinstance(turn, (list, tuple)) and len(turn) == 2):
-                raise DataError(f"{attr} row {index}: column {cols['history']!r} must be a list of "
-                                "[instruction, response] pairs.")
-            messages += [{"role": "user", "content": _text(attr, index, cols["history"], turn[0])},
-                         {"role": "assistant", "content": _text(attr, index, cols["history"], turn[1])}]
-    prompt = _text(attr, index, cols["prompt"], row.get(cols["prompt"]))
-    query = _text(attr, index, cols["query"], row.get(cols["query"])) if cols.get("query") else ""
-    content = "\n".join(part for part in (prompt, query) if part)
-    response = _text(attr, index, cols["response"], row.get(cols["response"]))
-    if not content:
-        raise DataError(f"{attr} row {index}: empty prompt (column {cols['prompt']!r}).")
-    if not response:
-        raise DataError(f"{attr} row {index}: empty response (column {cols['response']!r}).")
-    messages += [{"role": "user", "content": content}, {"role": "assistant", "content": response}]
-    return messages
+def _limit(attr: DatasetAttr, raw, max_samples: int | None, streaming: bool):
+    limits = [x for x in (attr.num_samples, max_samples) if x is not None]
+    if not limits:
+        return raw
+    if streaming:
+        return raw.take(min(limits))
+    return raw.select(range(min([len(raw), *limits])))
 
 
-def _align_sharegpt(attr: DatasetAttr, row: dict[str, Any], index: int) -> tuple[list[dict[str, str]], str]:
-    tags, column = attr.tags, attr.columns["messages"]
-    role_of = {tags["user_tag"]: "user", tags["assistant_tag"]: "assistant",
-               tags["observation_tag"]: "observation", tags["function_tag"]: "function",
-               tags["system_tag"]: "system"}
-    raw = row.get(column)
-    if not isinstance(raw, list) or not raw:
-        raise DataError(f"{attr} row {index}: column {column!r} must be a non-empty list of messages.")
-    system = ""
-    messages = []
-    for turn_index, turn in enumerate(raw):
-        if not isinstance(turn, dict) or tags["role_tag"] not in turn or tags["content_tag"] not in turn:
-            raise DataError(f"{attr} row {index}, message {turn_index}: each message needs the keys "
-                            f"{tags['role_tag']!r} and {tags['content_tag']!r} (set `tags` in dataset_info.json "
-                            "if your data uses other names).")
-        role = role_of.get(turn[tags["role_tag"]])
-        if role is None:
-            raise DataError(f"{attr} row {index}, message {turn_index}: unknown role "
-                            f"{turn[tags['role_tag']]!r}; expected one of {sorted(role_of)}.")
-        content = _text(attr, index, column, turn[tags["content_tag"]])
-        if role == "system":
-            if turn_index != 0:
-                raise DataError(f"{attr} row {index}, message {turn_index}: a system message may only come first.")
-            system = content
-            continue
-        expected = USER_SIDE if len(messages) % 2 == 0 else ASSISTANT_SIDE
-        if role not in expected:
-            raise DataError(f"{attr} row {index}, message {turn_index}: role {role!r} is out of order; "
-                            "user (or observation) and assistant (or function) messages must alternate, "
-                            "starting with the user.")
-        messages.append({"role": role, "content": content})
-    if len(messages) % 2 != 0:
-        raise DataError(f"{attr} row {index}: the conversation must end with an assistant message.")
-    return messages, system
+def mix(parts: list, strategy: str, probs: list[float] | None, seed: int):
+    from datasets import concatenate_datasets, interleave_datasets
+
+    if len(parts) == 1:
+        return parts[0]
+    if strategy == "concat":
+        return concatenate_datasets(parts)
+    if probs is not None and len(probs) != len(parts):
+        raise ConfigError(f"interleave_probs has {len(probs)} values for {len(parts)} datasets; give one each.")
+    stopping = "first_exhausted" if strategy == "interleave_under" else "all_exhausted"
+    return interleave_datasets(parts, probabilities=probs, seed=seed, stopping_strategy=stopping)
 
 
-def align(attr: DatasetAttr, dataset: Dataset, num_proc: int | None = None) -> Dataset:
-    """Convert a raw dataset into the standard structure, naming the first bad row if any."""
-    cols = attr.columns
-    required = [cols["prompt"], cols["response"]] if attr.formatting == "alpaca" else [cols["messages"]]
-    missing = [c for c in required if c not in dataset.column_names]
-    if missing:
-        raise DataError(f"{attr}: column(s) {missing} not found; the file has {dataset.column_names}. "
-                        "Rename them in the file or map them with `columns` in dataset_info.json.")
-    if attr.ranking:
-        raise DataError(f"{attr} is a preference (ranking) dataset; supervised fine-tuning needs "
-                        "conversations. Use it with a preference stage.")
-
-    def convert(row: dict[str, Any], index: int) -> dict[str, Any]:
-        system = ""
-        if attr.formatting == "alpaca":
-            messages = _align_alpaca(attr, row, index)
-        else:
-            messages, system = _align_sharegpt(attr, row, index)
-        if cols.get("system") and row.get(cols["system"]):
-            system = _text(attr, index, cols["system"], row[cols["system"]])
-        tools = row.get(cols["tools"]) if cols.get("tools") else None
-        return {"_messages": messages, "_system": system, "_tools": tools if isinstance(tools, str) else ""}
-
-    return dataset.map(convert, with_indices=True, remove_columns=dataset.column_names, num_proc=num_proc,
-                       desc=f"Aligning {attr.name}")
+def _stream_check(error: str, skip_invalid: bool) -> bool:
+    if error and not skip_invalid:
+        raise DataError(f"invalid row {error} (set skip_invalid: true to drop such rows)")
+    return not error
 
 
-def load_aligned(names: list[str], dataset_dir: str, max_samples: int | None = None,
-                 num_proc: int | None = None) -> Dataset:
-    """Load, align and concatenate the named datasets."""
-    from datasets import concatenate_datasets
-
-    attrs = [get_dataset_attr(name, dataset_dir) for name in names]  # all names checked before loading
-    parts = []
+def load_aligned(names: list[str], dataset_dir: str, *, max_samples: int | None = None, num_proc: int | None = None,
+                 streaming: bool = False, mix_strategy: str = "concat", interleave_probs: list[float] | None = None,
+                 seed: int = 42, media_dir: str | None = None, skip_invalid: bool = False,
+                 needs_response: bool = True) -> AlignedData:
+    """Load, align and mix the named datasets; invalid rows are found, counted and set apart."""
+    attrs = [get_dataset_attr(name, dataset_dir) for name in names]  # every name checked before loading
+    parts, errors, invalid, read = [], [], 0, 0
     for attr in attrs:
-        raw = load_raw(attr)
-        limit = min(x for x in (attr.num_samples, max_samples, len(raw)) if x is not None)
-        raw = raw.select(range(limit))
-        parts.append(align(attr, raw, num_proc))
-    return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+        raw = _limit(attr, load_raw(attr, streaming), max_samples, streaming)
+        aligned = align(attr, raw, Path(media_dir or dataset_dir), None if streaming else num_proc, needs_response)
+        if streaming:
+            aligned = aligned.filter(_stream_check, fn_kwargs={"skip_invalid": skip_invalid}, input_columns="_error")
+        else:
+            read += len(aligned)
+            bad = aligned.filter(lambda e: bool(e), input_columns="_error")
+            if len(bad):
+                invalid += len(bad)
+                errors += bad.select(range(min(len(bad), MAX_LISTED_ERRORS)))["_error"]
+                aligned = aligned.filter(lambda e: not e, input_columns="_error")
+        parts.append(aligned.remove_columns("_error"))
+    return AlignedData(mix(parts, mix_strategy, interleave_probs, seed), None if streaming else read, errors, invalid)

@@ -17,7 +17,7 @@ from lf_data.args import DataArguments
 from lf_data.config import build_section, section_keys, unknown_keys_error, write_config_atomic
 from lf_data.dataset_info import get_dataset_attr
 from lf_data.errors import ConfigError
-from lf_data.pipeline import build_supervised_dataset
+from lf_data.pipeline import build_dataset, check_stage_data
 from lf_data.templates import Template, get_template
 from lf_models.args import FinetuningArguments, ModelArguments
 from lf_models.loader import load_model, load_tokenizer, resolve_model
@@ -68,11 +68,14 @@ def parse_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:
         get_template(data.template)
     if not data.dataset:
         raise ConfigError("no `dataset` given: name one or more datasets from dataset_info.json.")
-    for name in data.dataset:
+    for name in data.dataset + (data.eval_dataset or []):
         attr = get_dataset_attr(name, data.dataset_dir)
         if attr.source == "file" and not Path(attr.location).exists():
             raise ConfigError(f"{attr}: file {attr.location!r} does not exist. Put the file there or fix "
                               "`file_name` in dataset_info.json (it is relative to dataset_dir).")
+    check_stage_data(data, train.stage, data.dataset + (data.eval_dataset or []))
+    if data.streaming and not config.get("max_steps"):
+        raise ConfigError("streaming: true needs max_steps (the number of rows is unknown in advance).")
 
     precision = choose_precision(config.get("bf16"), config.get("fp16"))
     hf_config = {**HF_DEFAULTS, **{k: v for k, v in config.items() if k in hf_keys}}
@@ -139,9 +142,10 @@ def run_train(config: dict[str, Any], source: str = "") -> Path:
     if isinstance(template, Template):
         tokenizer.chat_template = template.to_jinja()  # saved with the tokenizer: inference builds the same prompts
     plan.data.template = template.name
-    dataset = build_supervised_dataset(plan.data, tokenizer)
-    logger.info("training on %d examples (template %s, cutoff_len %d)", len(dataset), template.name,
-                plan.data.cutoff_len)
+    data = build_dataset(plan.data, tokenizer, plan.train.stage, template)
+    if not plan.data.streaming:
+        logger.info("training on %d examples (template %s, cutoff_len %d)", len(data.train_dataset), template.name,
+                    plan.data.cutoff_len)
 
     precision = choose_precision(args.bf16 or None, args.fp16 or None)
     from transformers import set_seed
@@ -157,8 +161,8 @@ def run_train(config: dict[str, Any], source: str = "") -> Path:
     if plan.resume_from_checkpoint:
         logger.warning("resuming from %s", plan.resume_from_checkpoint)
 
-    STAGES[plan.train.stage](model, tokenizer, dataset, args, [JsonlLogCallback(output_dir)],
-                             plan.resume_from_checkpoint)
+    STAGES[plan.train.stage](model, tokenizer, data, args, [JsonlLogCallback(output_dir)],
+                             plan.resume_from_checkpoint, neat_packing=plan.data.neat_packing)
     if plan.train.plot_loss:
         plot_loss(output_dir)
     _print_summary(output_dir, plan, model_source.path)

@@ -4,23 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments
 
-from lf_data.supervised import IGNORE_INDEX
+from lf_train.collators import SupervisedCollator
 
 
-def run_sft(model: Any, tokenizer: Any, train_dataset: Any, training_args: TrainingArguments,
-            callbacks: list, resume_from_checkpoint: str | None) -> Trainer:
-    collator = DataCollatorForSeq2Seq(
-        tokenizer=tokenizer,
-        label_pad_token_id=IGNORE_INDEX,
+def run_sft(model: Any, tokenizer: Any, data: Any, training_args: TrainingArguments, callbacks: list,
+            resume_from_checkpoint: str | None, neat_packing: bool = False) -> Trainer:
+    collator = SupervisedCollator(
+        pad_token_id=tokenizer.pad_token_id,
         pad_to_multiple_of=8 if training_args.bf16 or training_args.fp16 else None,
+        neat_packing=neat_packing,
     )
     trainer = Trainer(
         model=model,
         args=training_args,
         data_collator=collator,
-        train_dataset=train_dataset,
+        train_dataset=data.train_dataset,
+        eval_dataset=data.eval_dataset,
         processing_class=tokenizer,
         callbacks=callbacks,
     )
@@ -29,4 +30,8 @@ def run_sft(model: Any, tokenizer: Any, train_dataset: Any, training_args: Train
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
     trainer.save_state()
+    if data.eval_dataset is not None:
+        metrics = trainer.evaluate()
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
     return trainer

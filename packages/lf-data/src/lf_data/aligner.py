@@ -1,0 +1,232 @@
+"""Align every formatting (alpaca, sharegpt, openai; plain, ranking or KTO-tagged) to one structure.
+
+Standard row:
+- ``_prompt``: messages before the answer (user-side and assistant-side turns alternating, starting
+  and ending with a user-side turn; roles user / observation and assistant / function),
+- ``_response``: the answer: one message for SFT and KTO, [chosen, rejected] for preference data,
+  empty for prompt-only data,
+- ``_system``, ``_tools`` (JSON text), ``_images`` / ``_videos`` / ``_audios`` (paths or URLs),
+- ``_kto_tag`` (True desirable, False undesirable, None when untagged).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lf_data.dataset_info import DatasetAttr
+from lf_data.errors import DataError
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+USER_SIDE = ("user", "observation")
+ASSISTANT_SIDE = ("assistant", "function")
+MEDIA = ("images", "videos", "audios")
+PLACEHOLDERS = {"images": "<image>", "videos": "<video>", "audios": "<audio>"}
+
+
+class RowError(DataError):
+    """A bad row; `align` adds the dataset and row index."""
+
+
+def _text(column: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise RowError(f"column {column!r} must hold text, found {type(value).__name__}")
+    return value
+
+
+def _tools(column: str, value: Any) -> str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, ensure_ascii=False)
+    text = _text(column, value)
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as err:
+        raise RowError(f"column {column!r} must hold tool definitions as JSON ({err.msg})") from None
+    return text
+
+
+def _media(attr: DatasetAttr, column: str, value: Any, media_dir: Path) -> list[str]:
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for item in items:
+        if isinstance(item, dict) and "path" in item:  # datasets' Image feature stored as a dict
+            item = item["path"]
+        if not isinstance(item, str):
+            raise RowError(f"column {column!r} must hold file paths or URLs")
+        if "://" not in item and not Path(item).is_absolute():
+            item = str(media_dir / item)
+        out.append(item)
+    return out
+
+
+def _alternating(messages: list[dict[str, str]], where: str) -> None:
+    for i, message in enumerate(messages):
+        expected = USER_SIDE if i % 2 == 0 else ASSISTANT_SIDE
+        if message["role"] not in expected:
+            raise RowError(f"{where}message {i}: role {message['role']!r} is out of order; user (or observation) "
+                           "and assistant (or function) messages must alternate, starting with the user")
+
+
+def _alpaca(attr: DatasetAttr, row: dict[str, Any]) -> tuple[list, list]:
+    cols = attr.columns
+    prompt: list[dict[str, str]] = []
+    if cols.get("history") and row.get(cols["history"]):
+        for turn in row[cols["history"]]:
+            if not (isinstance(turn, (list, tuple)) and len(turn) == 2):
+                raise RowError(f"column {cols['history']!r} must be a list of [instruction, response] pairs")
+            prompt += [{"role": "user", "content": _text(cols["history"], turn[0])},
+                       {"role": "assistant", "content": _text(cols["history"], turn[1])}]
+    instruction = _text(cols["prompt"], row.get(cols["prompt"]))
+    query = _text(cols["query"], row.get(cols["query"])) if cols.get("query") else ""
+    content = "\n".join(part for part in (instruction, query) if part)
+    if not content:
+        raise RowError(f"empty prompt (column {cols['prompt']!r})")
+    prompt.append({"role": "user", "content": content})
+    if attr.ranking:
+        response = [{"role": "assistant", "content": _text(cols["chosen"], row.get(cols["chosen"]))},
+                    {"role": "assistant", "content": _text(cols["rejected"], row.get(cols["rejected"]))}]
+    elif cols.get("response") and row.get(cols["response"]) not in (None, ""):
+        value = row[cols["response"]]
+        if isinstance(value, list):  # alpaca-style ranking data stored as [chosen, rejected]
+            value = value[0] if value else ""
+        response = [{"role": "assistant", "content": _text(cols["response"], value)}]
+    else:
+        response = []
+    return prompt, response
+
+
+def _sharegpt_message(attr: DatasetAttr, turn: Any, where: str) -> dict[str, str]:
+    tags = attr.tags
+    if not isinstance(turn, dict) or tags["role_tag"] not in turn or tags["content_tag"] not in turn:
+        raise RowError(f"{where}each message needs the keys {tags['role_tag']!r} and {tags['content_tag']!r} "
+                       "(set `tags` in dataset_info.json if your data uses other names)")
+    role_of = {tags["user_tag"]: "user", tags["assistant_tag"]: "assistant", tags["observation_tag"]: "observation",
+               tags["function_tag"]: "function", tags["system_tag"]: "system"}
+    role = role_of.get(turn[tags["role_tag"]])
+    if role is None:
+        raise RowError(f"{where}unknown role {turn[tags['role_tag']]!r}; expected one of {sorted(role_of)}")
+    content = turn[tags["content_tag"]]
+    if role == "function" and isinstance(content, (dict, list)):
+        content = json.dumps(content, ensure_ascii=False)
+    return {"role": role, "content": _text(tags["content_tag"], content)}
+
+
+def _sharegpt(attr: DatasetAttr, row: dict[str, Any]) -> tuple[list, list, str]:
+    column = attr.columns["messages"]
+    raw = row.get(column)
+    if not isinstance(raw, list) or not raw:
+        raise RowError(f"column {column!r} must be a non-empty list of messages")
+    messages = [_sharegpt_message(attr, turn, f"message {i}: ") for i, turn in enumerate(raw)]
+    system = ""
+    if messages[0]["role"] == "system":
+        system = messages.pop(0)["content"]
+    if any(m["role"] == "system" for m in messages):
+        raise RowError("a system message may only come first")
+    _alternating(messages, "")
+    if attr.ranking:
+        if len(messages) % 2 != 1:
+            raise RowError("preference data must end with a user message; the answers go in the chosen and "
+                           "rejected columns")
+        cols = attr.columns
+        response = [_sharegpt_message(attr, row.get(cols[key]), f"column {cols[key]!r}: ") for key in ("chosen", "rejected")]
+        if any(m["role"] not in ASSISTANT_SIDE for m in response):
+            raise RowError("chosen and rejected must be assistant messages")
+        return messages, response, system
+    if len(messages) % 2 == 0:
+        return messages[:-1], messages[-1:], system
+    return messages, [], system
+
+
+def _kto_tag(attr: DatasetAttr, row: dict[str, Any]) -> bool | None:
+    column = attr.columns.get("kto_tag")
+    if not column:
+        return None
+    value = row.get(column)
+    if not isinstance(value, bool):
+        raise RowError(f"column {column!r} must be true (desirable) or false (undesirable), got {value!r}")
+    return value
+
+
+def align_row(attr: DatasetAttr, row: dict[str, Any], media_dir: Path, needs_response: bool = True) -> dict[str, Any]:
+    cols = attr.columns
+    system = ""
+    if attr.formatting == "alpaca":
+        prompt, response = _alpaca(attr, row)
+    else:
+        prompt, response, system = _sharegpt(attr, row)
+    if cols.get("system") and row.get(cols["system"]):
+        system = _text(cols["system"], row[cols["system"]])
+    if attr.ranking and any(not m["content"] for m in response):
+        raise RowError("empty chosen or rejected answer")
+    if needs_response and (not response or (len(response) == 1 and not response[0]["content"])):
+        where = f" (column {cols['response']!r})" if attr.formatting == "alpaca" else ""
+        raise RowError(f"empty response{where}" if response or attr.formatting == "alpaca"
+                       else "the conversation must end with an assistant message")
+    aligned = {"_prompt": prompt, "_response": response, "_system": system,
+               "_tools": _tools(cols["tools"], row.get(cols["tools"])) if cols.get("tools") else "",
+               "_kto_tag": _kto_tag(attr, row)}
+    for kind in MEDIA:
+        aligned[f"_{kind}"] = _media(attr, cols[kind], row.get(cols[kind]), media_dir) if cols.get(kind) else []
+        if aligned[f"_{kind}"]:
+            text = "".join(m["content"] for m in prompt + response)
+            found = text.count(PLACEHOLDERS[kind])
+            if found != len(aligned[f"_{kind}"]):
+                raise RowError(f"{len(aligned[f'_{kind}'])} {kind} given but the text has {found} "
+                               f"{PLACEHOLDERS[kind]} placeholder(s); they must match")
+    return aligned
+
+
+def required_columns(attr: DatasetAttr, needs_response: bool = True) -> list[str]:
+    cols = attr.columns
+    if attr.formatting == "alpaca":
+        answers = [cols["chosen"], cols["rejected"]] if attr.ranking else [cols["response"]] if needs_response else []
+        needed = [cols["prompt"]] + answers
+    else:
+        needed = [cols["messages"]] + ([cols["chosen"], cols["rejected"]] if attr.ranking else [])
+    if cols.get("kto_tag"):
+        needed.append(cols["kto_tag"])
+    return [c for c in needed if c]
+
+
+EMPTY_ROW = {"_prompt": [], "_response": [], "_system": "", "_tools": "", "_kto_tag": None,
+             "_images": [], "_videos": [], "_audios": []}
+
+
+def align(attr: DatasetAttr, dataset: Dataset, media_dir: Path, num_proc: int | None = None,
+          needs_response: bool = True) -> Dataset:
+    """Convert a raw dataset into the standard structure.
+
+    Every row is checked; a bad row is kept as an empty row whose ``_error`` column says
+    ``file:row: what is wrong``, so callers can list all problems at once (`split_invalid`).
+    """
+    from datasets import IterableDataset
+
+    streamed = isinstance(dataset, IterableDataset)
+    names = dataset.column_names
+    if streamed and names is None:  # column names unknown until the first row is read
+        names = list(next(iter(dataset)))
+    if names is not None:
+        missing = [c for c in required_columns(attr, needs_response) if c not in names]
+        if missing:
+            raise DataError(f"{attr}: column(s) {missing} not found; the file has {names}. "
+                            "Rename them in the file or map them with `columns` in dataset_info.json.")
+
+    def convert(row: dict[str, Any], index: int) -> dict[str, Any]:
+        try:
+            return {**align_row(attr, row, media_dir, needs_response), "_error": ""}
+        except RowError as err:
+            return {**EMPTY_ROW, "_error": f"{attr.location}:{index}: {err}"}
+
+    if streamed:
+        return dataset.map(convert, with_indices=True, remove_columns=names)
+    return dataset.map(convert, with_indices=True, remove_columns=names, num_proc=num_proc,
+                       desc=f"Aligning {attr.name}")
