@@ -69,4 +69,5 @@ def _closure(dist: str, seen: set[str]) -> set[str]:
 def test_lf_data_install_does_not_pull_torch():
     pulled = _closure("lf-data", set())
     assert "datasets" in pulled
-    assert not pulled & {"torch", "transformers", "peft", "accelerate"}, pulled
+    assert "transformers" in pulled  # tokenizers only: transformers installs without torch
+    assert not pulled & {"torch", "peft", "accelerate", "bitsandbytes"}, pulled

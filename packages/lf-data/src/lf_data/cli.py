@@ -21,6 +21,7 @@ ENTRY_POINT_GROUP = "lf.commands"
 KNOWN_COMMANDS: dict[str, str] = {
     "version": "lf-data",
     "env": "lf-data",
+    "data": "lf-data",
     "train": "lf-train",
     "chat": "lf-serve",
     "api": "lf-serve",

@@ -59,3 +59,55 @@ def _run_env(argv: list[str]) -> int:
 
 version_command = Command(help="print the installed LF packages", run=_run_version)
 env = Command(help="print library versions, device and dtype support", run=_run_env)
+
+
+def _run_data(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="lf data", description="Check datasets and render templates.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    check = sub.add_parser("check", help="validate every row of the configured datasets and report")
+    check.add_argument("config", help="the training YAML (dataset, template, cutoff_len, model_name_or_path, stage)")
+    check.add_argument("overrides", nargs="*", help="key=value overrides")
+    render = sub.add_parser("render", help="print the token ids, trained mask and text of one conversation")
+    render.add_argument("--template", default="auto", help="template name, or auto for the tokenizer's own")
+    render.add_argument("--tokenizer", required=True, help="tokenizer folder, hub id or bundled model name")
+    render.add_argument("--messages", required=True, help="JSON file: a list of {role, content} messages")
+    render.add_argument("--tools", help="JSON file: a list of tool definitions")
+    render.add_argument("--system", help="system prompt (overrides a system message)")
+    render.add_argument("--add-generation-prompt", action="store_true", help="render a prompt for inference")
+    ns = parser.parse_args(argv)
+    if ns.action == "check":
+        from lf_data.check import format_check, run_check
+        from lf_data.config import read_config
+
+        config = read_config(ns.config, ns.overrides)
+        result = run_check(config)
+        print(format_check(result))
+        return 1 if result.report.invalid and not config.get("skip_invalid") else 0
+
+    import json
+    from pathlib import Path
+
+    from lf_data.errors import DataError
+    from lf_data.render import load_tokenizer, render_conversation
+
+    def read_json(path: str, what: str):
+        try:
+            return json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise DataError(f"{what} file {path!r} does not exist") from None
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path} is not valid JSON: {err.msg} at line {err.lineno}") from None
+
+    messages = read_json(ns.messages, "--messages")
+    if not isinstance(messages, list):
+        raise DataError(f"{ns.messages} must hold a JSON list of messages")
+    tools = read_json(ns.tools, "--tools") if ns.tools else None
+    tokenizer, default_template = load_tokenizer(ns.tokenizer)
+    template = default_template if ns.template == "auto" and default_template else ns.template
+    result = render_conversation(template, tokenizer, messages, tools=tools, system=ns.system,
+                                 add_generation_prompt=ns.add_generation_prompt)
+    print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
+data = Command(help="check datasets (lf data check CONFIG) and render templates (lf data render)", run=_run_data)

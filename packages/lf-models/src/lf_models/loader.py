@@ -163,3 +163,10 @@ def count_parameters(model: Any) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return trainable, total
+
+
+def tokenizer_for_reference(reference: str, trust_remote_code: bool = False) -> tuple[PreTrainedTokenizerBase, str | None]:
+    """(tokenizer, default template) for any model reference LF understands; used by `lf data`."""
+    model_args = ModelArguments(model_name_or_path=reference, trust_remote_code=trust_remote_code)
+    source = resolve_model(model_args)
+    return load_tokenizer(model_args, source), source.default_template

@@ -1,0 +1,131 @@
+"""`lf data check`: read every row of every configured dataset before any model loads, and say what
+training would get: rows kept and dropped (and why), the first problems, token lengths, how much
+`cutoff_len` cuts, the share of trained tokens, and one rendered example."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from lf_data.args import DataArguments
+from lf_data.config import build_section
+from lf_data.errors import ConfigError
+from lf_data.pipeline import DataReport, build_dataset
+from lf_data.processors import IGNORE_INDEX
+from lf_data.render import load_tokenizer
+from lf_data.templates import Template, get_template
+
+LABEL_COLUMN = {"pt": "labels", "sft": "labels", "kto": "labels", "ppo": "labels"}
+BINS = (32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+
+
+@dataclass
+class CheckResult:
+    stage: str
+    template: str
+    report: DataReport
+    lengths: list[int]
+    full_lengths: list[int]
+    cutoff_len: int
+    trained_tokens: int
+    total_tokens: int
+    example: list[tuple[str, bool]] = field(default_factory=list)  # (text piece, trained?)
+    template_warning: str | None = None
+
+    @property
+    def truncated(self) -> int:
+        return sum(1 for n in self.full_lengths if n > self.cutoff_len)
+
+
+def _ids_and_labels(row: dict[str, Any], stage: str) -> tuple[list[int], list[int]]:
+    if stage in LABEL_COLUMN:
+        return row["input_ids"], row[LABEL_COLUMN[stage]] if stage != "ppo" else [IGNORE_INDEX] * len(row["input_ids"])
+    return row["chosen_input_ids"], row["chosen_labels"]
+
+
+def run_check(config: dict[str, Any]) -> CheckResult:
+    stage = config.get("stage", "sft")
+    if not config.get("model_name_or_path"):
+        raise ConfigError("`model_name_or_path` is required: lf data check tokenises with the model's tokenizer.")
+    data_keys = {f.name for f in dataclasses.fields(DataArguments)}
+    data_args = build_section(DataArguments, {k: v for k, v in config.items() if k in data_keys})
+    if data_args.streaming:
+        raise ConfigError("lf data check reads every row; set streaming: false to check the data.")
+    data_args.skip_invalid = True  # collect every problem instead of stopping at the first
+    tokenizer, default_template = load_tokenizer(config["model_name_or_path"], bool(config.get("trust_remote_code")))
+    template = get_template(data_args.template or default_template)
+    if isinstance(template, Template):
+        own = tokenizer.chat_template
+        from lf_data import templates
+
+        checker = getattr(templates, "check_against_tokenizer", None)
+        warning = checker(template, tokenizer) if (checker and own) else None
+        tokenizer.chat_template = template.to_jinja()
+    else:
+        warning = None
+
+    module = build_dataset(data_args, tokenizer, stage, template)
+    rows = module.train_dataset
+    full_args = dataclasses.replace(data_args, cutoff_len=1 << 30, packing=False, neat_packing=False,
+                                    val_size=0.0, eval_dataset=None)
+    full = build_dataset(full_args, tokenizer, stage, template).train_dataset
+    lengths, trained, total = [], 0, 0
+    for row in rows:
+        ids, labels = _ids_and_labels(row, stage)
+        lengths.append(len(ids))
+        total += len(ids)
+        trained += sum(1 for t in labels if t != IGNORE_INDEX)
+    full_lengths = [len(_ids_and_labels(r, stage)[0]) for r in full]
+
+    example: list[tuple[str, bool]] = []
+    if len(rows):
+        ids, labels = _ids_and_labels(rows[0], stage)
+        start = 0
+        for i in range(1, len(ids) + 1):
+            if i == len(ids) or (labels[i] != IGNORE_INDEX) != (labels[start] != IGNORE_INDEX):
+                example.append((tokenizer.decode(ids[start:i]), labels[start] != IGNORE_INDEX))
+                start = i
+    return CheckResult(stage, template.name, module.report, lengths, full_lengths, data_args.cutoff_len,
+                       trained, total, example, warning)
+
+
+def format_check(result: CheckResult, color: bool | None = None) -> str:
+    color = sys.stdout.isatty() if color is None else color
+    r = result.report
+    lines = [f"stage {result.stage}, template {result.template}, cutoff_len {result.cutoff_len}", ""]
+    lines.append(f"rows read     {r.rows_read}")
+    lines.append(f"invalid       {r.invalid}" + (" (not trained on; set skip_invalid: true to train on the rest)"
+                                                 if r.invalid else ""))
+    lines.append(f"dropped       {r.dropped}" + (f" ({r.drop_reason})" if r.dropped else ""))
+    lines.append(f"kept          {r.kept}" + (f"  (cache {r.cache}: {r.cache_path})" if r.cache != "off" else ""))
+    if r.errors:
+        lines += ["", "first problems:"] + [f"  {e}" for e in r.errors]
+    if result.template_warning:
+        lines += ["", f"warning: template {result.template!r} differs from the tokenizer's own chat template: "
+                      f"{result.template_warning}"]
+    lines += ["", "token lengths (after cutoff_len):"]
+    counts, low = [], 0
+    for high in BINS:
+        n = sum(1 for x in result.lengths if low < x <= high)
+        if n:
+            counts.append((f"{low + 1}-{high}", n))
+        low = high
+    n = sum(1 for x in result.lengths if x > BINS[-1])
+    if n:
+        counts.append((f">{BINS[-1]}", n))
+    peak = max((c for _, c in counts), default=1)
+    lines += [f"  {label:>11} {count:>7} {'#' * max(1, round(40 * count / peak))}" for label, count in counts]
+    if result.lengths:
+        ordered = sorted(result.lengths)
+        lines.append(f"  min {ordered[0]}, median {ordered[len(ordered) // 2]}, max {ordered[-1]}")
+    lines.append(f"truncated by cutoff_len: {result.truncated} of {len(result.full_lengths)}")
+    share = result.trained_tokens / result.total_tokens if result.total_tokens else 0.0
+    lines.append(f"trained tokens: {result.trained_tokens} of {result.total_tokens} ({share:.1%})")
+    if result.example:
+        lines += ["", "first example (trained tokens " + ("in green" if color else "between ⟦ and ⟧") + "):"]
+        text = "".join((f"\033[32m{piece}\033[0m" if color else f"⟦{piece}⟧") if trained else piece
+                       for piece, trained in result.example)
+        lines.append(text)
+    return "\n".join(lines)
