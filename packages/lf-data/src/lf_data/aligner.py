@@ -220,13 +220,20 @@ def align(attr: DatasetAttr, dataset: Dataset, media_dir: Path, num_proc: int | 
             raise DataError(f"{attr}: column(s) {missing} not found; the file has {names}. "
                             "Rename them in the file or map them with `columns` in dataset_info.json.")
 
-    def convert(row: dict[str, Any], index: int) -> dict[str, Any]:
-        try:
-            return {**align_row(attr, row, media_dir, needs_response), "_error": ""}
-        except RowError as err:
-            return {**EMPTY_ROW, "_error": f"{attr.location}:{index}: {err}"}
+    def convert(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {key: [] for key in (*EMPTY_ROW, "_error")}
+        for offset, index in enumerate(indices):
+            row = {key: values[offset] for key, values in batch.items()}
+            try:
+                aligned, error = align_row(attr, row, media_dir, needs_response), ""
+            except RowError as err:
+                aligned, error = EMPTY_ROW, f"{attr.location}:{index}: {err}"
+            for key, value in aligned.items():
+                out[key].append(value)
+            out["_error"].append(error)
+        return out
 
     if streamed:
-        return dataset.map(convert, with_indices=True, remove_columns=names)
-    return dataset.map(convert, with_indices=True, remove_columns=names, num_proc=num_proc,
+        return dataset.map(convert, batched=True, with_indices=True, remove_columns=names)
+    return dataset.map(convert, batched=True, with_indices=True, remove_columns=names, num_proc=num_proc,
                        desc=f"Aligning {attr.name}")

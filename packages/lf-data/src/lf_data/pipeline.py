@@ -78,6 +78,13 @@ def check_stage_data(data_args: DataArguments, stage: str, names: list[str]) -> 
                               f"`\"columns\": {{\"kto_tag\": ...}}` in the entry of {attr}.")
 
 
+def _tokenize(batch: dict[str, list[Any]], ctx: Context, processor: Any) -> dict[str, list[Any]]:
+    out = processor.tokenize(batch, ctx)
+    size = len(next(iter(out.values()))) if out else 0
+    out["_keep"] = [processor.keep({key: values[i] for key, values in out.items()}) for i in range(size)]
+    return out
+
+
 def _prepare(names: list[str], data_args: DataArguments, stage: str, template: Any, tokenizer: Any,
              report: DataReport) -> Dataset:
     processor = PROCESSORS[stage]
@@ -123,11 +130,17 @@ def _prepare(names: list[str], data_args: DataArguments, stage: str, template: A
     columns = list(next(iter(dataset)).keys()) if data_args.streaming else dataset.column_names
     extra = {} if data_args.streaming else {"num_proc": data_args.preprocessing_num_workers,
                                              "desc": f"Tokenising for {stage}"}
-    tokenized = dataset.map(processor.tokenize, batched=True, remove_columns=columns, fn_kwargs={"ctx": ctx}, **extra)
-    kept = tokenized.filter(processor.keep)
+    tokenized = dataset.map(_tokenize, batched=True, remove_columns=columns,
+                            fn_kwargs={"ctx": ctx, "processor": processor}, **extra)
     report.drop_reason = processor.drop_reason
-    if not data_args.streaming:
-        report.dropped = len(tokenized) - len(kept)
+    if data_args.streaming:
+        kept = tokenized.filter(lambda keep: keep, input_columns="_keep").remove_columns("_keep")
+    else:
+        import pyarrow.compute as pc
+
+        report.dropped = len(tokenized) - (pc.sum(tokenized.data.column("_keep")).as_py() or 0)  # Arrow, not rows
+        kept = tokenized.filter(lambda keep: keep, input_columns="_keep") if report.dropped else tokenized
+        kept = kept.remove_columns("_keep")
         if report.dropped:
             logger.warning("dropped %d of %d examples: %s", report.dropped, len(tokenized), processor.drop_reason)
         if len(kept) == 0:

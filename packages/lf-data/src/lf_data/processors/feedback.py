@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lf_data.processors.base import Context, prompt_and_answer
+from lf_data.processors.base import Context, encode_batch, split_answer
 from lf_data.processors.truncation import IGNORE_INDEX, truncate_pair
 
 COLUMNS = ("input_ids", "attention_mask", "labels", "kl_input_ids", "kl_attention_mask", "kl_labels", "kto_tags")
@@ -24,14 +24,23 @@ def _join(ctx: Context, prompt_ids: list[int], answer: list[int]) -> tuple[list[
 def tokenize_feedback(batch: dict[str, list[Any]], ctx: Context) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {key: [] for key in COLUMNS}
     n = len(batch["_prompt"])
+    usable = []
     for i in range(n):
         prompt, response, system, tools = (batch[k][i] for k in ("_prompt", "_response", "_system", "_tools"))
         mismatched = batch["_response"][(i + 1) % n]
-        if len(response) != 1 or len(mismatched) != 1 or batch["_kto_tag"][i] is None:
-            ids = labels = kl_ids = kl_labels = []
-        else:
-            prompt_ids, answer = prompt_and_answer(ctx, prompt, response[0], system, tools)
-            _, kl_answer = prompt_and_answer(ctx, prompt, mismatched[0], system, tools)
+        if len(response) == 1 and len(mismatched) == 1 and batch["_kto_tag"][i] is not None:
+            usable.append(i)
+    conversations = []
+    for i in usable:
+        prompt, system, tools = batch["_prompt"][i], batch["_system"][i], batch["_tools"][i]
+        conversations += [(prompt + batch["_response"][i], system, tools),
+                          (prompt + batch["_response"][(i + 1) % n], system, tools)]
+    encoded = iter(encode_batch(ctx, conversations))
+    for i in range(n):
+        ids = labels = kl_ids = kl_labels = []
+        if i in usable:
+            prompt_ids, answer = split_answer(next(encoded))
+            _, kl_answer = split_answer(next(encoded))
             ids, labels = _join(ctx, prompt_ids, answer)
             kl_ids, kl_labels = _join(ctx, prompt_ids, kl_answer)
         out["input_ids"].append(ids)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lf_data.processors.base import Context, encode
+from lf_data.processors.base import Context, encode_batch
 from lf_data.processors.truncation import IGNORE_INDEX, truncate_pair
 
 
@@ -29,13 +29,15 @@ def encode_supervised(pairs: list[tuple[list[int], list[int]]], cutoff_len: int,
 
 def tokenize_supervised(batch: dict[str, list[Any]], ctx: Context) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {"input_ids": [], "attention_mask": [], "labels": []}
-    for prompt, response, system, tools in zip(batch["_prompt"], batch["_response"], batch["_system"],
-                                               batch["_tools"], strict=True):
-        if len(response) != 1:  # prompt-only rows teach nothing: dropped as "no trainable tokens"
-            input_ids, labels = [], []
-        else:
-            pairs = encode(ctx, prompt + response, system, tools)
-            input_ids, labels = encode_supervised(pairs, ctx.cutoff_len, ctx.train_on_prompt, ctx.mask_history)
+    rows = list(zip(batch["_prompt"], batch["_response"], batch["_system"], batch["_tools"], strict=True))
+    # prompt-only rows teach nothing: they come out empty and are dropped as "no trainable tokens"
+    usable = [(prompt + response, system, tools) for prompt, response, system, tools in rows if len(response) == 1]
+    encoded = iter(encode_batch(ctx, usable))
+    for _, response, _, _ in rows:
+        input_ids, labels = [], []
+        if len(response) == 1:
+            input_ids, labels = encode_supervised(next(encoded), ctx.cutoff_len, ctx.train_on_prompt,
+                                                  ctx.mask_history)
         out["input_ids"].append(input_ids)
         out["attention_mask"].append([1] * len(input_ids))
         out["labels"].append(labels)
