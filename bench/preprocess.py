@@ -15,8 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-WORDS = ("the model learns to answer questions about data training tokens language fine tuning adapter "
-         "rank weight gradient batch loss sequence template assistant user system response prompt").split()
+WORDS = ["the", "model", "learns", "to", "answer", "questions", "about", "data", "training", "tokens", "language", "fine", "tuning", "adapter", "rank", "weight", "gradient", "batch", "loss", "sequence", "template", "assistant", "user", "system", "response", "prompt"]
 
 
 def make_rows(n: int, seed: int = 0) -> list[dict[str, str]]:
