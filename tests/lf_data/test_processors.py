@@ -189,3 +189,27 @@ def test_truncation_keeps_the_response_and_respects_cutoff():
     ids, labels = encode_supervised([(list(range(30)), list(range(100, 130)))] * 2, cutoff_len=10)
     assert len(ids) == len(labels) == 10
     assert labels == [-100] * 5 + list(range(100, 105))
+
+
+def test_media_placeholder_cut_by_cutoff_len_is_dropped(tmp_path, tiny_tokenizer):
+    long_question = "Who are you? " * 30
+    rows = [{"messages": [{"role": "user", "content": "<image>What is this?"},
+                          {"role": "assistant", "content": "A cat."}], "images": ["cat.png"]},
+            {"messages": [{"role": "user", "content": long_question + "<image>"},
+                          {"role": "assistant", "content": "A dog."}], "images": ["dog.png"]}]
+    (tmp_path / "vl.json").write_text(json.dumps(rows))
+    (tmp_path / "dataset_info.json").write_text(json.dumps(
+        {"vl": {"file_name": "vl.json", "formatting": "openai", "columns": {"messages": "messages", "images": "images"}}}))
+    module = build_dataset(args(tmp_path, "vl", cutoff_len=48), tiny_tokenizer, "sft")
+    assert len(module.train_dataset) == 1
+    assert module.report.drop_reasons == {"a media placeholder was cut off by cutoff_len": 1}
+
+
+def test_hub_entries_go_through_load_dataset(tmp_path, tiny_tokenizer):
+    # `hf_hub_url` takes what datasets.load_dataset takes; a local folder exercises the same path offline
+    folder = tmp_path / "hub_copy"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text(json.dumps({"instruction": "Who are you?", "output": "Lumen."}) + "\n")
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"hub": {"hf_hub_url": str(folder), "split": "train"}}))
+    (row,) = build_dataset(args(tmp_path, "hub"), tiny_tokenizer, "sft").train_dataset
+    assert tiny_tokenizer.decode(trained(row["labels"])) == "Lumen.<|im_end|>\n"

@@ -98,7 +98,8 @@ def format_check(result: CheckResult, color: bool | None = None) -> str:
     lines.append(f"rows read     {r.rows_read}")
     lines.append(f"invalid       {r.invalid}" + (" (not trained on; set skip_invalid: true to train on the rest)"
                                                  if r.invalid else ""))
-    lines.append(f"dropped       {r.dropped}" + (f" ({r.drop_reason})" if r.dropped else ""))
+    lines.append(f"dropped       {r.dropped}")
+    lines += [f"  {count:>11}  {reason}" for reason, count in (r.drop_reasons or {}).items()]
     lines.append(f"kept          {r.kept}" + (f"  (cache {r.cache}: {r.cache_path})" if r.cache != "off" else ""))
     if r.errors:
         lines += ["", "first problems:"] + [f"  {e}" for e in r.errors]

@@ -90,7 +90,7 @@ def mix(parts: list, strategy: str, probs: list[float] | None, seed: int):
     return interleave_datasets(parts, probabilities=probs, seed=seed, stopping_strategy=stopping)
 
 
-def _non_empty(dataset: Dataset, column: str) -> list[str]:
+def non_empty(dataset: Dataset, column: str) -> list[str]:
     """Non-empty values of a string column of a freshly mapped dataset, read in Arrow, not row by row."""
     import pyarrow.compute as pc
 
@@ -118,7 +118,7 @@ def load_aligned(names: list[str], dataset_dir: str, *, max_samples: int | None 
             aligned = aligned.filter(_stream_check, fn_kwargs={"skip_invalid": skip_invalid}, input_columns="_error")
         else:
             read += len(aligned)
-            found = _non_empty(aligned, "_error")
+            found = non_empty(aligned, "_error")
             if found:
                 invalid += len(found)
                 errors += found[:MAX_LISTED_ERRORS - len(errors)] if len(errors) < MAX_LISTED_ERRORS else []

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lf_data.aligner import PLACEHOLDERS
 from lf_data.args import DataArguments
 from lf_data.cache import cache_key, cache_root, load_cached, save_cached
 from lf_data.dataset_info import get_dataset_attr
 from lf_data.errors import ConfigError, DataError
-from lf_data.loading import load_aligned
+from lf_data.loading import load_aligned, non_empty
 from lf_data.processors import PROCESSORS, Context
 from lf_data.processors.packing import pack
 from lf_data.templates import get_template
@@ -38,7 +39,7 @@ class DataReport:
     invalid: int = 0
     errors: list[str] = field(default_factory=list)
     dropped: int = 0
-    drop_reason: str = ""
+    drop_reasons: dict[str, int] = field(default_factory=dict)
     kept: int | None = None
     cache: str = "off"  # "hit", "written" or "off"
     cache_path: str | None = None
@@ -78,10 +79,22 @@ def check_stage_data(data_args: DataArguments, stage: str, names: list[str]) -> 
                               f"`\"columns\": {{\"kto_tag\": ...}}` in the entry of {attr}.")
 
 
+MEDIA_CUT = "a media placeholder was cut off by cutoff_len"
+
+
 def _tokenize(batch: dict[str, list[Any]], ctx: Context, processor: Any) -> dict[str, list[Any]]:
     out = processor.tokenize(batch, ctx)
     size = len(next(iter(out.values()))) if out else 0
-    out["_keep"] = [processor.keep({key: values[i] for key, values in out.items()}) for i in range(size)]
+    out["_drop"] = ["" if processor.keep({key: values[i] for key, values in out.items()}) else processor.drop_reason
+                    for i in range(size)]
+    if size == len(batch["_prompt"]):  # one output per row (all stages but packed pt): check media survived
+        ids_column = "input_ids" if "input_ids" in out else "chosen_input_ids"
+        for i in range(size):
+            for kind, placeholder in PLACEHOLDERS.items():
+                media = batch[f"_{kind}"][i]
+                if media and not out["_drop"][i] and \
+                        ctx.tokenizer.decode(out[ids_column][i]).count(placeholder) != len(media):
+                    out["_drop"][i] = MEDIA_CUT
     return out
 
 
@@ -105,7 +118,7 @@ def _prepare(names: list[str], data_args: DataArguments, stage: str, template: A
         cached = None if data_args.overwrite_cache else load_cached(location, key)
         if cached is not None:
             splits, meta = cached
-            for name in ("rows_read", "invalid", "errors", "dropped", "drop_reason", "kept"):
+            for name in ("rows_read", "invalid", "errors", "dropped", "drop_reasons", "kept"):
                 setattr(report, name, meta.get(name))
             report.cache, report.cache_path = "hit", str(location)
             logger.info("reusing the tokenised dataset cached at %s%s", location,
@@ -132,20 +145,21 @@ def _prepare(names: list[str], data_args: DataArguments, stage: str, template: A
                                              "desc": f"Tokenising for {stage}"}
     tokenized = dataset.map(_tokenize, batched=True, remove_columns=columns,
                             fn_kwargs={"ctx": ctx, "processor": processor}, **extra)
-    report.drop_reason = processor.drop_reason
     if data_args.streaming:
-        kept = tokenized.filter(lambda keep: keep, input_columns="_keep").remove_columns("_keep")
+        kept = tokenized.filter(lambda drop: not drop, input_columns="_drop").remove_columns("_drop")
     else:
-        import pyarrow.compute as pc
+        from collections import Counter
 
-        report.dropped = len(tokenized) - (pc.sum(tokenized.data.column("_keep")).as_py() or 0)  # Arrow, not rows
-        kept = tokenized.filter(lambda keep: keep, input_columns="_keep") if report.dropped else tokenized
-        kept = kept.remove_columns("_keep")
-        if report.dropped:
-            logger.warning("dropped %d of %d examples: %s", report.dropped, len(tokenized), processor.drop_reason)
+        reasons = Counter(non_empty(tokenized, "_drop"))
+        report.dropped, report.drop_reasons = sum(reasons.values()), dict(reasons)
+        kept = tokenized.filter(lambda drop: not drop, input_columns="_drop") if report.dropped else tokenized
+        kept = kept.remove_columns("_drop")
+        for reason, count in reasons.items():
+            logger.warning("dropped %d of %d examples: %s", count, len(tokenized), reason)
         if len(kept) == 0:
-            raise DataError(f"no example of {', '.join(names)} is left to train on ({processor.drop_reason}); "
-                            f"check the data and cutoff_len={data_args.cutoff_len}.")
+            raise DataError(f"no example of {', '.join(names)} is left to train on "
+                            f"({'; '.join(reasons) or processor.drop_reason}); check the data and "
+                            f"cutoff_len={data_args.cutoff_len}.")
     if packing and stage == "sft":
         kept = kept.map(pack, batched=True, batch_size=PACK_BATCH,
                         fn_kwargs={"cutoff_len": data_args.cutoff_len, "neat": data_args.neat_packing},
@@ -153,7 +167,7 @@ def _prepare(names: list[str], data_args: DataArguments, stage: str, template: A
     if not data_args.streaming:
         report.kept = len(kept)
         meta = {"key": key, **{k: getattr(report, k) for k in ("rows_read", "invalid", "errors", "dropped",
-                                                             "drop_reason", "kept")}}
+                                                             "drop_reasons", "kept")}}
         save_cached(location, {"train": kept}, meta)
         kept = load_cached(location)[0]["train"]  # memory-mapped from the cache, like a cache hit
         report.cache, report.cache_path = "written", str(location)
