@@ -113,3 +113,16 @@ def test_streaming_reads_lazily(data_dir):
     assert not hasattr(ds, "__len__")
     rows = list(ds)
     assert len(rows) == 8 and rows[0]["_response"][0]["content"] == "I am Lumen, made by the LF team."
+
+
+def test_num_samples_samples_and_repeats(data_dir):
+    info = json.loads((data_dir / "dataset_info.json").read_text())
+    info["identity"]["num_samples"] = 20
+    info["chats"]["num_samples"] = 1
+    (data_dir / "dataset_info.json").write_text(json.dumps(info))
+    identity = aligned(["identity"], data_dir)
+    assert len(identity) == 20  # every one of the 8 rows twice, then 4 more
+    questions = [p[0]["content"] for p in identity["_prompt"]]
+    assert sorted(set(questions)) == sorted(r["instruction"] for r in json.loads((data_dir / "identity.json").read_text()))
+    assert all(2 <= questions.count(q) <= 3 for q in set(questions))
+    assert len(aligned(["chats"], data_dir)) == 1

@@ -68,13 +68,22 @@ class AlignedData:
     invalid: int = 0
 
 
-def _limit(attr: DatasetAttr, raw, max_samples: int | None, streaming: bool):
-    limits = [x for x in (attr.num_samples, max_samples) if x is not None]
-    if not limits:
-        return raw
-    if streaming:
-        return raw.take(min(limits))
-    return raw.select(range(min([len(raw), *limits])))
+def _resize(attr: DatasetAttr, raw, max_samples: int | None, streaming: bool, seed: int):
+    """Apply the entry's `num_samples` (sampled, repeating rows when it exceeds the data) and then
+    the config's `max_samples` (the first rows)."""
+    if attr.num_samples is not None and not streaming:
+        import random
+
+        size = len(raw)
+        order = list(range(size))
+        random.Random(seed).shuffle(order)
+        indices = order * (attr.num_samples // size) + order[:attr.num_samples % size]
+        raw = raw.select(indices)
+    elif attr.num_samples is not None:
+        raw = raw.take(attr.num_samples)
+    if max_samples is not None:
+        raw = raw.take(max_samples) if streaming else raw.select(range(min(len(raw), max_samples)))
+    return raw
 
 
 def mix(parts: list, strategy: str, probs: list[float] | None, seed: int):
@@ -112,7 +121,7 @@ def load_aligned(names: list[str], dataset_dir: str, *, max_samples: int | None 
     attrs = [get_dataset_attr(name, dataset_dir) for name in names]  # every name checked before loading
     parts, errors, invalid, read = [], [], 0, 0
     for attr in attrs:
-        raw = _limit(attr, load_raw(attr, streaming), max_samples, streaming)
+        raw = _resize(attr, load_raw(attr, streaming), max_samples, streaming, seed)
         aligned = align(attr, raw, Path(media_dir or dataset_dir), None if streaming else num_proc, needs_response)
         if streaming:
             aligned = aligned.filter(_stream_check, fn_kwargs={"skip_invalid": skip_invalid}, input_columns="_error")
