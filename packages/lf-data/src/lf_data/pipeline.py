@@ -80,6 +80,7 @@ def check_stage_data(data_args: DataArguments, stage: str, names: list[str]) -> 
 
 
 MEDIA_CUT = "a media placeholder was cut off by cutoff_len"
+REPORTED = ("rows_read", "invalid", "errors", "dropped", "drop_reasons", "kept")
 
 
 def _tokenize(batch: dict[str, list[Any]], ctx: Context, processor: Any) -> dict[str, list[Any]]:
@@ -98,6 +99,22 @@ def _tokenize(batch: dict[str, list[Any]], ctx: Context, processor: Any) -> dict
     return out
 
 
+def _cache_location(names: list[str], data_args: DataArguments, stage: str, template: Any, tokenizer: Any,
+                    packing: bool) -> tuple[Path | None, str | None]:
+    """(where the tokenised result lives, its content key); no cache when streaming.
+
+    `tokenized_path` keeps LlamaFactory's meaning: load it if it is there, else save there.
+    """
+    if data_args.streaming:
+        return None, None
+    if data_args.tokenized_path:
+        return Path(data_args.tokenized_path), None
+    attrs = [get_dataset_attr(name, data_args.dataset_dir) for name in names]
+    hub = {a.name: f"{a.location}|{a.subset}|{a.split}|{a.folder}" for a in attrs if a.source != "file"}
+    key = cache_key(attrs, tokenizer, template, {**_options(data_args, stage, names), "packing": packing}, hub)
+    return cache_root() / key, key
+
+
 def _prepare(names: list[str], data_args: DataArguments, stage: str, template: Any, tokenizer: Any,
              report: DataReport) -> Dataset:
     processor = PROCESSORS[stage]
@@ -105,20 +122,12 @@ def _prepare(names: list[str], data_args: DataArguments, stage: str, template: A
     ctx = Context(template=template, tokenizer=tokenizer, cutoff_len=data_args.cutoff_len,
                   train_on_prompt=data_args.train_on_prompt, mask_history=data_args.mask_history,
                   packing=packing, neat_packing=data_args.neat_packing)
-    attrs = [get_dataset_attr(name, data_args.dataset_dir) for name in names]
-    location, key = None, None
-    if not data_args.streaming:
-        if data_args.tokenized_path:  # LlamaFactory's meaning: load it if it is there, else save there
-            location = Path(data_args.tokenized_path)
-        else:
-            key = cache_key(attrs, tokenizer, template, {**_options(data_args, stage, names), "packing": packing},
-                            {a.name: f"{a.location}|{a.subset}|{a.split}|{a.folder}" for a in attrs
-                             if a.source != "file"})
-            location = cache_root() / key
-        cached = None if data_args.overwrite_cache else load_cached(location, key)
+    location, key = _cache_location(names, data_args, stage, template, tokenizer, packing)
+    if location is not None and not data_args.overwrite_cache:
+        cached = load_cached(location, key)
         if cached is not None:
             splits, meta = cached
-            for name in ("rows_read", "invalid", "errors", "dropped", "drop_reasons", "kept"):
+            for name in REPORTED:
                 setattr(report, name, meta.get(name))
             report.cache, report.cache_path = "hit", str(location)
             logger.info("reusing the tokenised dataset cached at %s%s", location,
@@ -166,8 +175,7 @@ def _prepare(names: list[str], data_args: DataArguments, stage: str, template: A
                         **({} if data_args.streaming else {"desc": "Packing"}))
     if not data_args.streaming:
         report.kept = len(kept)
-        meta = {"key": key, **{k: getattr(report, k) for k in ("rows_read", "invalid", "errors", "dropped",
-                                                             "drop_reasons", "kept")}}
+        meta = {"key": key, **{name: getattr(report, name) for name in REPORTED}}
         save_cached(location, {"train": kept}, meta)
         kept = load_cached(location)[0]["train"]  # memory-mapped from the cache, like a cache hit
         report.cache, report.cache_path = "written", str(location)
