@@ -1,8 +1,12 @@
+import json
+
 import pytest
 
 from lf_data.errors import ConfigError, DataError
-from lf_data.supervised import IGNORE_INDEX, encode_supervised, truncate_pair
+from lf_data.processors import IGNORE_INDEX
+from lf_data.processors.supervised import encode_supervised
 from lf_data.templates import TEMPLATES, get_template
+from lf_data.templates.template import to_openai
 
 CONVERSATION = [
     {"role": "user", "content": "Who are you?"},
@@ -19,18 +23,55 @@ SMOLLM2_JINJA = (
 )
 
 
+TOOLS = json.dumps([{"type": "function", "function": {"name": "get_weather", "description": "Weather of a city.",
+                                                      "parameters": {"type": "object",
+                                                                     "properties": {"city": {"type": "string"}}}}},
+                     {"name": "add", "description": "Add numbers.", "parameters": {"type": "object"}}])
+TOOL_CONVERSATION = [
+    {"role": "user", "content": "Weather in Paris and 2+2?"},
+    {"role": "function", "content": json.dumps([{"name": "get_weather", "arguments": {"city": "Paris"}},
+                                                {"name": "add", "arguments": {"a": 2, "b": 2}}])},
+    {"role": "observation", "content": '{"sky": "clear"}'},
+    {"role": "function", "content": '{"name": "get_weather", "arguments": {"city": "Lyon"}}'},
+    {"role": "observation", "content": "rain"},
+    {"role": "assistant", "content": "Clear in Paris, rain in Lyon; 4."},
+]
+REASONING_CONVERSATION = [
+    {"role": "user", "content": "Who are you?"},
+    {"role": "assistant", "content": "<think>\nA name question.\n</think>\n\nI am Lumen."},
+    {"role": "user", "content": "Weather?"},
+    {"role": "function", "content": '{"name": "get_weather", "arguments": {"city": "Paris"}}'},
+    {"role": "observation", "content": "sunny"},
+    {"role": "assistant", "content": "<think>Sunny it is.</think>It is sunny."},
+]
+CONVERSATIONS = {"plain": (CONVERSATION, None), "tools": (TOOL_CONVERSATION, TOOLS),
+                 "reasoning": (REASONING_CONVERSATION, TOOLS)}
+
+
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
 @pytest.mark.parametrize("system", [None, "Be brief."])
-def test_saved_jinja_renders_exactly_what_training_sees(name, system, tiny_tokenizer):
+@pytest.mark.parametrize("kind", sorted(CONVERSATIONS))
+def test_saved_jinja_renders_exactly_what_training_sees(name, system, kind, tiny_tokenizer):
     template = TEMPLATES[name]
+    messages, tools = CONVERSATIONS[kind]
+    jinja_tools = {"tools": json.loads(tools)} if tools else {}
     tiny_tokenizer.chat_template = template.to_jinja()
-    head = [{"role": "system", "content": system}] if system else []
-    pairs = template.render_pairs(CONVERSATION, system, tiny_tokenizer)
-    training_text = "".join(p + r for p, r in pairs)
-    assert tiny_tokenizer.apply_chat_template(head + CONVERSATION, tokenize=False) == training_text
-    prompt_text = tiny_tokenizer.apply_chat_template(head + CONVERSATION[:3], tokenize=False,
-                                                     add_generation_prompt=True)
-    assert prompt_text == "".join(p + r for p, r in pairs[:-1]) + pairs[-1][0]
+    thinking_options = [None, True, False] if template.thought else [None]
+    for thinking in thinking_options:
+        options = {} if thinking is None else {"enable_thinking": thinking}
+        pairs = template.render_pairs(messages, system, tiny_tokenizer, tools, **options)
+        training_text = "".join(p + r for p, r in pairs)
+        assert tiny_tokenizer.apply_chat_template(to_openai(messages, system), tokenize=False,
+                                                  **jinja_tools, **options) == training_text
+        for end in range(1, len(messages), 2):  # every prompt the conversation contains
+            prompt_pairs = template.render_pairs(messages[:end], system, tiny_tokenizer, tools, **options)
+            prompt_text = tiny_tokenizer.apply_chat_template(to_openai(messages[:end], system), tokenize=False,
+                                                             add_generation_prompt=True, **jinja_tools, **options)
+            assert prompt_text == "".join(p + r for p, r in prompt_pairs)
+            # piece-wise ids may merge differently from the whole text's in this tiny tokenizer; the
+            # real tokenizers' ids are compared in test_template_conformance.py
+            assert tiny_tokenizer.decode(template.encode_prompt(tiny_tokenizer, messages[:end], system, tools,
+                                                                **options)) == prompt_text
 
 
 def test_smollm2_template_matches_the_models_own(tiny_tokenizer):
@@ -63,19 +104,3 @@ def test_auto_template_refuses_templates_that_rewrite_history(tiny_tokenizer):
 def test_unknown_template_suggests():
     with pytest.raises(ConfigError, match=r"unknown template 'smolm2'. Did you mean 'smollm2'\?"):
         get_template("smolm2")
-
-
-def test_mask_history_and_train_on_prompt():
-    pairs = [([1, 2], [3, 4]), ([5], [6, 7])]
-    assert encode_supervised(pairs, 100) == ([1, 2, 3, 4, 5, 6, 7], [-100, -100, 3, 4, -100, 6, 7])
-    assert encode_supervised(pairs, 100, mask_history=True)[1] == [-100, -100, -100, -100, -100, 6, 7]
-    assert encode_supervised(pairs, 100, train_on_prompt=True)[1] == [1, 2, 3, 4, 5, 6, 7]
-
-
-def test_truncation_keeps_the_response_and_respects_cutoff():
-    assert truncate_pair(10, 3, 8) == (5, 3)  # a short response is kept whole
-    assert truncate_pair(3, 10, 8) == (3, 5)
-    assert truncate_pair(30, 30, 10) == (5, 5)
-    ids, labels = encode_supervised([(list(range(30)), list(range(100, 130)))] * 2, cutoff_len=10)
-    assert len(ids) == len(labels) == 10
-    assert labels == [-100] * 5 + list(range(100, 105))

@@ -1,0 +1,196 @@
+"""Golden renderings: each family's documented format written out by hand for one conversation.
+
+The conversation: system "SYS", user "Hi", assistant "Hello", user "Bye", assistant "Ciao", with
+bos "<s>" and eos "</s>" for the templates that use the tokenizer's own special tokens.
+"""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from lf_data.templates import TEMPLATES
+
+TOKENIZER = SimpleNamespace(bos_token="<s>", eos_token="</s>")
+MESSAGES = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+            {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Ciao"}]
+
+
+def im(role: str, content: str) -> str:
+    return f"<|im_start|>{role}\n{content}<|im_end|>\n"
+
+
+def chatml(system: str) -> str:
+    return im("system", system) + im("user", "Hi") + im("assistant", "Hello") + im("user", "Bye") + im("assistant", "Ciao")
+
+
+def llama3_turn(role: str, content: str) -> str:
+    return f"<|start_header_id|>{role}<|end_header_id|>\n\n{content}<|eot_id|>"
+
+
+GOLDEN = {
+    "empty": "SYSHiHelloByeCiao",
+    "default": "System: SYS\nHuman: Hi\nAssistant: Hello</s>\nHuman: Bye\nAssistant: Ciao</s>\n",
+    "alpaca": "SYS\n\n### Instruction:\nHi\n\n### Response:\nHello</s>\n\n### Instruction:\nBye\n\n### Response:\nCiao</s>\n\n",
+    "vicuna": "SYS USER: Hi ASSISTANT:Hello</s>USER: Bye ASSISTANT:Ciao</s>",
+    "chatml": chatml("SYS"), "qwen": chatml("SYS"), "yi": chatml("SYS"), "smollm2": chatml("SYS"),
+    "intern2": "<s>" + chatml("SYS"),
+    "qwen3": chatml("SYS").replace("assistant\nCiao", "assistant\n<think>\n\n</think>\n\nCiao"),
+    "qwen3_nothink": chatml("SYS").replace("assistant\nCiao", "assistant\n<think>\n\n</think>\n\nCiao"),
+    "llama2": "<s>[INST] <<SYS>>\nSYS\n<</SYS>>\n\nHi [/INST] Hello </s><s>[INST] Bye [/INST] Ciao </s>",
+    "llama3": "<|begin_of_text|>" + llama3_turn("system", "SYS") + llama3_turn("user", "Hi")
+              + llama3_turn("assistant", "Hello") + llama3_turn("user", "Bye") + llama3_turn("assistant", "Ciao"),
+    "llama4": "<|begin_of_text|><|header_start|>system<|header_end|>\n\nSYS<|eot|>"
+              "<|header_start|>user<|header_end|>\n\nHi<|eot|><|header_start|>assistant<|header_end|>\n\nHello<|eot|>"
+              "<|header_start|>user<|header_end|>\n\nBye<|eot|><|header_start|>assistant<|header_end|>\n\nCiao<|eot|>",
+    "mistral": "<s>[INST] SYS\n\nHi[/INST] Hello</s>[INST] Bye[/INST] Ciao</s>",
+    "mixtral": "<s>[INST] SYS\n\nHi [/INST]Hello</s>[INST] Bye [/INST]Ciao</s>",
+    "mistral_small": "<s>[SYSTEM_PROMPT]SYS[/SYSTEM_PROMPT][INST]Hi[/INST]Hello</s>[INST]Bye[/INST]Ciao</s>",
+    "gemma": "<bos><start_of_turn>user\nSYS\n\nHi<end_of_turn>\n<start_of_turn>model\nHello<end_of_turn>\n"
+             "<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\nCiao<end_of_turn>\n",
+    "phi": "<|system|>\nSYS<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\nHello<|end|>\n<|user|>\nBye<|end|>\n"
+           "<|assistant|>\nCiao<|end|>\n",
+    "phi4": "<|im_start|>system<|im_sep|>SYS<|im_end|><|im_start|>user<|im_sep|>Hi<|im_end|>"
+            "<|im_start|>assistant<|im_sep|>Hello<|im_end|><|im_start|>user<|im_sep|>Bye<|im_end|>"
+            "<|im_start|>assistant<|im_sep|>Ciao<|im_end|>",
+    "phi4_mini": "<|system|>SYS<|end|><|user|>Hi<|end|><|assistant|>Hello<|end|><|user|>Bye<|end|><|assistant|>Ciao<|end|>",
+    "deepseek": "<s>SYS\n\nUser: Hi\n\nAssistant: Hello</s>User: Bye\n\nAssistant: Ciao</s>",
+    "deepseek3": "<｜begin▁of▁sentence｜>SYS<｜User｜>Hi<｜Assistant｜>Hello<｜end▁of▁sentence｜>"
+                 "<｜User｜>Bye<｜Assistant｜>Ciao<｜end▁of▁sentence｜>",
+    "deepseekr1": "<｜begin▁of▁sentence｜>SYS<｜User｜>Hi<｜Assistant｜>Hello<｜end▁of▁sentence｜>"
+                  "<｜User｜>Bye<｜Assistant｜><think>\n\n</think>\n\nCiao<｜end▁of▁sentence｜>",
+    "deepseekcoder": "<s>SYS\n### Instruction:\nHi\n### Response:\nHello\n<|EOT|>\n### Instruction:\nBye\n"
+                     "### Response:\nCiao\n<|EOT|>\n",
+    "glm4": "[gMASK]<sop><|system|>\nSYS<|user|>\nHi<|assistant|>\nHello<|user|>\nBye<|assistant|>\nCiao",
+    "baichuan2": "SYS<reserved_106>Hi<reserved_107>Hello</s><reserved_106>Bye<reserved_107>Ciao</s>",
+    "falcon": "SYS\nUser: Hi\nFalcon:Hello\nUser: Bye\nFalcon:Ciao\n",
+    "zephyr": "<|system|>\nSYS</s>\n<|user|>\nHi</s>\n<|assistant|>\nHello</s>\n<|user|>\nBye</s>\n<|assistant|>\nCiao</s>\n",
+    "openchat": "<s>GPT4 Correct System: SYS<|end_of_turn|>GPT4 Correct User: Hi<|end_of_turn|>GPT4 Correct Assistant: "
+                "Hello<|end_of_turn|>GPT4 Correct User: Bye<|end_of_turn|>GPT4 Correct Assistant: Ciao<|end_of_turn|>",
+    "solar": "### System:\nSYS\n\n### User:\nHi\n\n### Assistant:\nHello</s>### User:\nBye\n\n### Assistant:\nCiao</s>",
+    "cohere": "<s><|START_OF_TURN_TOKEN|><|SYSTEM_TOKEN|>SYS<|END_OF_TURN_TOKEN|><|START_OF_TURN_TOKEN|><|USER_TOKEN|>Hi"
+              "<|END_OF_TURN_TOKEN|><|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>Hello<|END_OF_TURN_TOKEN|>"
+              "<|START_OF_TURN_TOKEN|><|USER_TOKEN|>Bye<|END_OF_TURN_TOKEN|><|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>"
+              "Ciao<|END_OF_TURN_TOKEN|>",
+    "granite": "<|start_of_role|>system<|end_of_role|>SYS<|end_of_text|>\n<|start_of_role|>user<|end_of_role|>Hi"
+               "<|end_of_text|>\n<|start_of_role|>assistant<|end_of_role|>Hello<|end_of_text|>\n"
+               "<|start_of_role|>user<|end_of_role|>Bye<|end_of_text|>\n<|start_of_role|>assistant<|end_of_role|>"
+               "Ciao<|end_of_text|>\n",
+    "gpt_oss": "<|start|>system<|message|>SYS<|end|><|start|>user<|message|>Hi<|end|><|start|>assistant"
+               "<|channel|>final<|message|>Hello<|end|><|start|>user<|message|>Bye<|end|><|start|>assistant"
+               "<|channel|>final<|message|>Ciao<|end|>",
+    "exaone": "[|system|]SYS[|endofturn|]\n[|user|]Hi\n[|assistant|]Hello[|endofturn|]\n[|user|]Bye\n[|assistant|]"
+              "Ciao[|endofturn|]\n",
+    "starchat": "<|system|>\nSYS<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\nHello<|end|>\n<|user|>\nBye<|end|>\n"
+                "<|assistant|>\nCiao<|end|>\n",
+    "cpm": "<s>SYS<用户>Hi<AI>Hello</s><用户>Bye<AI>Ciao</s>",
+    "yuan": "SYSHi<sep>Hello<eod>Bye<sep>Ciao<eod>",
+    "xverse": "SYSHuman: Hi\n\nAssistant: Hello</s>Human: Bye\n\nAssistant: Ciao</s>",
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_golden_rendering(name):
+    pairs = TEMPLATES[name].render_pairs(MESSAGES, "SYS", TOKENIZER)
+    assert "".join(p + r for p, r in pairs) == GOLDEN[name]
+
+
+def test_golden_covers_the_main_families():
+    assert len(GOLDEN) >= 35 and set(GOLDEN) <= set(TEMPLATES)
+
+
+def test_default_system_prompts():
+    def first_prompt(name: str) -> str:
+        return TEMPLATES[name].render_pairs(MESSAGES[:1], None, TOKENIZER)[0][0]
+
+    assert first_prompt("qwen") == im("system", "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.") \
+        + im("user", "Hi") + "<|im_start|>assistant\n"
+    assert first_prompt("smollm2").startswith(im("system", "You are a helpful AI assistant named SmolLM, trained by "
+                                                           "Hugging Face"))
+    assert first_prompt("qwen3") == im("user", "Hi") + "<|im_start|>assistant\n"
+    assert first_prompt("qwen3_nothink") == im("user", "Hi") + "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    assert first_prompt("llama2_zh").startswith("<s>[INST] <<SYS>>\nYou are a helpful assistant. 你是一个乐于助人的助手。")
+    assert first_prompt("gemma3") == "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"
+
+
+CALL = {"role": "function", "content": json.dumps({"name": "add", "arguments": {"a": 1}})}
+TOOLS = json.dumps([{"name": "add", "description": "Add.", "parameters": {"type": "object"}}])
+TOOL_TURNS = [{"role": "user", "content": "Hi"}, CALL, {"role": "observation", "content": "2"},
+              {"role": "assistant", "content": "Done"}]
+
+
+def test_qwen_tools_are_hermes_style():
+    text = "".join(p + r for p, r in TEMPLATES["qwen3"].render_pairs(TOOL_TURNS, None, TOKENIZER, TOOLS))
+    tool = '{"type": "function", "function": {"name": "add", "description": "Add.", "parameters": {"type": "object"}}}'
+    assert text == (
+        "<|im_start|>system\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+        f"You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n{tool}\n</tools>\n\n"
+        "For each function call, return a json object with function name and arguments within <tool_call></tool_call>"
+        " XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n"
+        + im("user", "Hi")
+        + im("assistant", '<tool_call>\n{"name": "add", "arguments": {"a": 1}}\n</tool_call>')
+        + im("user", "<tool_response>\n2\n</tool_response>")
+        + im("assistant", "<think>\n\n</think>\n\nDone"))
+
+
+@pytest.mark.parametrize(("name", "call", "result"), [
+    ("llama3", '<|start_header_id|>assistant<|end_header_id|>\n\n{"name": "add", "parameters": {"a": 1}}<|eot_id|>',
+     "<|start_header_id|>ipython<|end_header_id|>\n\n2<|eot_id|>"),
+    ("mistral", '[/INST][TOOL_CALLS] [{"name": "add", "arguments": {"a": 1}}]</s>',
+     '[TOOL_RESULTS] {"content": 2}[/TOOL_RESULTS]'),
+    ("glm4", '<|assistant|>add\n{"a": 1}', "<|observation|>\n2"),
+    ("chatml", '<|im_start|>assistant\n{"name": "add", "arguments": {"a": 1}}<|im_end|>\n', im("tool", "2")),
+])
+def test_tool_calls_and_results_in_the_family_format(name, call, result):
+    text = "".join(p + r for p, r in TEMPLATES[name].render_pairs(TOOL_TURNS, None, TOKENIZER, TOOLS))
+    assert call in text and result in text
+
+
+def test_tool_definitions_go_where_the_family_puts_them():
+    def first_prompt(name: str) -> str:
+        return TEMPLATES[name].render_pairs(TOOL_TURNS[:1], "SYS", TOKENIZER, TOOLS)[0][0]
+
+    assert first_prompt("mistral").startswith('<s>[INST] [AVAILABLE_TOOLS] [{"type": "function", "function": '
+                                              '{"name": "add"')
+    assert first_prompt("llama3").startswith("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+                                             "You have access to the following functions.")
+    assert first_prompt("glm4").startswith("[gMASK]<sop><|system|>\nSYS\n\n你是一个名为 ChatGLM 的人工智能助手。")
+    assert "\n## add\n\n{\n    \"name\": \"add\"," in first_prompt("glm4")
+    assert first_prompt("chatml") == im("system", 'SYS\n\nYou have access to the following tools:\n{"name": "add", '
+                                                  '"description": "Add.", "parameters": {"type": "object"}}\n\n'
+                                                  "To call tools, reply with one JSON object per call, one per line: "
+                                                  '{"name": <tool name>, "arguments": <arguments object>}') \
+        + im("user", "Hi") + "<|im_start|>assistant\n"
+
+
+THINKING = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "<think>\nGreet.\n</think>\n\nHello"},
+            {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "<think>Part.</think>Ciao"}]
+
+
+def test_reasoning_is_kept_in_the_last_turn_only():
+    text = "".join(p + r for p, r in TEMPLATES["qwen3"].render_pairs(THINKING, None, TOKENIZER))
+    assert text == im("user", "Hi") + im("assistant", "Hello") + im("user", "Bye") \
+        + im("assistant", "<think>\nPart.\n</think>\n\nCiao")
+    pairs = TEMPLATES["qwen3"].render_pairs(THINKING, None, TOKENIZER, enable_thinking=False)
+    assert pairs[-1] == (im("user", "Bye") + "<|im_start|>assistant\n<think>\n\n</think>\n\n", "Ciao<|im_end|>\n")
+    r1 = "".join(p + r for p, r in TEMPLATES["deepseekr1"].render_pairs(THINKING, None, TOKENIZER))
+    assert r1.endswith("<｜Assistant｜>Hello<｜end▁of▁sentence｜><｜User｜>Bye<｜Assistant｜><think>\nPart.\n</think>\n\n"
+                       "Ciao<｜end▁of▁sentence｜>")
+    oss = "".join(p + r for p, r in TEMPLATES["gpt_oss"].render_pairs(THINKING, None, TOKENIZER))
+    assert oss.endswith("<|start|>assistant<|channel|>analysis<|message|>Part.<|end|><|start|>assistant"
+                        "<|channel|>final<|message|>Ciao<|end|>")
+
+
+def test_thinking_is_plain_text_for_families_without_it():
+    text = "".join(p + r for p, r in TEMPLATES["chatml"].render_pairs(THINKING, None, TOKENIZER))
+    assert "<think>\nGreet.\n</think>\n\nHello" in text
+
+
+def test_at_least_fifty_templates_with_the_llamafactory_names():
+    required = {"default", "empty", "alpaca", "vicuna", "chatml", "llama2", "llama3", "llama4", "mistral", "mixtral",
+                "qwen", "qwen2_vl", "qwen3", "qwen3_nothink", "gemma", "gemma2", "gemma3", "phi", "phi4", "deepseek",
+                "deepseek3", "deepseekr1", "glm4", "yi", "baichuan2", "intern2", "falcon", "zephyr", "openchat",
+                "solar", "cohere", "olmo", "smollm", "smollm2", "granite", "gpt_oss"}
+    assert required <= set(TEMPLATES) and len(TEMPLATES) >= 50
