@@ -59,3 +59,25 @@ def test_data_render_bad_input(tiny_llama, tmp_path, capsys):
     path.write_text(json.dumps([{"role": "user", "content": "hi"}]))
     assert lf(["data", "render", "--tokenizer", str(tiny_llama), "--messages", str(path), "--template", "chatml"]) == 1
     assert "without it, with an assistant message" in capsys.readouterr().err
+
+
+def test_data_check_warns_when_the_template_differs_from_the_tokenizers_own(tiny_llama, data_dir, tmp_path, capsys):
+    import shutil
+
+    from lf_data.templates import TEMPLATES
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_llama, model)
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    config["chat_template"] = TEMPLATES["chatml"].to_jinja()  # the model ships plain ChatML
+    (model / "tokenizer_config.json").write_text(json.dumps(config))
+    run = tmp_path / "run.yaml"
+    values = {"model_name_or_path": str(model), "dataset": "identity", "dataset_dir": str(data_dir), "template": "qwen"}
+    run.write_text(yaml.safe_dump(values))
+    assert lf(["data", "check", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: template 'qwen' differs from the tokenizer's own chat template: one turn, at character 12" in out
+    assert "You are Qwen" in out
+    run.write_text(yaml.safe_dump({**values, "template": "chatml"}))
+    assert lf(["data", "check", str(run)]) == 0
+    assert "warning" not in capsys.readouterr().out

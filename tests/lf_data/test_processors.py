@@ -213,3 +213,27 @@ def test_hub_entries_go_through_load_dataset(tmp_path, tiny_tokenizer):
     (tmp_path / "dataset_info.json").write_text(json.dumps({"hub": {"hf_hub_url": str(folder), "split": "train"}}))
     (row,) = build_dataset(args(tmp_path, "hub"), tiny_tokenizer, "sft").train_dataset
     assert tiny_tokenizer.decode(trained(row["labels"])) == "Lumen.<|im_end|>\n"
+
+
+TOOLS = json.dumps([{"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
+                                                       "parameters": {"type": "object",
+                                                                      "properties": {"city": {"type": "string"}}}}}])
+CONVERSATIONS = [
+    ([{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "I am Lumen."},
+      {"role": "user", "content": "Who made you?"}, {"role": "assistant", "content": "The LF team."}], "Be brief.", ""),
+    ([{"role": "user", "content": "Weather in Paris?"},
+      {"role": "function", "content": json.dumps({"name": "get_weather", "arguments": {"city": "Paris"}})},
+      {"role": "observation", "content": "sunny"}, {"role": "assistant", "content": "It is sunny."}], "", TOOLS),
+    ([{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "<think>\nadd\n</think>\n\n4"}], "", ""),
+]
+
+
+@pytest.mark.parametrize("name", sorted(__import__("lf_data.templates", fromlist=["TEMPLATES"]).TEMPLATES))
+def test_bulk_encoding_equals_the_templates_own(name, tiny_tokenizer):
+    from lf_data.processors.base import Context, encode_batch
+    from lf_data.templates import get_template
+
+    template = get_template(name)
+    ctx = Context(template=template, tokenizer=tiny_tokenizer, cutoff_len=1024)
+    expected = [template.encode_pairs(tiny_tokenizer, m, s, t or None) for m, s, t in CONVERSATIONS]
+    assert encode_batch(ctx, CONVERSATIONS) == expected

@@ -43,6 +43,9 @@ class DataArguments:
     """Pack several examples into each `cutoff_len` sequence (default: on for pt, off otherwise)."""
     neat_packing: bool = False
     """Pack without cross-attention between the packed examples (implies packing)."""
+    enable_thinking: bool | None = None
+    """For reasoning templates: false renders the empty thinking block (no-think mode); unset keeps
+    the template's default."""
     skip_invalid: bool = False
     """Drop invalid rows (and say how many) instead of refusing the data."""
     media_dir: str | None = None

@@ -15,7 +15,7 @@ from lf_data.errors import ConfigError
 from lf_data.pipeline import DataReport, build_dataset
 from lf_data.processors import IGNORE_INDEX
 from lf_data.render import load_tokenizer
-from lf_data.templates import Template, get_template
+from lf_data.templates import Template, check_against_tokenizer, get_template
 
 LABEL_COLUMN = {"pt": "labels", "sft": "labels", "kto": "labels", "ppo": "labels"}
 BINS = (32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
@@ -56,15 +56,9 @@ def run_check(config: dict[str, Any]) -> CheckResult:
     data_args.skip_invalid = True  # collect every problem instead of stopping at the first
     tokenizer, default_template = load_tokenizer(config["model_name_or_path"], bool(config.get("trust_remote_code")))
     template = get_template(data_args.template or default_template)
+    warning = check_against_tokenizer(template, tokenizer)  # before the template's own Jinja replaces it
     if isinstance(template, Template):
-        own = tokenizer.chat_template
-        from lf_data import templates
-
-        checker = getattr(templates, "check_against_tokenizer", None)
-        warning = checker(template, tokenizer) if (checker and own) else None
         tokenizer.chat_template = template.to_jinja()
-    else:
-        warning = None
 
     module = build_dataset(data_args, tokenizer, stage, template)
     rows = module.train_dataset

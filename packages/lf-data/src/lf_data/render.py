@@ -75,12 +75,12 @@ def render_conversation(template: str | Any, tokenizer: Any, messages: list[dict
     if add_generation_prompt != (len(standard) % 2 == 1):
         raise DataError("with --add-generation-prompt the conversation must end with a user message; "
                         "without it, with an assistant message")
-    padded = standard + ([{"role": "assistant", "content": ""}] if add_generation_prompt else [])
-    pairs = template.encode_pairs(tokenizer, padded, system, tools) if tools else \
-        template.encode_pairs(tokenizer, padded, system)
     if add_generation_prompt:
-        pairs[-1] = (pairs[-1][0], [])
-    input_ids, labels = encode_supervised(pairs, cutoff_len=1 << 30)
+        input_ids = template.encode_prompt(tokenizer, standard, system, tools or None)
+        labels = [IGNORE_INDEX] * len(input_ids)
+    else:
+        pairs = template.encode_pairs(tokenizer, standard, system, tools or None)
+        input_ids, labels = encode_supervised(pairs, cutoff_len=1 << 30)
     trained = [label != IGNORE_INDEX for label in labels]
     return {
         "template": template.name,
