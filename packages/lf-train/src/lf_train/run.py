@@ -144,8 +144,10 @@ def run_train(config: dict[str, Any], source: str = "") -> Path:
     plan.data.template = template.name
     data = build_dataset(plan.data, tokenizer, plan.train.stage, template)
     if not plan.data.streaming:
-        logger.info("training on %d examples (template %s, cutoff_len %d)", len(data.train_dataset), template.name,
-                    plan.data.cutoff_len)
+        report = data.report
+        logger.info("data: %s rows read, %d invalid, %d dropped, %d examples to train on (template %s, cutoff_len %d, "
+                    "cache %s)", report.rows_read, report.invalid, report.dropped, len(data.train_dataset),
+                    template.name, plan.data.cutoff_len, report.cache)
 
     precision = choose_precision(args.bf16 or None, args.fp16 or None)
     from transformers import set_seed
