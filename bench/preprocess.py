@@ -2,7 +2,9 @@
 
 Run: uv run python bench/preprocess.py [--rows 10000] [--workers N] [--tokenizer REF]
 Tokenises N alpaca-style rows for SFT through the full pipeline (align, template, labels, filter,
-cache write) and batch-encodes the same text with no templating. Target: pipeline / raw <= 1.5.
+cache write) and batch-encodes the same text with no templating. Target: the pipeline's throughput
+(tokens/s) within 1.5x of the raw tokenizer's; the wall-time ratio is printed too (the pipeline
+encodes more tokens: the template's).
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ def main() -> None:
     print(f"{'raw batch encode (no template)':<34} {raw:>8.2f} {ns.rows / raw:>9.0f} {raw_tokens / raw:>10.0f}")
     print(f"{'lf-data sft pipeline':<34} {full:>8.2f} {ns.rows / full:>9.0f} {tokens / full:>10.0f}")
     print(f"pipeline / raw time: {full / raw:.2f}x  (workers: {ns.workers or 1}, tokenizer: {ns.tokenizer})")
+    print(f"raw / pipeline tokens per second: {(raw_tokens / raw) / (tokens / full):.2f}x  "
+          f"(the pipeline also encodes the template's tokens: {tokens / raw_tokens:.2f}x as many)")
 
 
 if __name__ == "__main__":

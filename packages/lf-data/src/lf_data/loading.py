@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lf_data.aligner import align
 from lf_data.dataset_info import DatasetAttr, get_dataset_attr
@@ -100,10 +100,10 @@ def mix(parts: list, strategy: str, probs: list[float] | None, seed: int):
 
 
 def non_empty(dataset: Dataset, column: str) -> list[str]:
-    """Non-empty values of a string column of a freshly mapped dataset, read in Arrow, not row by row."""
+    """Non-empty values of a string column, read as one Arrow column instead of row by row."""
     import pyarrow.compute as pc
 
-    values = dataset.data.column(column)  # map output: no indices mapping, so the table is the dataset
+    values = dataset.with_format("arrow")[column]  # respects a filtered dataset's indices
     return pc.filter(values, pc.not_equal(values, "")).to_pylist()
 
 
@@ -116,13 +116,18 @@ def _stream_check(error: str, skip_invalid: bool) -> bool:
 def load_aligned(names: list[str], dataset_dir: str, *, max_samples: int | None = None, num_proc: int | None = None,
                  streaming: bool = False, mix_strategy: str = "concat", interleave_probs: list[float] | None = None,
                  seed: int = 42, media_dir: str | None = None, skip_invalid: bool = False,
-                 needs_response: bool = True) -> AlignedData:
-    """Load, align and mix the named datasets; invalid rows are found, counted and set apart."""
+                 needs_response: bool = True, then: Any = None, features: Any = None) -> AlignedData:
+    """Load, align and mix the named datasets; invalid rows are found, counted and set apart.
+
+    `then` transforms each aligned batch in the same pass (see `aligner.align`); its output keeps
+    the `_error` column so invalid rows are still counted and listed here.
+    """
     attrs = [get_dataset_attr(name, dataset_dir) for name in names]  # every name checked before loading
     parts, errors, invalid, read = [], [], 0, 0
     for attr in attrs:
         raw = _resize(attr, load_raw(attr, streaming), max_samples, streaming, seed)
-        aligned = align(attr, raw, Path(media_dir or dataset_dir), None if streaming else num_proc, needs_response)
+        aligned = align(attr, raw, Path(media_dir or dataset_dir), None if streaming else num_proc, needs_response,
+                        then, features)
         if streaming:
             aligned = aligned.filter(_stream_check, fn_kwargs={"skip_invalid": skip_invalid}, input_columns="_error")
         else:

@@ -8,8 +8,10 @@ with nothing to train on (counted) -> pack if asked -> cache atomically -> split
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +68,10 @@ def check_stage_data(data_args: DataArguments, stage: str, names: list[str]) -> 
         raise ConfigError(f"no preprocessing for stage {stage!r}; stages: {', '.join(PROCESSORS)}.")
     if data_args.packing and stage not in PACKABLE:
         raise ConfigError(f"packing works for the pt and sft stages, not {stage!r}; remove packing/neat_packing.")
+    if data_args.packing and stage == "sft" and any(get_dataset_attr(n, data_args.dataset_dir).columns.get(kind)
+                                                    for n in names for kind in PLACEHOLDERS):
+        raise ConfigError("packing is not supported for data with images, videos or audios yet; "
+                          "remove packing/neat_packing.")
     needs = PROCESSORS[stage].needs
     for name in names:
         attr = get_dataset_attr(name, data_args.dataset_dir)
@@ -83,20 +89,47 @@ MEDIA_CUT = "a media placeholder was cut off by cutoff_len"
 REPORTED = ("rows_read", "invalid", "errors", "dropped", "drop_reasons", "kept")
 
 
-def _tokenize(batch: dict[str, list[Any]], ctx: Context, processor: Any) -> dict[str, list[Any]]:
+def _tokenize(batch: dict[str, list[Any]], ctx: Context, processor: Any, carry_media: bool) -> dict[str, list[Any]]:
+    """Aligned rows -> the stage's columns, `_drop` (why a row is dropped) and `_error` (invalid rows,
+    passed through as blank rows so they are counted and listed)."""
+    errors = batch["_error"]
+    if any(errors):
+        batch = {key: [v for v, e in zip(values, errors, strict=True) if not e] for key, values in batch.items()}
     out = processor.tokenize(batch, ctx)
-    size = len(next(iter(out.values()))) if out else 0
+    size = len(out[processor.columns[0]])
     out["_drop"] = ["" if processor.keep({key: values[i] for key, values in out.items()}) else processor.drop_reason
                     for i in range(size)]
     if size == len(batch["_prompt"]):  # one output per row (all stages but packed pt): check media survived
-        ids_column = "input_ids" if "input_ids" in out else "chosen_input_ids"
+        ids_column = processor.columns[0]
         for i in range(size):
             for kind, placeholder in PLACEHOLDERS.items():
                 media = batch[f"_{kind}"][i]
                 if media and not out["_drop"][i] and \
                         ctx.tokenizer.decode(out[ids_column][i]).count(placeholder) != len(media):
                     out["_drop"][i] = MEDIA_CUT
+        if carry_media:  # for the model's processor (images, videos, audios as JSON lists of paths)
+            for kind in PLACEHOLDERS:
+                out[kind] = [json.dumps(media) if media else "" for media in batch[f"_{kind}"]]
+    out["_error"] = [""] * size
+    for error in filter(None, errors):
+        for column in processor.columns:
+            out[column].append([])
+        for column in processor.flags:
+            out[column].append(False)
+        for column in (PLACEHOLDERS if carry_media else ()):
+            out[column].append("")
+        out["_drop"].append("")
+        out["_error"].append(error)
     return out
+
+
+def _features(processor: Any, carry_media: bool) -> Any:
+    from datasets import Features, List, Value
+
+    features = {column: List(Value("int32")) for column in processor.columns}
+    features.update({column: Value("bool") for column in processor.flags})
+    features.update({column: Value("string") for column in (*(PLACEHOLDERS if carry_media else ()), "_drop", "_error")})
+    return Features(features)
 
 
 def _cache_location(names: list[str], data_args: DataArguments, stage: str, template: Any, tokenizer: Any,
@@ -134,26 +167,25 @@ def _prepare(names: list[str], data_args: DataArguments, stage: str, template: A
                         " (tokenized_path: the data options are not applied again)" if key is None else "")
             return splits["train"]
 
-    aligned = load_aligned(names, data_args.dataset_dir, max_samples=data_args.max_samples,
-                           num_proc=data_args.preprocessing_num_workers, streaming=data_args.streaming,
-                           mix_strategy=data_args.mix_strategy, interleave_probs=data_args.interleave_probs,
-                           seed=data_args.seed, media_dir=data_args.media_dir, skip_invalid=data_args.skip_invalid,
-                           needs_response=processor.needs_response)
-    report.rows_read, report.invalid, report.errors = aligned.rows_read, aligned.invalid, aligned.errors
-    if aligned.invalid and not data_args.skip_invalid:
-        listed = "\n  ".join(aligned.errors)
-        more = f"\n  ... and {aligned.invalid - len(aligned.errors)} more" if aligned.invalid > len(aligned.errors) else ""
-        raise DataError(f"{aligned.invalid} invalid row(s) in {', '.join(names)}:\n  {listed}{more}\n"
+    carry_media = stage != "pt" and any(get_dataset_attr(name, data_args.dataset_dir).columns.get(kind)
+                                        for name in names for kind in PLACEHOLDERS)
+    tokenized = load_aligned(names, data_args.dataset_dir, max_samples=data_args.max_samples,
+                             num_proc=data_args.preprocessing_num_workers, streaming=data_args.streaming,
+                             mix_strategy=data_args.mix_strategy, interleave_probs=data_args.interleave_probs,
+                             seed=data_args.seed, media_dir=data_args.media_dir, skip_invalid=data_args.skip_invalid,
+                             needs_response=processor.needs_response,
+                             then=partial(_tokenize, ctx=ctx, processor=processor, carry_media=carry_media),
+                             features=_features(processor, carry_media))
+    report.rows_read, report.invalid, report.errors = tokenized.rows_read, tokenized.invalid, tokenized.errors
+    if tokenized.invalid and not data_args.skip_invalid:
+        listed = "\n  ".join(tokenized.errors)
+        more = (f"\n  ... and {tokenized.invalid - len(tokenized.errors)} more"
+                if tokenized.invalid > len(tokenized.errors) else "")
+        raise DataError(f"{tokenized.invalid} invalid row(s) in {', '.join(names)}:\n  {listed}{more}\n"
                         "Fix them, or set skip_invalid: true to drop them.")
-    if aligned.invalid:
-        logger.warning("dropped %d invalid row(s) (skip_invalid: true)", aligned.invalid)
-
-    dataset = aligned.dataset
-    columns = list(next(iter(dataset)).keys()) if data_args.streaming else dataset.column_names
-    extra = {} if data_args.streaming else {"num_proc": data_args.preprocessing_num_workers,
-                                             "desc": f"Tokenising for {stage}"}
-    tokenized = dataset.map(_tokenize, batched=True, remove_columns=columns,
-                            fn_kwargs={"ctx": ctx, "processor": processor}, **extra)
+    if tokenized.invalid:
+        logger.warning("dropped %d invalid row(s) (skip_invalid: true)", tokenized.invalid)
+    tokenized = tokenized.dataset
     if data_args.streaming:
         kept = tokenized.filter(lambda drop: not drop, input_columns="_drop").remove_columns("_drop")
     else:

@@ -11,6 +11,9 @@ from lf_data.processors.base import Context
 from lf_data.processors.truncation import IGNORE_INDEX, truncate_pair
 
 
+TOKEN_COLUMNS = ("input_ids", "attention_mask", "labels")
+
+
 @dataclass(frozen=True)
 class Processor:
     tokenize: Callable[[dict[str, list[Any]], Context], dict[str, list[Any]]]
@@ -18,6 +21,8 @@ class Processor:
     drop_reason: str
     needs_response: bool = True
     needs: str = ""  # what the aligned data must provide ("ranking", "kto_tag")
+    columns: tuple[str, ...] = TOKEN_COLUMNS  # lists of token ids
+    flags: tuple[str, ...] = ()  # booleans
 
 
 PROCESSORS: dict[str, Processor] = {
@@ -25,9 +30,10 @@ PROCESSORS: dict[str, Processor] = {
     "sft": Processor(supervised.tokenize_supervised, supervised.has_trainable_tokens,
                      "no trainable token (no answer, or cut off by cutoff_len)"),
     "rm": Processor(pairwise.tokenize_pairwise, pairwise.has_trainable_tokens,
-                    "no trainable token in chosen or rejected", needs="ranking"),
+                    "no trainable token in chosen or rejected", needs="ranking", columns=pairwise.COLUMNS),
     "kto": Processor(feedback.tokenize_feedback, feedback.has_trainable_tokens,
-                     "no trainable token, or no kto_tag", needs="kto_tag"),
+                     "no trainable token, or no kto_tag", needs="kto_tag", columns=feedback.COLUMNS[:-1],
+                     flags=("kto_tags",)),
     "ppo": Processor(unsupervised.tokenize_unsupervised, unsupervised.has_prompt, "empty prompt",
                      needs_response=False),
 }

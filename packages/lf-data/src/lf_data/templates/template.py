@@ -83,6 +83,8 @@ class Template:
     # -- text -------------------------------------------------------------------------------------
     @staticmethod
     def _fill(fmt: str, content: str, tokenizer: Tokenizer) -> str:
+        if "{" not in fmt:  # most pieces have no slot: skip the regular expression (a hot path)
+            return fmt
         values = {"content": content, "bos": tokenizer.bos_token or "", "eos": tokenizer.eos_token or ""}
         return _SLOT.sub(lambda m: values[m.group(1)], fmt)
 
