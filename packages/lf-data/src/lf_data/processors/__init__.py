@@ -10,7 +10,6 @@ from lf_data.processors import feedback, pairwise, pretrain, supervised, unsuper
 from lf_data.processors.base import Context
 from lf_data.processors.truncation import IGNORE_INDEX, truncate_pair
 
-
 TOKEN_COLUMNS = ("input_ids", "attention_mask", "labels")
 
 
