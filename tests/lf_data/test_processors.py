@@ -203,6 +203,10 @@ def test_media_placeholder_cut_by_cutoff_len_is_dropped(tmp_path, tiny_tokenizer
     module = build_dataset(args(tmp_path, "vl", cutoff_len=48), tiny_tokenizer, "sft")
     assert len(module.train_dataset) == 1
     assert module.report.drop_reasons == {"a media placeholder was cut off by cutoff_len": 1}
+    (row,) = module.train_dataset  # the media paths travel on to the model's processor
+    assert json.loads(row["images"]) == [str(tmp_path / "cat.png")] and row["videos"] == ""
+    with pytest.raises(ConfigError, match="packing is not supported for data with images"):
+        build_dataset(args(tmp_path, "vl", packing=True), tiny_tokenizer, "sft")
 
 
 def test_hub_entries_go_through_load_dataset(tmp_path, tiny_tokenizer):
