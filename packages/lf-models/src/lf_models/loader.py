@@ -80,9 +80,15 @@ def load_tokenizer(model_args: ModelArguments, source: ModelSource | None = None
 
 
 def find_all_linear_modules(model: PreTrainedModel) -> list[str]:
-    """Names (last component) of every linear layer except the output head."""
+    """Names (last component) of the layers `lora_target: all` adapts: the family's list when it
+    has one, else every linear layer except the output head (and a VLM's vision tower)."""
     import torch
 
+    from lf_models.families import family_for
+
+    family = family_for(model.config)
+    if family is not None and family.lora_targets:
+        return sorted(family.lora_targets)
     head = model.get_output_embeddings()
     names = set()
     for name, module in model.named_modules():
@@ -107,12 +113,15 @@ def _lora_targets(model: PreTrainedModel, targets: list[str]) -> list[str]:
 def load_model(model_args: ModelArguments, finetuning_args: FinetuningArguments, precision: Precision,
                is_trainable: bool, source: ModelSource | None = None) -> PreTrainedModel:
     """The model in the compute dtype, with adapters loaded or attached as the config says."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig
+
+    from lf_models.families import model_class_for
 
     source = source or resolve_model(model_args)
     try:
-        model = AutoModelForCausalLM.from_pretrained(source.path, dtype=precision.load_dtype,
-                                                     **_hub_kwargs(model_args, source))
+        config = AutoConfig.from_pretrained(source.path, **_hub_kwargs(model_args, source))
+        model = model_class_for(config).from_pretrained(source.path, config=config, dtype=precision.load_dtype,
+                                                        **_hub_kwargs(model_args, source))
     except (OSError, ValueError) as err:
         raise _load_error("weights", source, err) from None
 
