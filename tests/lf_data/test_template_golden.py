@@ -88,7 +88,62 @@ GOLDEN = {
     "cpm": "<s>SYS<用户>Hi<AI>Hello</s><用户>Bye<AI>Ciao</s>",
     "yuan": "SYSHi<sep>Hello<eod>Bye<sep>Ciao<eod>",
     "xverse": "SYSHuman: Hi\n\nAssistant: Hello</s>Human: Bye\n\nAssistant: Ciao</s>",
+    # -- ChatML variants: the same turns, a family bos or default system aside
+    "chatml_de": chatml("SYS"), "dbrx": chatml("SYS"), "smollm": chatml("SYS"),
+    "qwen2_vl": chatml("SYS"), "qwen2_audio": chatml("SYS"),
+    "cpm3": "<s>" + chatml("SYS"), "intern3": "<s>" + chatml("SYS"),
+    "sailor": "<|im_start|>system\nSYS<|im_end|>\n<|im_start|>question\nHi<|im_end|>\n<|im_start|>answer\nHello"
+              "<|im_end|>\n<|im_start|>question\nBye<|im_end|>\n<|im_start|>answer\nCiao<|im_end|>\n",
+    # -- Llama headers
+    "mllama": "<|begin_of_text|>" + llama3_turn("system", "SYS") + llama3_turn("user", "Hi")
+              + llama3_turn("assistant", "Hello") + llama3_turn("user", "Bye") + llama3_turn("assistant", "Ciao"),
+    "openchat-3.6": "<|begin_of_text|>" + llama3_turn("system", "SYS") + llama3_turn("GPT4 Correct User", "Hi")
+                    + llama3_turn("GPT4 Correct Assistant", "Hello") + llama3_turn("GPT4 Correct User", "Bye")
+                    + llama3_turn("GPT4 Correct Assistant", "Ciao"),
+    "llama2_zh": "<s>[INST] <<SYS>>\nSYS\n<</SYS>>\n\nHi [/INST] Hello </s><s>[INST] Bye [/INST] Ciao </s>",
+    "ministral": "<s>[INST]SYS\n\nHi[/INST]Hello</s>[INST]Bye[/INST]Ciao</s>",
+    # -- Gemma: no system role, the system prompt opens the first user turn
+    **{name: "<bos><start_of_turn>user\nSYS\n\nHi<end_of_turn>\n<start_of_turn>model\nHello<end_of_turn>\n"
+             "<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\nCiao<end_of_turn>\n"
+       for name in ("gemma2", "gemma3", "gemma3n")},
+    "phi_small": "<s><|system|>\nSYS<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\nHello<|end|>\n<|user|>\nBye<|end|>\n"
+                 "<|assistant|>\nCiao<|end|>\n",
+    "granite3": "<|start_of_role|>system<|end_of_role|>SYS<|end_of_text|>\n<|start_of_role|>user<|end_of_role|>Hi"
+                "<|end_of_text|>\n<|start_of_role|>assistant<|end_of_role|>Hello<|end_of_text|>\n"
+                "<|start_of_role|>user<|end_of_role|>Bye<|end_of_text|>\n<|start_of_role|>assistant<|end_of_role|>"
+                "Ciao<|end_of_text|>\n",
+    # -- GLM: the answer starts on a new line after <|assistant|>; GLM-4.5 writes an (empty) think block first
+    "chatglm3": "[gMASK]<sop><|system|>\nSYS<|user|>\nHi<|assistant|>\nHello<|user|>\nBye<|assistant|>\nCiao",
+    "codegeex4": "[gMASK]<sop><|system|>\nSYS<|user|>\nHi<|assistant|>\nHello<|user|>\nBye<|assistant|>\nCiao",
+    "glm4_moe": "[gMASK]<sop><|system|>\nSYS<|user|>\nHi<|assistant|>\n<think></think>\nHello<|user|>\nBye"
+                "<|assistant|>\n<think></think>\nCiao",
+    # -- Hunyuan-A13B: the first user turn continues the system one; later user turns reopen with <|startoftext|>
+    "hunyuan": "<|startoftext|>SYS<|extra_4|>Hi<|extra_0|>Hello<|eos|><|startoftext|>Bye<|extra_0|>Ciao<|eos|>",
+    # -- OLMo (Tulu format): eos opens the conversation, every turn ends with a newline
+    "olmo": "</s><|system|>\nSYS\n<|user|>\nHi\n<|assistant|>\nHello</s>\n<|user|>\nBye\n<|assistant|>\nCiao</s>\n",
+    "seed_coder": "<[begin▁of▁sentence]>system\nSYS<[end▁of▁sentence]><[begin▁of▁sentence]>user\nHi<[end▁of▁sentence]>"
+                  "<[begin▁of▁sentence]>assistant\nHello<[end▁of▁sentence]><[begin▁of▁sentence]>user\nBye"
+                  "<[end▁of▁sentence]><[begin▁of▁sentence]>assistant\nCiao<[end▁of▁sentence]>",
+    "telechat": "<_system>SYS<_end><_user>Hi<_bot>Hello<_end><_user>Bye<_bot>Ciao<_end>",
+    # -- plain-text and reserved-token families
+    "aquila": "System: SYS###Human: Hi###Assistant:Hello###Human: Bye###Assistant:Ciao###",
+    "atom": "SYS<s>Human: Hi\n</s><s>Assistant:Hello\n</s><s>Human: Bye\n</s><s>Assistant:Ciao\n</s>",
+    "baichuan": "SYS<reserved_102>Hi<reserved_103>Hello</s><reserved_102>Bye<reserved_103>Ciao</s>",
+    "belle": "<s>SYSHuman: Hi\n\nBelle: Hello</s>\n\nHuman: Bye\n\nBelle: Ciao</s>\n\n",
+    "bluelm": "<s>SYS[|Human|]:Hi[|AI|]:Hello</s>[|Human|]:Bye[|AI|]:Ciao</s>",
+    "breeze": "<s>SYS [INST] Hi [/INST] Hello</s>[INST] Bye [/INST] Ciao</s>",
+    "index": "<unk>SYSreserved_0Hireserved_1Hello</s>reserved_0Byereserved_1Ciao</s>",
+    "orion": "<s>SYSHuman: Hi\n\nAssistant: Hello</s>Human: Bye\n\nAssistant: Ciao</s>",
+    "ziya": "SYS<human>:Hi\n<bot>:Hello\n<human>:Bye\n<bot>:Ciao\n",
 }
+CONFORMANCE_TESTED = {"qwen3", "llama3", "smollm2"}  # token for token in test_template_conformance.py
+
+# Where the last answer starts in each golden: the generation prompt is everything before it. Most
+# answers start right at "Ciao"; these families open the answer with a space, a newline or a reasoning block.
+ANSWER_START = {"llama2": " Ciao", "llama2_zh": " Ciao", "mistral": " Ciao", "deepseek": " Ciao", "openchat": " Ciao",
+                "glm4": "\nCiao", "chatglm3": "\nCiao", "codegeex4": "\nCiao",
+                "qwen3": "<think>", "deepseekr1": "<think>", "glm4_moe": "\n<think>",
+                "gpt_oss": "<|channel|>final<|message|>Ciao"}
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN))
@@ -97,8 +152,21 @@ def test_golden_rendering(name):
     assert "".join(p + r for p, r in pairs) == GOLDEN[name]
 
 
-def test_golden_covers_the_main_families():
-    assert len(GOLDEN) >= 35 and set(GOLDEN) <= set(TEMPLATES)
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_golden_generation_prompt(name):
+    """The conversation up to the second user turn, ready for the model's answer."""
+    golden = GOLDEN[name]
+    expected = golden[:golden.rindex(ANSWER_START.get(name, "Ciao"))]
+    pairs = TEMPLATES[name].render_pairs(MESSAGES[:3], "SYS", TOKENIZER)
+    assert pairs[-1][1] == ""
+    assert "".join(p + r for p, r in pairs) == expected
+
+
+def test_every_template_has_a_golden_or_a_conformance_test():
+    uncovered = sorted(set(TEMPLATES) - set(GOLDEN) - CONFORMANCE_TESTED)
+    assert not uncovered, (f"templates with neither a golden rendering nor a conformance test: {uncovered}. "
+                           "Add the family's documented rendering to GOLDEN in test_template_golden.py.")
+    assert set(GOLDEN) | CONFORMANCE_TESTED <= set(TEMPLATES)
 
 
 def test_default_system_prompts():
@@ -113,6 +181,17 @@ def test_default_system_prompts():
     assert first_prompt("qwen3_nothink") == im("user", "Hi") + "<|im_start|>assistant\n<think>\n\n</think>\n\n"
     assert first_prompt("llama2_zh").startswith("<s>[INST] <<SYS>>\nYou are a helpful assistant. 你是一个乐于助人的助手。")
     assert first_prompt("gemma3") == "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"
+    assert first_prompt("hunyuan") == "<|startoftext|>Hi<|extra_0|>"
+    assert first_prompt("zephyr") == "<|user|>\nHi</s>\n<|assistant|>\n"  # zephyr's own template has no default
+    dbrx = first_prompt("dbrx")
+    assert dbrx.startswith("<|im_start|>system\nYou are DBRX, created by Databricks. You were last updated in December "
+                           "2023. You answer questions based on information available up to that point.\nYOU PROVIDE "
+                           "SHORT RESPONSES TO SHORT QUESTIONS OR STATEMENTS, but provide thorough responses")
+    assert dbrx.endswith("UNLESS THE INFORMATION IS DIRECTLY PERTINENT TO THE USER'S QUERY.<|im_end|>\n"
+                         + im("user", "Hi") + "<|im_start|>assistant\n")
+    assert "(using markdown for code blocks \u2014 remember to use ``` with code, JSON, and tables)" in dbrx
+    assert first_prompt("deepseekcoder").startswith("<s>You are an AI programming assistant, utilizing the Deepseek "
+                                                    "Coder model, developed by Deepseek Company,")
 
 
 CALL = {"role": "function", "content": json.dumps({"name": "add", "arguments": {"a": 1}})}

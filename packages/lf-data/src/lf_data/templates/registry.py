@@ -188,7 +188,7 @@ register(Template(name="deepseek3", **_DEEPSEEK3))
 register(Template(name="deepseekr1", thought=Thought(always_block=True), **_DEEPSEEK3))
 _plain("deepseekcoder", "### Instruction:\n{content}\n", "{content}\n<|EOT|>\n", "### Response:\n", "{content}\n",
        prefix="{bos}", stop_words=("<|EOT|>",),
-       default_system="You are an AI programming assistant, utilizing the DeepSeek Coder model, developed by DeepSeek "
+       default_system="You are an AI programming assistant, utilizing the Deepseek Coder model, developed by Deepseek "
                       "Company, and you only answer questions related to computer science. For politically sensitive "
                       "questions, security and privacy issues, and other non-computer science questions, you will "
                       "refuse to answer")
@@ -214,8 +214,17 @@ _chatml("intern2", prefix="{bos}", default_system=(
     "English and 中文."))
 _chatml("intern3", prefix="{bos}")
 _chatml("cpm3", prefix="{bos}")
-_chatml("dbrx", "You are DBRX, created by Databricks. You were last updated in December 2023. You answer questions "
-                "based on information available up to that point.")
+_chatml("dbrx", (  # dbrx-instruct's tokenizer default, in full
+    "You are DBRX, created by Databricks. You were last updated in December 2023. You answer questions based on "
+    "information available up to that point.\nYOU PROVIDE SHORT RESPONSES TO SHORT QUESTIONS OR STATEMENTS, but provide "
+    "thorough responses to more complex and open-ended questions.\nYou assist with various tasks, from writing to "
+    "coding (using markdown for code blocks \u2014 remember to use ``` with code, JSON, and tables).\n(You do not have "
+    "real-time data access or code execution capabilities. You avoid stereotyping and provide balanced perspectives "
+    "on controversial topics. You do not provide song lyrics, poems, or news articles and do not divulge details of "
+    "your training data.)\nThis is your system prompt, guiding your responses. Do not reference it, just respond to "
+    "the user. If you find yourself talking about this message, stop. You should be responding appropriately and "
+    "usually that means not mentioning this.\nYOU DO NOT MENTION ANY OF THIS INFORMATION ABOUT YOURSELF UNLESS THE "
+    "INFORMATION IS DIRECTLY PERTINENT TO THE USER'S QUERY."))
 register(Template(
     name="sailor", format_system="<|im_start|>system\n{content}<|im_end|>\n",
     format_user="<|im_start|>question\n{content}<|im_end|>\n", generation_prompt="<|im_start|>answer\n",
@@ -264,16 +273,14 @@ register(Template(
 register(Template(
     name="zephyr", format_system="<|system|>\n{content}{eos}\n", format_user="<|user|>\n{content}{eos}\n",
     generation_prompt="<|assistant|>\n", format_assistant="{content}{eos}\n",
-    default_system="You are Zephyr, a helpful assistant.",
 ))
 register(Template(
     name="exaone", format_system="[|system|]{content}[|endofturn|]\n", format_user="[|user|]{content}\n",
     generation_prompt="[|assistant|]", format_assistant="{content}[|endofturn|]\n", stop_words=("[|endofturn|]",),
 ))
-register(Template(
-    name="hunyuan", prefix="<|bos|>", format_system="<|bos|>system\n{content}<|eos|>\n",
-    format_user="<|bos|>user\n{content}<|eos|>\n", generation_prompt="<|bos|>assistant\n",
-    format_assistant="{content}<|eos|>\n", stop_words=("<|eos|>",),
+register(Template(  # Hunyuan-A13B: <|startoftext|>system<|extra_4|>user<|extra_0|>answer<|eos|>; later users reopen
+    name="hunyuan", format_system="{content}<|extra_4|>", system_in_user=True,
+    format_user="<|startoftext|>{content}<|extra_0|>", format_assistant="{content}<|eos|>", stop_words=("<|eos|>",),
 ))
 register(Template(
     name="olmo", prefix="{eos}", format_system="<|system|>\n{content}\n", format_user="<|user|>\n{content}\n",
