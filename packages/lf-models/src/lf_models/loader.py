@@ -9,9 +9,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lf_data.errors import ConfigError
-from lf_models.args import FinetuningArguments, ModelArguments
+from lf_models.adapters import find_all_linear_modules, setup_finetuning  # noqa: F401 (re-exported)
+from lf_models.args import FinetuningArguments, ModelArguments, check_model_combination
 from lf_models.bundled import BUNDLED_MODELS
+from lf_models.patches import (
+    apply_rope_scaling,
+    attention_implementation,
+    resize_embeddings,
+    upcast_layernorm,
+    upcast_lmhead_output,
+)
 from lf_models.precision import Precision
+from lf_models.quantization import quantization_config
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -76,63 +85,69 @@ def load_tokenizer(model_args: ModelArguments, source: ModelSource | None = None
         raise _load_error("tokenizer", source, err) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if model_args.new_special_tokens:
+        added = tokenizer.add_special_tokens({"additional_special_tokens": model_args.new_special_tokens},
+                                             replace_extra_special_tokens=False)
+        logger.info("added %d special token(s) to the tokenizer", added)
     return tokenizer
 
 
-def find_all_linear_modules(model: PreTrainedModel) -> list[str]:
-    """Names (last component) of the layers `lora_target: all` adapts: the family's list when it
-    has one, else every linear layer except the output head (and a VLM's vision tower)."""
-    import torch
-
-    from lf_models.families import family_for
-
-    family = family_for(model.config)
-    if family is not None and family.lora_targets:
-        return sorted(family.lora_targets)
-    head = model.get_output_embeddings()
-    names = set()
-    for name, module in model.named_modules():
-        if module is head or name.split(".")[-1] in ("lm_head", "score", "v_head"):
-            continue
-        if isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D":
-            names.add(name.split(".")[-1])
-    return sorted(names)
-
-
-def _lora_targets(model: PreTrainedModel, targets: list[str]) -> list[str]:
-    if targets == ["all"]:
-        return find_all_linear_modules(model)
-    present = {name.split(".")[-1] for name, _ in model.named_modules()}
-    missing = [t for t in targets if t not in present]
-    if missing:
-        raise ConfigError(f"lora_target names {missing} that this model does not have; its linear layers are "
-                          f"{', '.join(find_all_linear_modules(model))} (or use lora_target: all).")
-    return targets
-
-
 def load_model(model_args: ModelArguments, finetuning_args: FinetuningArguments, precision: Precision,
-               is_trainable: bool, source: ModelSource | None = None) -> PreTrainedModel:
-    """The model in the compute dtype, with adapters loaded or attached as the config says."""
+               is_trainable: bool, source: ModelSource | None = None, tokenizer: Any = None,
+               cutoff_len: int | None = None) -> PreTrainedModel:
+    """The model in the compute dtype, patched, quantised and with adapters as the config says.
+
+    Trainable parameters are kept in fp32 under mixed precision (stable optimizer updates) and in
+    bf16 under `pure_bf16`. `tokenizer` lets the embeddings grow to new tokens; `cutoff_len` sets
+    the RoPE scaling factor.
+    """
+    import torch
     from transformers import AutoConfig
 
     from lf_models.families import model_class_for
 
+    check_model_combination(model_args, finetuning_args)
     source = source or resolve_model(model_args)
+    hub = _hub_kwargs(model_args, source)
     try:
-        config = AutoConfig.from_pretrained(source.path, **_hub_kwargs(model_args, source))
-        model = model_class_for(config).from_pretrained(source.path, config=config, dtype=precision.load_dtype,
-                                                        **_hub_kwargs(model_args, source))
+        config = AutoConfig.from_pretrained(source.path, **hub)
+    except (OSError, ValueError) as err:
+        raise _load_error("config", source, err) from None
+    dtype = torch.bfloat16 if model_args.pure_bf16 else precision.load_dtype
+    apply_rope_scaling(config, model_args.rope_scaling, cutoff_len)
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    quantization = quantization_config(model_args, config, dtype)
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
+    attention = attention_implementation(model_args.flash_attn)
+    if attention is not None:
+        kwargs["attn_implementation"] = attention
+    try:
+        model = model_class_for(config).from_pretrained(source.path, config=config, **kwargs, **hub)
     except (OSError, ValueError) as err:
         raise _load_error("weights", source, err) from None
+    except ImportError as err:
+        raise ConfigError(f"loading {source.path!r} needs a package that is missing: {err}") from None
+    logger.info("attention: %s", getattr(model.config, "_attn_implementation", "default"))
 
-    if finetuning_args.finetuning_type == "lora":
-        model = _attach_lora(model, model_args, finetuning_args, is_trainable)
-    elif model_args.adapter_name_or_path:
-        raise ConfigError("adapter_name_or_path needs finetuning_type: lora.")
-    elif not is_trainable:
-        model.requires_grad_(False)
+    resized = tokenizer is not None and (model_args.new_special_tokens or model_args.resize_vocab) \
+        and resize_embeddings(model, tokenizer)
+    if resized and is_trainable and finetuning_args.finetuning_type == "lora":
+        names = {n.split(".")[-1] for n, m in model.named_modules()
+                 if m is model.get_input_embeddings() or m is model.get_output_embeddings()}
+        finetuning_args.additional_target = sorted(set(finetuning_args.additional_target or []) | names)
+        logger.info("new tokens: %s train fully with the adapter", ", ".join(sorted(names)))
+    if model_args.upcast_layernorm:
+        upcast_layernorm(model)
+    if model_args.upcast_lmhead_output:
+        upcast_lmhead_output(model)
 
+    model = setup_finetuning(model, model_args, finetuning_args, is_trainable)
     if is_trainable:
+        keep = torch.bfloat16 if model_args.pure_bf16 else torch.float32
+        for param in model.parameters():
+            if param.requires_grad and param.dtype != keep:
+                param.data = param.data.to(keep)
         model.train()
         trainable, total = count_parameters(model)
         logger.info("trainable params: %s || all params: %s || trainable%%: %.4f",
@@ -140,32 +155,6 @@ def load_model(model_args: ModelArguments, finetuning_args: FinetuningArguments,
     else:
         model.eval()
     return model
-
-
-def _attach_lora(model: PreTrainedModel, model_args: ModelArguments, finetuning_args: FinetuningArguments,
-                 is_trainable: bool) -> PreTrainedModel:
-    from peft import LoraConfig, PeftModel, TaskType, get_peft_model
-
-    adapters = list(model_args.adapter_name_or_path or [])
-    to_merge, to_resume = (adapters[:-1], adapters[-1]) if (adapters and is_trainable) else (adapters, None)
-    for path in to_merge:
-        model = PeftModel.from_pretrained(model, path).merge_and_unload()
-    if to_merge:
-        logger.info("merged %d adapter(s): %s", len(to_merge), ", ".join(to_merge))
-    if to_resume is not None:
-        logger.info("continuing training of adapter %s", to_resume)
-        return PeftModel.from_pretrained(model, to_resume, is_trainable=True)
-    if not is_trainable:
-        return model
-    config = LoraConfig(
-        task_type=TaskType.CAUSAL_LM,
-        r=finetuning_args.lora_rank,
-        lora_alpha=finetuning_args.lora_alpha,
-        lora_dropout=finetuning_args.lora_dropout,
-        target_modules=_lora_targets(model, finetuning_args.lora_target),
-        modules_to_save=finetuning_args.additional_target,
-    )
-    return get_peft_model(model, config)
 
 
 def count_parameters(model: Any) -> tuple[int, int]:

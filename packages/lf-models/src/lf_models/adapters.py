@@ -1,0 +1,154 @@
+"""Tuning methods: which parameters train and what is attached to the model.
+
+`lora` (with rsLoRA, DoRA, PiSSA initialisation, continued or stacked adapters) through peft,
+`freeze` (the last or first N decoder layers, optionally only some of their modules, plus extra
+modules), and `full`. Every method is tested for exactly which parameters train.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+from lf_data.errors import ConfigError
+from lf_models.args import FinetuningArguments, ModelArguments
+from lf_models.families import family_for
+
+if TYPE_CHECKING:
+    from torch import nn
+
+logger = logging.getLogger(__name__)
+HEAD_NAMES = ("lm_head", "score", "v_head")
+
+
+def find_all_linear_modules(model: Any) -> list[str]:
+    """Names (last component) of the layers `lora_target: all` adapts: the family's list when it
+    has one, else every linear layer except the output head."""
+    import torch
+
+    family = family_for(model.config)
+    if family is not None and family.lora_targets:
+        return sorted(family.lora_targets)
+    head = model.get_output_embeddings()
+    names = set()
+    for name, module in model.named_modules():
+        if module is head or name.split(".")[-1] in HEAD_NAMES:
+            continue
+        if isinstance(module, torch.nn.Linear) or type(module).__name__ in ("Conv1D", "Linear4bit", "Linear8bitLt"):
+            names.add(name.split(".")[-1])
+    return sorted(names)
+
+
+def lora_targets(model: Any, targets: list[str]) -> list[str]:
+    if targets == ["all"]:
+        return find_all_linear_modules(model)
+    present = {name.split(".")[-1] for name, _ in model.named_modules()}
+    missing = [t for t in targets if t not in present]
+    if missing:
+        raise ConfigError(f"lora_target names {missing} that this model does not have; its linear layers are "
+                          f"{', '.join(find_all_linear_modules(model))} (or use lora_target: all).")
+    return targets
+
+
+def decoder_layers(model: Any) -> nn.ModuleList:
+    """The list of decoder layers: the family's path, else the ModuleList of num_hidden_layers."""
+    import torch
+
+    family = family_for(model.config)
+    if family is not None:
+        module = model
+        try:
+            for part in family.layers.split("."):
+                module = getattr(module, part)
+            return module
+        except AttributeError:
+            pass
+    count = getattr(model.config, "num_hidden_layers", None)
+    for _, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == count:
+            return module
+    raise ConfigError(f"cannot find the decoder layers of {type(model).__name__} for freeze tuning; "
+                      "use finetuning_type: lora or full.")
+
+
+def setup_freeze(model: Any, args: FinetuningArguments) -> None:
+    """Train the last (or first) N decoder layers, or only some of their modules, and extras."""
+    layers = decoder_layers(model)
+    n = args.freeze_trainable_layers
+    if abs(n) > len(layers):
+        raise ConfigError(f"freeze_trainable_layers={n} but the model has {len(layers)} layers.")
+    chosen = range(len(layers) - n, len(layers)) if n > 0 else range(-n)
+    model.requires_grad_(False)
+    modules = args.freeze_trainable_modules
+    for index in chosen:
+        layer = layers[index]
+        if modules == ["all"]:
+            layer.requires_grad_(True)
+            continue
+        children = {name.split(".")[-1]: m for name, m in layer.named_modules() if name}
+        missing = [m for m in modules if m not in children]
+        if missing:
+            raise ConfigError(f"freeze_trainable_modules {missing} are not in the decoder layers; they have "
+                              f"{', '.join(sorted(n for n, _ in layer.named_children()))}.")
+        for name in modules:
+            children[name].requires_grad_(True)
+    for name in args.freeze_extra_modules or []:
+        found = [m for full, m in model.named_modules() if full.split(".")[-1] == name]
+        if not found:
+            top = sorted({full.split(".")[-1] for full, m in model.named_modules()
+                          if full and not re.search(r"\.\d+(\.|$)", full)})
+            raise ConfigError(f"freeze_extra_modules names {name!r}, which the model does not have; "
+                              f"candidates: {', '.join(top)}.")
+        for module in found:
+            module.requires_grad_(True)
+    logger.info("freeze tuning: training layers %s%s", list(chosen),
+                f" ({', '.join(modules)})" if modules != ["all"] else "")
+
+
+def attach_lora(model: Any, model_args: ModelArguments, args: FinetuningArguments, is_trainable: bool) -> Any:
+    """Merge earlier adapters, then continue the last one or create a fresh one for training."""
+    from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+
+    adapters = list(model_args.adapter_name_or_path or [])
+    resume = adapters[-1] if (adapters and is_trainable and not args.create_new_adapter) else None
+    to_merge = adapters[:-1] if resume else adapters
+    if to_merge and getattr(model, "is_quantized", False):
+        raise ConfigError("adapters cannot be merged into a quantised model; train on top of one adapter only, "
+                          "or drop quantization_bit.")
+    for path in to_merge:
+        model = PeftModel.from_pretrained(model, path).merge_and_unload()
+    if to_merge:
+        logger.info("merged %d adapter(s): %s", len(to_merge), ", ".join(to_merge))
+    if resume is not None:
+        logger.info("continuing training of adapter %s", resume)
+        return PeftModel.from_pretrained(model, resume, is_trainable=True)
+    if not is_trainable:
+        return model
+    init: bool | str = True
+    if args.pissa_init:
+        init = "pissa" if args.pissa_iter == -1 else f"pissa_niter_{args.pissa_iter}"
+    config = LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=args.lora_rank,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules=lora_targets(model, args.lora_target),
+        modules_to_save=args.additional_target,
+        use_rslora=args.use_rslora,
+        use_dora=args.use_dora,
+        init_lora_weights=init,
+    )
+    return get_peft_model(model, config)
+
+
+def setup_finetuning(model: Any, model_args: ModelArguments, args: FinetuningArguments, is_trainable: bool) -> Any:
+    if args.finetuning_type == "lora":
+        return attach_lora(model, model_args, args, is_trainable)
+    if not is_trainable:
+        model.requires_grad_(False)
+    elif args.finetuning_type == "freeze":
+        setup_freeze(model, args)
+    else:
+        model.requires_grad_(True)
+    return model
