@@ -5,28 +5,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from lf_data.cli import main as lf
 from lf_data.config import read_config
 from lf_train.run import parse_train_config
-
-
-def write_config(tmp_path: Path, **values) -> Path:
-    path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump(values))
-    return path
-
-
-@pytest.fixture
-def base_config(tiny_llama, data_dir, tmp_path):
-    return {
-        "model_name_or_path": str(tiny_llama), "stage": "sft", "finetuning_type": "lora", "lora_target": "all",
-        "lora_rank": 8, "dataset": "identity", "dataset_dir": str(data_dir), "template": "chatml",
-        "cutoff_len": 64, "output_dir": str(tmp_path / "out"), "per_device_train_batch_size": 4,
-        "learning_rate": 3.0e-2, "max_steps": 30, "logging_steps": 1, "save_steps": 10, "seed": 0,
-        "report_to": "none", "disable_tqdm": True,
-    }
 
 
 def sequence_loss(model, tokenizer, question: str, answer: str) -> float:
@@ -40,11 +22,11 @@ def sequence_loss(model, tokenizer, question: str, answer: str) -> float:
         return model(input_ids=ids, labels=labels).loss.item()
 
 
-def test_lora_sft_trains_and_leaves_standard_artefacts(base_config, tmp_path, tiny_llama, capsys):
+def test_lora_sft_trains_and_leaves_standard_artefacts(base_config, write_config, tmp_path, tiny_llama, capsys):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    assert lf(["train", str(write_config(tmp_path, **base_config))]) == 0
+    assert lf(["train", str(write_config(**base_config))]) == 0
     out = Path(base_config["output_dir"])
     for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "lf_config.yaml",
                  "trainer_log.jsonl", "training_loss.png", "train_results.json", "checkpoint-30"):
@@ -74,26 +56,26 @@ def test_lora_sft_trains_and_leaves_standard_artefacts(base_config, tmp_path, ti
     assert plan.finetuning.lora_rank == 8 and plan.data.template == "chatml" and plan.training_args.max_steps == 30
 
     # a finished run is not overwritten by accident
-    assert lf(["train", str(write_config(tmp_path, **base_config))]) == 1
+    assert lf(["train", str(write_config(**base_config))]) == 1
     assert "already holds a finished run" in capsys.readouterr().err
 
 
-def test_resumed_run_matches_an_uninterrupted_one(base_config, tmp_path):
+def test_resumed_run_matches_an_uninterrupted_one(base_config, write_config, tmp_path):
     from safetensors.torch import load_file
 
     base_config.update(max_steps=8, save_steps=4)
     straight = tmp_path / "straight"
-    assert lf(["train", str(write_config(tmp_path, **base_config)), f"output_dir={straight}"]) == 0
+    assert lf(["train", str(write_config(**base_config)), f"output_dir={straight}"]) == 0
 
     crashed = tmp_path / "crashed"
-    assert lf(["train", str(write_config(tmp_path, **base_config)), f"output_dir={crashed}"]) == 0
+    assert lf(["train", str(write_config(**base_config)), f"output_dir={crashed}"]) == 0
     for path in crashed.iterdir():  # leave what a crash after step 4 would have left
         if path.name not in ("checkpoint-4", "lf_config.yaml", "trainer_log.jsonl"):
             if path.is_dir():
                 __import__("shutil").rmtree(path)
             else:
                 path.unlink()
-    assert lf(["train", str(write_config(tmp_path, **base_config)), f"output_dir={crashed}"]) == 0
+    assert lf(["train", str(write_config(**base_config)), f"output_dir={crashed}"]) == 0
 
     a = load_file(straight / "adapter_model.safetensors")
     b = load_file(crashed / "adapter_model.safetensors")
@@ -116,17 +98,17 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize(("change", "message", "hint"), BAD_INPUTS)
-def test_bad_config_fails_clearly_before_anything_is_written(change, message, hint, base_config, tmp_path, capsys):
+def test_bad_config_fails_clearly_before_anything_is_written(change, message, hint, base_config, write_config, tmp_path, capsys):
     base_config.update(change)
-    assert lf(["train", str(write_config(tmp_path, **base_config))]) == 1
+    assert lf(["train", str(write_config(**base_config))]) == 1
     err = capsys.readouterr().err
     assert message in err and hint in err
     assert "Traceback" not in err
     assert not (tmp_path / "out").exists()
 
 
-def test_bad_data_fails_clearly_before_anything_is_written(base_config, data_dir, tmp_path, capsys):
-    config = write_config(tmp_path, **base_config)
+def test_bad_data_fails_clearly_before_anything_is_written(base_config, write_config, data_dir, tmp_path, capsys):
+    config = write_config(**base_config)
     (data_dir / "identity.json").write_text(json.dumps([{"instruction": "q", "input": ""}]))
     assert lf(["train", str(config)]) == 1
     assert "column(s) ['output'] not found" in capsys.readouterr().err

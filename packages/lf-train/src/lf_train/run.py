@@ -77,9 +77,14 @@ def parse_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:
     if data.streaming and not config.get("max_steps"):
         raise ConfigError("streaming: true needs max_steps (the number of rows is unknown in advance).")
 
-    precision = choose_precision(config.get("bf16"), config.get("fp16"))
+    precision = choose_precision(config.get("bf16"), config.get("fp16")) if not model.pure_bf16 else None
     hf_config = {**HF_DEFAULTS, **{k: v for k, v in config.items() if k in hf_keys}}
-    hf_config.update(bf16=precision.bf16, fp16=precision.fp16)
+    if precision is not None:
+        hf_config.update(bf16=precision.bf16, fp16=precision.fp16)
+    if model.pure_bf16:  # the weights are bf16 themselves: no autocast, no fp32 master copy
+        hf_config.update(bf16=False, fp16=False)
+    if hf_config.get("gradient_checkpointing") and not hf_config.get("gradient_checkpointing_kwargs"):
+        hf_config["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
     if train.warmup_ratio is not None:
         hf_config["warmup_steps"] = train.warmup_ratio
     training_args = build_section(TrainingArguments, hf_config)
@@ -149,12 +154,15 @@ def run_train(config: dict[str, Any], source: str = "") -> Path:
                     "cache %s)", report.rows_read, report.invalid, report.dropped, len(data.train_dataset),
                     template.name, plan.data.cutoff_len, report.cache)
 
-    precision = choose_precision(args.bf16 or None, args.fp16 or None)
+    precision = choose_precision(args.bf16, args.fp16)  # already resolved by parse_train_config
     from transformers import set_seed
 
     set_seed(args.seed)  # adapter initialisation is random: seed it, or equal configs give different runs
-    model = load_model(plan.model, plan.finetuning, precision, is_trainable=True, source=model_source)
-    logger.info("precision: %s", precision.describe())
+    model = load_model(plan.model, plan.finetuning, precision, is_trainable=True, source=model_source,
+                       tokenizer=tokenizer, cutoff_len=plan.data.cutoff_len)
+    if args.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
+        model.enable_input_require_grads()  # frozen embeddings: checkpointed adapter layers still need input grads
+    logger.info("precision: %s", "pure bf16" if plan.model.pure_bf16 else precision.describe())
 
     if plan.clear_output_dir and output_dir.exists():
         shutil.rmtree(output_dir)
@@ -163,8 +171,7 @@ def run_train(config: dict[str, Any], source: str = "") -> Path:
     if plan.resume_from_checkpoint:
         logger.warning("resuming from %s", plan.resume_from_checkpoint)
 
-    STAGES[plan.train.stage](model, tokenizer, data, args, [JsonlLogCallback(output_dir)],
-                             plan.resume_from_checkpoint, neat_packing=plan.data.neat_packing)
+    STAGES[plan.train.stage](model, tokenizer, data, plan, [JsonlLogCallback(output_dir)])
     if plan.train.plot_loss:
         plot_loss(output_dir)
     _print_summary(output_dir, plan, model_source.path)

@@ -1,0 +1,29 @@
+"""Shared set-up for `lf train` tests: a YAML config over the tiny Llama and the test datasets."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+
+@pytest.fixture
+def write_config(tmp_path):
+    """Write a run config as a user would, and return its path."""
+
+    def write(**values) -> Path:
+        path = tmp_path / "run.yaml"
+        path.write_text(yaml.safe_dump(values))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def base_config(tiny_llama, data_dir, tmp_path):
+    return {
+        "model_name_or_path": str(tiny_llama), "stage": "sft", "finetuning_type": "lora", "lora_target": "all",
+        "lora_rank": 8, "dataset": "identity", "dataset_dir": str(data_dir), "template": "chatml",
+        "cutoff_len": 64, "output_dir": str(tmp_path / "out"), "per_device_train_batch_size": 4,
+        "learning_rate": 3.0e-2, "max_steps": 30, "logging_steps": 1, "save_steps": 10, "seed": 0,
+        "report_to": "none", "disable_tqdm": True,
+    }
