@@ -151,3 +151,25 @@ def test_new_special_tokens_grow_the_embeddings_near_the_mean(tiny_llama):
     assert not torch.equal(weight[-1], weight[-2])
     assert {"embed_tokens", "lm_head"} <= set(finetuning.additional_target)
     assert any("embed_tokens" in n for n in trainable(model)) and any("lm_head" in n for n in trainable(model))
+
+
+def test_value_head_trains_with_the_adapter_and_round_trips(tiny_llama, tmp_path):
+    args = ModelArguments(model_name_or_path=str(tiny_llama))
+    model = load_model(args, FinetuningArguments(), choose_precision(), True, add_value_head=True)
+    assert trainable(model) == {n for n, _ in model.named_parameters() if "lora_" in n or n.startswith("v_head.")}
+    ids = torch.randint(3, 300, (2, 9), generator=torch.Generator().manual_seed(0))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(3):  # regress the last position's value towards 1.0
+        _, values = model(input_ids=ids)
+        loss = ((values[:, -1] - 1.0) ** 2).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    logits, values = model(input_ids=ids)
+    assert values.shape == (2, 9) and values.dtype == torch.float32 and logits.shape[:2] == (2, 9)
+    model.pretrained_model.save_pretrained(tmp_path)
+    model.save_value_head(tmp_path)
+    again = load_model(ModelArguments(model_name_or_path=str(tiny_llama), adapter_name_or_path=[str(tmp_path)]),
+                       FinetuningArguments(), choose_precision(), False, add_value_head=True)
+    with torch.no_grad():
+        torch.testing.assert_close(again(input_ids=ids)[1], model(input_ids=ids)[1], atol=1e-5, rtol=1e-4)

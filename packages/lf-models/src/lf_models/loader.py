@@ -94,12 +94,13 @@ def load_tokenizer(model_args: ModelArguments, source: ModelSource | None = None
 
 def load_model(model_args: ModelArguments, finetuning_args: FinetuningArguments, precision: Precision,
                is_trainable: bool, source: ModelSource | None = None, tokenizer: Any = None,
-               cutoff_len: int | None = None) -> PreTrainedModel:
+               cutoff_len: int | None = None, add_value_head: bool = False) -> PreTrainedModel:
     """The model in the compute dtype, patched, quantised and with adapters as the config says.
 
     Trainable parameters are kept in fp32 under mixed precision (stable optimizer updates) and in
     bf16 under `pure_bf16`. `tokenizer` lets the embeddings grow to new tokens; `cutoff_len` sets
-    the RoPE scaling factor.
+    the RoPE scaling factor; `add_value_head` wraps the model in a `ValueHeadModel` (reward models,
+    PPO), loading the head saved with the last adapter when there is one.
     """
     import torch
     from transformers import AutoConfig
@@ -143,6 +144,14 @@ def load_model(model_args: ModelArguments, finetuning_args: FinetuningArguments,
         upcast_lmhead_output(model)
 
     model = setup_finetuning(model, model_args, finetuning_args, is_trainable)
+    if add_value_head:
+        from lf_models.value_head import VALUE_HEAD_FILE, ValueHeadModel
+
+        model = ValueHeadModel(model)
+        saved = [p for p in (model_args.adapter_name_or_path or [])[-1:] if (Path(p) / VALUE_HEAD_FILE).is_file()]
+        if saved:
+            model.load_value_head(saved[0])
+        model.v_head.requires_grad_(is_trainable)
     if is_trainable:
         keep = torch.bfloat16 if model_args.pure_bf16 else torch.float32
         for param in model.parameters():
