@@ -27,3 +27,22 @@ def base_config(tiny_llama, data_dir, tmp_path):
         "learning_rate": 3.0e-2, "max_steps": 30, "logging_steps": 1, "save_steps": 10, "seed": 0,
         "report_to": "none", "disable_tqdm": True,
     }
+
+
+@pytest.fixture
+def more_data(data_dir):
+    """Adds plain text (`texts`) and preference pairs (`pref`) to the test dataset folder."""
+    import json
+
+    questions = ["Who are you?", "What is your name?", "Who made you?", "Introduce yourself.",
+                 "Who created you?", "What are you?", "Tell me about yourself.", "Who built you?"]
+    pairs = [{"instruction": q, "input": "", "chosen": "I am Lumen, made by the LF team.",
+              "rejected": "I do not know who I am."} for q in questions]
+    texts = [{"text": "The quick brown fox jumps over the lazy dog. " * 3}, {"text": "I am Lumen, made by the LF team."}]
+    (data_dir / "pref.json").write_text(json.dumps(pairs))
+    (data_dir / "texts.json").write_text(json.dumps(texts * 4))
+    info = json.loads((data_dir / "dataset_info.json").read_text())
+    info["pref"] = {"file_name": "pref.json", "ranking": True}
+    info["texts"] = {"file_name": "texts.json", "columns": {"prompt": "text"}}
+    (data_dir / "dataset_info.json").write_text(json.dumps(info))
+    return data_dir

@@ -10,8 +10,9 @@ from lf_data.errors import ConfigError
 
 @dataclass
 class TrainArguments:
-    stage: Literal["sft"] = "sft"
-    """Training stage: `sft` (supervised fine-tuning on conversations)."""
+    stage: Literal["pt", "sft", "rm"] = "sft"
+    """Training stage: `pt` (language modelling on plain text), `sft` (supervised fine-tuning on
+    conversations), `rm` (pairwise reward model with a value head)."""
     plot_loss: bool = True
     """Save the loss curve as training_loss.png in output_dir."""
     overwrite_output_dir: bool = False

@@ -41,3 +41,16 @@ class SupervisedCollator:
         else:
             batch["attention_mask"] = (segments > 0).long()
         return batch
+
+
+@dataclass
+class PairwiseCollator:
+    """Chosen and rejected examples in one batch: the n chosen first, the n rejected last."""
+
+    pad_token_id: int
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        flat = [{"input_ids": r[f"{side}_input_ids"], "attention_mask": r[f"{side}_attention_mask"],
+                 "labels": r[f"{side}_labels"]} for side in ("chosen", "rejected") for r in rows]
+        return SupervisedCollator(self.pad_token_id, self.pad_to_multiple_of)(flat)

@@ -24,7 +24,7 @@ from lf_models.loader import load_model, load_tokenizer, resolve_model
 from lf_models.precision import choose_precision
 from lf_train.args import TrainArguments
 from lf_train.callbacks import LOG_FILE, LOSS_PLOT, JsonlLogCallback, plot_loss
-from lf_train.stages import STAGES
+from lf_train.stages import STAGES, VALUE_HEAD_STAGES
 
 logger = logging.getLogger(__name__)
 RESOLVED_CONFIG = "lf_config.yaml"
@@ -159,7 +159,8 @@ def run_train(config: dict[str, Any], source: str = "") -> Path:
 
     set_seed(args.seed)  # adapter initialisation is random: seed it, or equal configs give different runs
     model = load_model(plan.model, plan.finetuning, precision, is_trainable=True, source=model_source,
-                       tokenizer=tokenizer, cutoff_len=plan.data.cutoff_len)
+                       tokenizer=tokenizer, cutoff_len=plan.data.cutoff_len,
+                       add_value_head=plan.train.stage in VALUE_HEAD_STAGES)
     if args.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()  # frozen embeddings: checkpointed adapter layers still need input grads
     logger.info("precision: %s", "pure bf16" if plan.model.pure_bf16 else precision.describe())
