@@ -30,6 +30,8 @@ class ModelArguments:
     """Stretch RoPE to a longer context; the factor is cutoff_len over the model's context length."""
     flash_attn: Literal["auto", "disabled", "sdpa", "fa2"] = "auto"
     """Attention kernel: auto (transformers' choice), disabled (eager), sdpa, or fa2 (FlashAttention 2)."""
+    shift_attn: bool = False
+    """S² (shifted sparse) attention while training, for long contexts (Llama-family models)."""
     upcast_layernorm: bool = False
     """Keep normalisation layers in fp32 under half precision."""
     upcast_lmhead_output: bool = False

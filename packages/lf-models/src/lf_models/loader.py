@@ -121,6 +121,13 @@ def load_model(model_args: ModelArguments, finetuning_args: FinetuningArguments,
     if quantization is not None:
         kwargs["quantization_config"] = quantization
     attention = attention_implementation(model_args.flash_attn)
+    if model_args.shift_attn:
+        from lf_models import shift_attention
+
+        if config.model_type not in shift_attention.FAMILIES:
+            raise ConfigError(f"shift_attn supports {', '.join(shift_attention.FAMILIES)} models, not "
+                              f"{config.model_type}.")
+        attention = shift_attention.register()
     if attention is not None:
         kwargs["attn_implementation"] = attention
     try:
