@@ -55,3 +55,25 @@ def test_upcasts_under_half_precision(tiny_llama):
     upcast_lmhead_output(model)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # as mixed-precision training runs it
         assert model(input_ids=torch.tensor([[5, 6, 7]])).logits.dtype == torch.float32
+
+
+def test_moe_blocks_become_zero3_leaf_modules(tiny_tokenizer, tmp_path, monkeypatch):
+    import sys
+    import types
+
+    import transformers
+
+    from lf_models.patches import mark_moe_leaf_modules
+
+    config = transformers.MixtralConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64,
+                                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                        num_local_experts=2, num_experts_per_tok=1)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    assert mark_moe_leaf_modules(model) == []  # no ZeRO-3: nothing to do
+    marked = []
+    fake = types.ModuleType("deepspeed.utils")
+    fake.set_z3_leaf_modules = lambda m, classes: marked.extend(c.__name__ for c in classes)
+    monkeypatch.setitem(sys.modules, "deepspeed", types.ModuleType("deepspeed"))
+    monkeypatch.setitem(sys.modules, "deepspeed.utils", fake)
+    monkeypatch.setattr(transformers.integrations, "is_deepspeed_zero3_enabled", lambda: True)
+    assert mark_moe_leaf_modules(model) == marked == ["MixtralSparseMoeBlock"]

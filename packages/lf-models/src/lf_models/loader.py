@@ -15,6 +15,7 @@ from lf_models.bundled import BUNDLED_MODELS
 from lf_models.patches import (
     apply_rope_scaling,
     attention_implementation,
+    mark_moe_leaf_modules,
     resize_embeddings,
     upcast_layernorm,
     upcast_lmhead_output,
@@ -137,6 +138,7 @@ def load_model(model_args: ModelArguments, finetuning_args: FinetuningArguments,
     except ImportError as err:
         raise ConfigError(f"loading {source.path!r} needs a package that is missing: {err}") from None
     logger.info("attention: %s", getattr(model.config, "_attn_implementation", "default"))
+    mark_moe_leaf_modules(model)
 
     resized = tokenizer is not None and (model_args.new_special_tokens or model_args.resize_vocab) \
         and resize_embeddings(model, tokenizer)

@@ -94,3 +94,26 @@ def upcast_lmhead_output(model: Any) -> None:
         return output.to(torch.float32)
 
     model.get_output_embeddings().register_forward_hook(to_fp32)
+
+
+MOE_BLOCK = __import__("re").compile(r"(Sparse)?Mo[Ee](Block|Layer)$")
+
+
+def mark_moe_leaf_modules(model: Any) -> list[str]:
+    """Under DeepSpeed ZeRO-3, make mixture-of-experts blocks leaf modules.
+
+    ZeRO-3 gathers parameters per module as they are used; a router that sends a batch to only some
+    experts would leave the others' parameters un-gathered on some ranks and hang. Marking the
+    whole block as a leaf gathers all experts together. Returns the block class names marked.
+    """
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if not is_deepspeed_zero3_enabled():
+        return []
+    classes = {type(m) for m in model.modules() if MOE_BLOCK.search(type(m).__name__)}
+    if classes:
+        from deepspeed.utils import set_z3_leaf_modules
+
+        set_z3_leaf_modules(model, sorted(classes, key=lambda c: c.__name__))
+        logger.info("ZeRO-3 leaf modules: %s", ", ".join(sorted(c.__name__ for c in classes)))
+    return sorted(c.__name__ for c in classes)
