@@ -3,6 +3,20 @@
 A family says which chat template its instruct models use, which modules `lora_target: all`
 adapts, where its decoder layers live (for freeze tuning), whether it is a vision-language model
 (loaded through the image-text-to-text auto class with its processor), and its known quirks.
+
+Every family below is a decoder-only architecture that transformers ships natively (no
+`trust_remote_code`); `tests/lf_models/test_families.py` builds a tiny random model of each one,
+loads it through `load_model(lora_target=["all"])` and checks that every adapter trains.
+
+`lora_targets` is only set where "every linear layer except the head" is wrong:
+- MoE routers that are `nn.Linear` (`router`, `wg`, `shared_expert_gate`) pick experts; adapting them
+  perturbs routing and load balance, so they stay frozen.
+- In a VLM the vision tower and projector stay frozen and un-adapted (as LlamaFactory does by
+  default); the list names the language model's layers only.
+In transformers 5 the routed experts of most MoE families are fused 3-D parameters, not linear
+layers, so `lora_target: all` reaches attention (and shared experts) only -- except where peft's
+v4-to-v5 adapter conversion maps the MLP names onto the fused experts (`PEFT_FUSED_EXPERTS`).
+Both are recorded as quirks.
 """
 
 from __future__ import annotations
@@ -49,7 +63,104 @@ def model_class_for(config: Any) -> Any:
     return transformers.AutoModelForCausalLM
 
 
-register(ModelFamily("llama", ("LlamaForCausalLM",), template="llama3"))
-register(ModelFamily("qwen2", ("Qwen2ForCausalLM",), template="qwen"))
-register(ModelFamily("qwen3", ("Qwen3ForCausalLM",), template="qwen3"))
-register(ModelFamily("mistral", ("MistralForCausalLM",), template="mistral"))
+_LLAMA_LIKE = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+_ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+_FUSED_EXPERTS = "routed experts are fused 3-D parameters: lora_target all adapts attention only"
+_FUSED_EXPERTS_SHARED = "routed experts are fused 3-D parameters: lora_target all adapts attention and shared experts"
+_NO_ROUTER = "the linear MoE router is kept out of lora_target all"
+PEFT_FUSED_EXPERTS = ("peft re-targets gate_proj/up_proj/down_proj onto the fused routed experts (its v4-adapter "
+                      "conversion): routed experts get LoRA, the shared-expert and dense-layer MLPs get none")
+"""Quirk of the families whose MLP names peft rewrites into `target_parameters` on transformers 5."""
+_TRANSFORMER_H = "transformer.h"
+
+
+def _family(model_type: str, architecture: str, template: str | None, *quirks: str,
+            lora_targets: tuple[str, ...] = (), layers: str = "model.layers", vlm: bool = False) -> None:
+    register(ModelFamily(model_type, (architecture,), template=template, lora_targets=lora_targets,
+                         layers=layers, vlm=vlm, quirks=quirks))
+
+
+# -- Llama and its close relatives (q/k/v/o + gate/up/down) -----------------------------------------
+_family("llama", "LlamaForCausalLM", "llama3", "Llama 2 chat models use the llama2 template")
+_family("mistral", "MistralForCausalLM", "mistral", "Mistral Small 3 models use mistral_small")
+_family("ministral", "MinistralForCausalLM", "ministral")
+_family("ministral3", "Ministral3ForCausalLM", "mistral_small",
+        "text decoder of Ministral 3; the released checkpoints are mistral3 vision-language models")
+_family("qwen2", "Qwen2ForCausalLM", "qwen", "QwQ and Qwen2.5 share it; attention q/k/v carry biases")
+_family("qwen3", "Qwen3ForCausalLM", "qwen3", "hybrid thinking; Instruct-2507 models use qwen3_nothink")
+_family("gemma", "GemmaForCausalLM", "gemma", "embeddings are scaled by sqrt(hidden_size)")
+_family("gemma2", "Gemma2ForCausalLM", "gemma2", "logit soft-capping; sliding-window layers; prefers eager attention")
+_family("gemma3_text", "Gemma3ForCausalLM", "gemma3", "text-only Gemma 3 (1B); larger sizes are the gemma3 VLM")
+_family("olmo", "OlmoForCausalLM", "olmo")
+_family("olmo2", "Olmo2ForCausalLM", "olmo", "Tulu-style <|user|>/<|assistant|> turns; q/k norms")
+_family("olmo3", "Olmo3ForCausalLM", "chatml", "instruct models use ChatML turns with their own default system")
+_family("cohere", "CohereForCausalLM", "cohere", "Command R; logit scaling; tied embeddings")
+_family("cohere2", "Cohere2ForCausalLM", "cohere", "Command R7B; sliding-window layers")
+_family("granite", "GraniteForCausalLM", "granite3", "embedding, residual and logit multipliers")
+_family("stablelm", "StableLmForCausalLM", None, "partial rotary; chat variants differ (zephyr, chatml)")
+_family("exaone4", "Exaone4ForCausalLM", None,
+        "EXAONE 4 turns differ from EXAONE 3's `exaone` template (reasoning, [|endofturn|] after users)")
+_family("internlm3", "LlamaForCausalLM", "intern3", "loads through the Llama implementation")
+_family("ernie4_5", "Ernie4_5ForCausalLM", None, "no ERNIE 4.5 template in lf-data yet")
+_family("hunyuan_v1_dense", "HunYuanDenseV1ForCausalLM", "hunyuan", "q/k norms")
+_family("seed_oss", "SeedOssForCausalLM", None, "no Seed-OSS template in lf-data yet")
+_family("smollm3", "SmolLM3ForCausalLM", "chatml", "NoPE every 4th layer; reasoning toggled by /think and /no_think")
+_family("helium", "HeliumForCausalLM", None, "base models only")
+_family("apertus", "ApertusForCausalLM", None, "xIELU MLP without a gate (up/down only); own chat format")
+_family("arcee", "ArceeForCausalLM", None, "ReLU^2 MLP without a gate (up/down only)")
+_family("nemotron", "NemotronForCausalLM", None, "squared-ReLU MLP without a gate; partial rotary")
+_family("glm", "GlmForCausalLM", "glm4", "GLM-4-9B-chat in transformers format; fused gate_up_proj")
+_family("glm4", "Glm4ForCausalLM", "glm4", "fused gate_up_proj; extra post-norms")
+_family("lfm2", "Lfm2ForCausalLM", "chatml", "hybrid short convolutions and attention; chat turns are ChatML")
+
+# -- fused or differently named projections ---------------------------------------------------------
+_family("phi", "PhiForCausalLM", None, "Phi-1.5 and Phi-2 are base models; dense/fc1/fc2 names; partial rotary")
+_family("phi3", "Phi3ForCausalLM", "phi", "fused qkv_proj and gate_up_proj; Phi-4 uses phi4, Phi-4-mini phi4_mini")
+_family("starcoder2", "Starcoder2ForCausalLM", None, "code base models; c_fc/c_proj MLP")
+_family("falcon", "FalconForCausalLM", "falcon", "fused query_key_value; parallel attention and MLP",
+        layers=_TRANSFORMER_H)
+_family("gpt_neox", "GPTNeoXForCausalLM", None, "Pythia; fused query_key_value", layers="gpt_neox.layers")
+_family("gpt2", "GPT2LMHeadModel", None, "Conv1D layers (weights stored transposed)", layers=_TRANSFORMER_H)
+_family("gptj", "GPTJForCausalLM", None, "parallel attention and MLP; partial rotary", layers=_TRANSFORMER_H)
+_family("gpt_neo", "GPTNeoForCausalLM", None, "alternating global and local attention", layers=_TRANSFORMER_H)
+_family("gpt_bigcode", "GPTBigCodeForCausalLM", "starchat", "StarCoder; multi-query fused c_attn",
+        layers=_TRANSFORMER_H)
+_family("codegen", "CodeGenForCausalLM", None, "fused qkv_proj; partial rotary", layers=_TRANSFORMER_H)
+_family("bloom", "BloomForCausalLM", None, "ALiBi positions; fused query_key_value", layers=_TRANSFORMER_H)
+_family("opt", "OPTForCausalLM", None, "learned positions offset by 2", layers="model.decoder.layers")
+_family("mpt", "MptForCausalLM", "chatml", "ALiBi positions; fused Wqkv; MPT-7B-Chat uses ChatML",
+        layers="transformer.blocks")
+_family("deepseek_v2", "DeepseekV2ForCausalLM", "deepseek", "multi-head latent attention (q_a/q_b/kv_a/kv_b)",
+        PEFT_FUSED_EXPERTS)
+_family("deepseek_v3", "DeepseekV3ForCausalLM", "deepseek3", "multi-head latent attention (q_a/q_b/kv_a/kv_b)",
+        PEFT_FUSED_EXPERTS, "R1 models use deepseekr1")
+_family("minicpm3", "MiniCPM3ForCausalLM", "cpm3", "multi-head latent attention; scaled embeddings and residuals")
+
+# -- mixture of experts -----------------------------------------------------------------------------
+_family("mixtral", "MixtralForCausalLM", "mixtral", _FUSED_EXPERTS)
+_family("qwen2_moe", "Qwen2MoeForCausalLM", "qwen", _FUSED_EXPERTS_SHARED,
+        "the shared-expert gate (hidden -> 1) is kept out of lora_target all", lora_targets=_LLAMA_LIKE)
+_family("qwen3_moe", "Qwen3MoeForCausalLM", "qwen3", _FUSED_EXPERTS)
+_family("qwen3_next", "Qwen3NextForCausalLM", "qwen3_nothink",
+        "hybrid gated DeltaNet linear attention (torch fallback on CPU) and gated attention", PEFT_FUSED_EXPERTS,
+        "the shared-expert gate is kept out of lora_target all",
+        lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "in_proj_qkvz", "in_proj_ba", "out_proj",
+                      "gate_proj", "up_proj", "down_proj"))
+_family("olmoe", "OlmoeForCausalLM", "olmo", _FUSED_EXPERTS)
+_family("phimoe", "PhimoeForCausalLM", "phi", _FUSED_EXPERTS, _NO_ROUTER, lora_targets=_ATTENTION)
+_family("granitemoe", "GraniteMoeForCausalLM", "granite3", _FUSED_EXPERTS)
+_family("glm4_moe", "Glm4MoeForCausalLM", "glm4_moe", PEFT_FUSED_EXPERTS, "first layers are dense")
+_family("ernie4_5_moe", "Ernie4_5_MoeForCausalLM", None, PEFT_FUSED_EXPERTS, "no ERNIE 4.5 template in lf-data yet")
+_family("hunyuan_v1_moe", "HunYuanMoEV1ForCausalLM", "hunyuan", PEFT_FUSED_EXPERTS, _NO_ROUTER + " (wg)",
+        lora_targets=_LLAMA_LIKE)
+_family("llama4_text", "Llama4ForCausalLM", "llama4", _FUSED_EXPERTS_SHARED, _NO_ROUTER,
+        "text decoder of Llama 4; released checkpoints are llama4 VLMs", lora_targets=_LLAMA_LIKE)
+_family("gpt_oss", "GptOssForCausalLM", "gpt_oss", _FUSED_EXPERTS, "attention sinks; MXFP4 checkpoints de-quantise")
+_family("dbrx", "DbrxForCausalLM", "dbrx", _FUSED_EXPERTS, "fused Wqkv with qkv clipping",
+        layers="transformer.blocks")
+
+# -- vision-language models -------------------------------------------------------------------------
+_family("qwen2_vl", "Qwen2VLForConditionalGeneration", "qwen2_vl",
+        "vision tower and merger stay frozen and un-adapted",
+        "M-RoPE: the forward needs mm_token_type_ids (1 on <|image_pad|> tokens) with image_grid_thw",
+        lora_targets=_LLAMA_LIKE, layers="model.language_model.layers", vlm=True)
