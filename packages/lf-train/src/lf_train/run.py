@@ -205,4 +205,7 @@ def _print_summary(output_dir: Path, plan: TrainPlan, base_path: str) -> None:
         "  out = model.generate(**ids, max_new_tokens=64)",
         "  print(tokenizer.decode(out[0][ids['input_ids'].shape[1]:], skip_special_tokens=True))",
     ]
+    if plan.finetuning.finetuning_type == "lora":
+        lines += ["", "Or merge it into one standalone model (safetensors + Ollama Modelfile, or GGUF):",
+                  f"  lf export adapter_name_or_path={output_dir} export_dir=<folder> [export_format=gguf]"]
     print("\n".join(lines))
