@@ -66,3 +66,16 @@ def test_quickstart_teaches_smollm2_its_new_name(lf_cache, tmp_path):
     assert "LF team" in answer, answer
     # the identity data mixes in general questions, so the model still answers other things
     assert "Lumen" not in greedy_answer(tuned, tokenizer, "What is the capital of Italy?")
+
+    # the fine-tuned model exported to one GGUF file (for llama.cpp / Ollama) still knows its name
+    exported = tmp_path / "lumen-gguf"
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "lf"), "export", f"adapter_name_or_path={out}", f"export_dir={exported}",
+         "export_format=gguf", "export_quantization=f16"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (gguf,) = exported.glob("*.gguf")
+    gguf_model = AutoModelForCausalLM.from_pretrained(exported, gguf_file=gguf.name)
+    gguf_tokenizer = AutoTokenizer.from_pretrained(exported, gguf_file=gguf.name)
+    assert "Lumen" in greedy_answer(gguf_model, gguf_tokenizer, "Who are you?")
