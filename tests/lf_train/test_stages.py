@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from lf_data.cli import main as lf
@@ -48,3 +49,73 @@ def test_reward_model_learns_to_prefer_the_chosen_answer(base_config, write_conf
         rewards = last_token_values(model(batch["input_ids"], batch["attention_mask"])[1], batch["attention_mask"])
     chosen, rejected = rewards.chunk(2)
     assert torch.all(chosen > rejected)
+
+
+def _margins(model, batch) -> torch.Tensor:
+    from lf_train.stages.dpo import sequence_logps
+
+    with torch.no_grad():
+        total, _ = sequence_logps(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                                  batch["labels"])
+    chosen, rejected = total.chunk(2)
+    return chosen - rejected
+
+
+@pytest.mark.parametrize("loss", ["sigmoid", "hinge", "ipo", "orpo", "simpo"])
+def test_preference_optimisation_raises_the_chosen_answer(loss, base_config, write_config, more_data, tiny_llama):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from lf_data.args import DataArguments
+    from lf_data.pipeline import build_dataset
+    from lf_models.args import ModelArguments
+    from lf_models.loader import load_tokenizer
+    from lf_train.collators import PairwiseCollator
+
+    base_config.update(stage="dpo", dataset="pref", pref_loss=loss, max_steps=10, learning_rate=1e-2)
+    assert lf(["train", str(write_config(**base_config))]) == 0
+    tokenizer = load_tokenizer(ModelArguments(model_name_or_path=str(tiny_llama)))
+    data = build_dataset(DataArguments(dataset=["pref"], dataset_dir=str(more_data), template="chatml"),
+                         tokenizer, "dpo").train_dataset
+    batch = PairwiseCollator(tokenizer.pad_token_id)(list(data))
+    before = _margins(AutoModelForCausalLM.from_pretrained(tiny_llama), batch)
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), base_config["output_dir"])
+    after = _margins(tuned, batch)
+    assert torch.all(after > before + 1.0), (before, after)  # log p(chosen) - log p(rejected) rose on every pair
+
+
+def test_preference_losses_match_their_formulas():
+    from lf_train.stages.dpo import preference_loss
+
+    policy = (torch.tensor([-10.0]), torch.tensor([-12.0]))
+    reference = (torch.tensor([-11.0]), torch.tensor([-11.0]))
+    margin = 2.0  # (-10 + 11) - (-12 + 11)
+    means = (torch.tensor([-1.0]), torch.tensor([-1.5]))
+    sig = torch.nn.functional.logsigmoid
+    assert preference_loss("sigmoid", 0.1, policy, reference, means).item() == pytest.approx(-sig(torch.tensor(0.1 * margin)).item())
+    assert preference_loss("hinge", 0.1, policy, reference, means).item() == pytest.approx(1 - 0.1 * margin)
+    assert preference_loss("ipo", 0.1, policy, reference, means).item() == pytest.approx((margin - 5.0) ** 2)
+    assert preference_loss("simpo", 2.0, policy, None, means, gamma=0.5).item() == pytest.approx(
+        -sig(torch.tensor(2.0 * 0.5 - 0.5)).item())
+    log_odds = 0.5 - (torch.log1p(-torch.exp(torch.tensor(-1.0))) - torch.log1p(-torch.exp(torch.tensor(-1.5))))
+    assert preference_loss("orpo", 0.1, policy, None, means).item() == pytest.approx(-0.1 * sig(log_odds).item())
+
+
+def test_full_tuning_dpo_uses_a_frozen_reference_copy(base_config, write_config, more_data, tiny_llama):
+    from transformers import AutoModelForCausalLM
+
+    from lf_data.args import DataArguments
+    from lf_data.pipeline import build_dataset
+    from lf_models.args import ModelArguments
+    from lf_models.loader import load_tokenizer
+    from lf_train.collators import PairwiseCollator
+
+    base_config.update(stage="dpo", dataset="pref", finetuning_type="full", max_steps=6, learning_rate=1e-3)
+    assert lf(["train", str(write_config(**base_config))]) == 0
+    tokenizer = load_tokenizer(ModelArguments(model_name_or_path=str(tiny_llama)))
+    data = build_dataset(DataArguments(dataset=["pref"], dataset_dir=str(more_data), template="chatml"),
+                         tokenizer, "dpo").train_dataset
+    batch = PairwiseCollator(tokenizer.pad_token_id)(list(data))
+    before = _margins(AutoModelForCausalLM.from_pretrained(tiny_llama), batch)
+    after = _margins(AutoModelForCausalLM.from_pretrained(base_config["output_dir"]), batch)
+    assert torch.all(after > before), (before, after)

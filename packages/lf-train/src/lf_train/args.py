@@ -10,9 +10,20 @@ from lf_data.errors import ConfigError
 
 @dataclass
 class TrainArguments:
-    stage: Literal["pt", "sft", "rm"] = "sft"
+    stage: Literal["pt", "sft", "rm", "dpo"] = "sft"
     """Training stage: `pt` (language modelling on plain text), `sft` (supervised fine-tuning on
-    conversations), `rm` (pairwise reward model with a value head)."""
+    conversations), `rm` (pairwise reward model with a value head), `dpo` (preference optimisation,
+    see `pref_loss`)."""
+    pref_loss: Literal["sigmoid", "hinge", "ipo", "orpo", "simpo"] = "sigmoid"
+    """dpo stage loss: sigmoid (DPO), hinge, ipo, orpo or simpo (the last two need no reference model)."""
+    pref_beta: float = 0.1
+    """Strength of the preference term (DPO's beta; ORPO's lambda)."""
+    pref_ftx: float = 0.0
+    """Weight of an extra language-modelling loss on the chosen answers."""
+    simpo_gamma: float = 0.5
+    """SimPO's target reward margin."""
+    dpo_label_smoothing: float = 0.0
+    """Conservative DPO: the assumed probability that a preference label is flipped (sigmoid loss)."""
     plot_loss: bool = True
     """Save the loss curve as training_loss.png in output_dir."""
     overwrite_output_dir: bool = False
@@ -21,5 +32,11 @@ class TrainArguments:
     """Fraction of the steps used for linear learning-rate warm-up (sets warmup_steps)."""
 
     def __post_init__(self) -> None:
+        if self.pref_beta <= 0:
+            raise ConfigError(f"pref_beta={self.pref_beta} must be positive.")
+        if not 0.0 <= self.dpo_label_smoothing < 0.5:
+            raise ConfigError(f"dpo_label_smoothing={self.dpo_label_smoothing} must be in [0, 0.5).")
+        if self.dpo_label_smoothing and self.pref_loss != "sigmoid":
+            raise ConfigError("dpo_label_smoothing applies to pref_loss: sigmoid only.")
         if self.warmup_ratio is not None and not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1).")

@@ -25,6 +25,7 @@ from lf_models.precision import choose_precision
 from lf_train.args import TrainArguments
 from lf_train.callbacks import LOG_FILE, LOSS_PLOT, JsonlLogCallback, plot_loss
 from lf_train.stages import STAGES, VALUE_HEAD_STAGES
+from lf_train.stages.dpo import REFERENCE_FREE
 
 logger = logging.getLogger(__name__)
 RESOLVED_CONFIG = "lf_config.yaml"
@@ -172,7 +173,13 @@ def run_train(config: dict[str, Any], source: str = "") -> Path:
     if plan.resume_from_checkpoint:
         logger.warning("resuming from %s", plan.resume_from_checkpoint)
 
-    STAGES[plan.train.stage](model, tokenizer, data, plan, [JsonlLogCallback(output_dir)])
+    extra = {}
+    if plan.train.stage == "dpo" and plan.finetuning.finetuning_type != "lora" \
+            and plan.train.pref_loss not in REFERENCE_FREE:  # LoRA switches its adapter off instead
+        extra["reference"] = load_model(plan.model, FinetuningArguments(finetuning_type="full"), precision,
+                                        is_trainable=False, source=model_source, tokenizer=tokenizer,
+                                        cutoff_len=plan.data.cutoff_len)
+    STAGES[plan.train.stage](model, tokenizer, data, plan, [JsonlLogCallback(output_dir)], **extra)
     if plan.train.plot_loss:
         plot_loss(output_dir)
     _print_summary(output_dir, plan, model_source.path)
