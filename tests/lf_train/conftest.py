@@ -39,10 +39,14 @@ def more_data(data_dir):
     pairs = [{"instruction": q, "input": "", "chosen": "I am Lumen, made by the LF team.",
               "rejected": "I do not know who I am."} for q in questions]
     texts = [{"text": "The quick brown fox jumps over the lazy dog. " * 3}, {"text": "I am Lumen, made by the LF team."}]
+    kto = [{"instruction": q, "output": a, "good": good} for q in questions
+           for a, good in (("I am Lumen, made by the LF team.", True), ("I do not know who I am.", False))]
     (data_dir / "pref.json").write_text(json.dumps(pairs))
+    (data_dir / "kto.json").write_text(json.dumps(kto))
     (data_dir / "texts.json").write_text(json.dumps(texts * 4))
     info = json.loads((data_dir / "dataset_info.json").read_text())
     info["pref"] = {"file_name": "pref.json", "ranking": True}
+    info["kto"] = {"file_name": "kto.json", "columns": {"kto_tag": "good"}}
     info["texts"] = {"file_name": "texts.json", "columns": {"prompt": "text"}}
     (data_dir / "dataset_info.json").write_text(json.dumps(info))
     return data_dir

@@ -119,3 +119,35 @@ def test_full_tuning_dpo_uses_a_frozen_reference_copy(base_config, write_config,
     before = _margins(AutoModelForCausalLM.from_pretrained(tiny_llama), batch)
     after = _margins(AutoModelForCausalLM.from_pretrained(base_config["output_dir"]), batch)
     assert torch.all(after > before), (before, after)
+
+
+def test_kto_raises_desirable_answers_and_lowers_undesirable_ones(base_config, write_config, more_data, tiny_llama):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base_config.update(stage="kto", dataset="kto", max_steps=10, learning_rate=1e-2, per_device_train_batch_size=8)
+    assert lf(["train", str(write_config(**base_config))]) == 0
+    from lf_data.args import DataArguments
+    from lf_data.pipeline import build_dataset
+    from lf_models.args import ModelArguments
+    from lf_models.loader import load_tokenizer
+    from lf_train.collators import PairwiseCollator
+
+    tokenizer = load_tokenizer(ModelArguments(model_name_or_path=str(tiny_llama)))
+    data = build_dataset(DataArguments(dataset=["pref"], dataset_dir=str(more_data), template="chatml"),
+                         tokenizer, "dpo").train_dataset
+    batch = PairwiseCollator(tokenizer.pad_token_id)(list(data))
+    # the same prompts answered the desirable (chosen) and the undesirable (rejected) way
+    before = _margins(AutoModelForCausalLM.from_pretrained(tiny_llama), batch)
+    after = _margins(PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama),
+                                               base_config["output_dir"]), batch)
+    assert torch.all(after > before + 1.0), (before, after)
+
+
+def test_kto_loss_formula():
+    from lf_train.stages.kto import kto_loss
+
+    ratio, kl = torch.tensor([2.0, 2.0]), torch.tensor(0.5)
+    losses = kto_loss(ratio, kl, torch.tensor([True, False]), beta=0.1, undesirable_weight=2.0)
+    assert losses.tolist() == pytest.approx([1 - torch.sigmoid(torch.tensor(0.15)).item(),
+                                             2 * (1 - torch.sigmoid(torch.tensor(-0.15)).item())])

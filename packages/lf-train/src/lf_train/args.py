@@ -10,10 +10,10 @@ from lf_data.errors import ConfigError
 
 @dataclass
 class TrainArguments:
-    stage: Literal["pt", "sft", "rm", "dpo"] = "sft"
+    stage: Literal["pt", "sft", "rm", "dpo", "kto"] = "sft"
     """Training stage: `pt` (language modelling on plain text), `sft` (supervised fine-tuning on
     conversations), `rm` (pairwise reward model with a value head), `dpo` (preference optimisation,
-    see `pref_loss`)."""
+    see `pref_loss`), `kto` (desirable/undesirable answers)."""
     pref_loss: Literal["sigmoid", "hinge", "ipo", "orpo", "simpo"] = "sigmoid"
     """dpo stage loss: sigmoid (DPO), hinge, ipo, orpo or simpo (the last two need no reference model)."""
     pref_beta: float = 0.1
@@ -22,6 +22,10 @@ class TrainArguments:
     """Weight of an extra language-modelling loss on the chosen answers."""
     simpo_gamma: float = 0.5
     """SimPO's target reward margin."""
+    kto_chosen_weight: float = 1.0
+    """KTO: weight of desirable examples."""
+    kto_rejected_weight: float = 1.0
+    """KTO: weight of undesirable examples."""
     dpo_label_smoothing: float = 0.0
     """Conservative DPO: the assumed probability that a preference label is flipped (sigmoid loss)."""
     plot_loss: bool = True

@@ -54,3 +54,20 @@ class PairwiseCollator:
         flat = [{"input_ids": r[f"{side}_input_ids"], "attention_mask": r[f"{side}_attention_mask"],
                  "labels": r[f"{side}_labels"]} for side in ("chosen", "rejected") for r in rows]
         return SupervisedCollator(self.pad_token_id, self.pad_to_multiple_of)(flat)
+
+
+@dataclass
+class KTOCollator:
+    """KTO rows: the answers, their mismatched KL pairs, and the desirable flags."""
+
+    pad_token_id: int
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        pad = SupervisedCollator(self.pad_token_id, self.pad_to_multiple_of)
+        batch = pad([{k: r[k] for k in ("input_ids", "attention_mask", "labels")} for r in rows])
+        kl = pad([{"input_ids": r["kl_input_ids"], "attention_mask": r["kl_attention_mask"],
+                   "labels": r["kl_labels"]} for r in rows])
+        batch.update({f"kl_{key}": value for key, value in kl.items()})
+        batch["kto_tags"] = torch.tensor([bool(r["kto_tags"]) for r in rows])
+        return batch

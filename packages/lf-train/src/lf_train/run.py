@@ -174,8 +174,9 @@ def run_train(config: dict[str, Any], source: str = "") -> Path:
         logger.warning("resuming from %s", plan.resume_from_checkpoint)
 
     extra = {}
-    if plan.train.stage == "dpo" and plan.finetuning.finetuning_type != "lora" \
-            and plan.train.pref_loss not in REFERENCE_FREE:  # LoRA switches its adapter off instead
+    needs_reference = plan.train.stage == "kto" or (plan.train.stage == "dpo"
+                                                    and plan.train.pref_loss not in REFERENCE_FREE)
+    if needs_reference and plan.finetuning.finetuning_type != "lora":  # LoRA switches its adapter off instead
         extra["reference"] = load_model(plan.model, FinetuningArguments(finetuning_type="full"), precision,
                                         is_trainable=False, source=model_source, tokenizer=tokenizer,
                                         cutoff_len=plan.data.cutoff_len)

@@ -1,0 +1,78 @@
+"""KTO: single answers marked desirable or undesirable, no pairs needed (Ethayarajh et al., 2024).
+
+Each answer's reward is its log-probability ratio to the reference model; the loss pushes desirable
+rewards above, and undesirable ones below, a reference point: the KL between policy and reference,
+estimated from answers paired with prompts they do not belong to (lf-data's `kl_*` columns). With
+LoRA the reference is the base with the adapter switched off.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import Trainer
+
+from lf_train.collators import KTOCollator
+from lf_train.optimizers import loraplus_optimizer
+from lf_train.stages.dpo import PreferenceTrainer, sequence_logps
+
+
+def kto_loss(log_ratio: torch.Tensor, kl: torch.Tensor, desirable: torch.Tensor, beta: float,
+             desirable_weight: float = 1.0, undesirable_weight: float = 1.0) -> torch.Tensor:
+    """Per-example loss: 1 - sigmoid(beta * (r - KL)) when desirable, 1 - sigmoid(beta * (KL - r)) if not."""
+    good = desirable_weight * (1 - torch.sigmoid(beta * (log_ratio - kl)))
+    bad = undesirable_weight * (1 - torch.sigmoid(beta * (kl - log_ratio)))
+    return torch.where(desirable, good, bad)
+
+
+class KTOTrainer(PreferenceTrainer):
+    def _logps(self, model: Any, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return sequence_logps(model(input_ids=ids, attention_mask=mask).logits, labels)[0]
+
+    def compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        t = self.train_args
+        policy = self._logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"])
+        kl_batch = {"input_ids": inputs["kl_input_ids"], "attention_mask": inputs["kl_attention_mask"],
+                    "labels": inputs["kl_labels"]}
+        with torch.no_grad():
+            policy_kl = self._logps(model, kl_batch["input_ids"], kl_batch["attention_mask"], kl_batch["labels"])
+        reference = self._reference_logps(model, inputs)
+        reference_kl = self._reference_logps(model, kl_batch)
+        kl = (policy_kl - reference_kl).mean().clamp(min=0).detach()
+        losses = kto_loss(policy - reference, kl, inputs["kto_tags"], t.pref_beta, t.kto_chosen_weight,
+                          t.kto_rejected_weight)
+        if t.pref_ftx:
+            losses = losses + t.pref_ftx * torch.where(inputs["kto_tags"], -policy, torch.zeros_like(policy))
+        loss = losses.mean()
+        return (loss, {}) if return_outputs else loss
+
+
+def run_kto(model: Any, tokenizer: Any, data: Any, plan: Any, callbacks: list, reference: Any = None) -> Trainer:
+    args, finetuning = plan.training_args, plan.finetuning
+    args.remove_unused_columns = False
+    optimizer = loraplus_optimizer(model, args, finetuning.loraplus_lr_ratio) if finetuning.loraplus_lr_ratio else None
+    trainer = KTOTrainer(
+        model=model,
+        args=args,
+        data_collator=KTOCollator(pad_token_id=tokenizer.pad_token_id,
+                                  pad_to_multiple_of=8 if args.bf16 or args.fp16 else None),
+        train_dataset=data.train_dataset,
+        eval_dataset=data.eval_dataset,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        optimizers=(optimizer, None),
+        train_args=plan.train,
+        reference=reference,
+    )
+    result = trainer.train(resume_from_checkpoint=plan.resume_from_checkpoint)
+    trainer.save_model()
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    trainer.save_state()
+    if data.eval_dataset is not None:
+        metrics = trainer.evaluate()
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+    return trainer
