@@ -151,3 +151,59 @@ def test_kto_loss_formula():
     losses = kto_loss(ratio, kl, torch.tensor([True, False]), beta=0.1, undesirable_weight=2.0)
     assert losses.tolist() == pytest.approx([1 - torch.sigmoid(torch.tensor(0.15)).item(),
                                              2 * (1 - torch.sigmoid(torch.tensor(-0.15)).item())])
+
+
+@pytest.fixture
+def reward_adapter(base_config, write_config, more_data, tmp_path):
+    rm_out = tmp_path / "rm"
+    config = {**base_config, "stage": "rm", "dataset": "pref", "max_steps": 15, "learning_rate": 1e-2,
+              "output_dir": str(rm_out)}
+    assert lf(["train", str(write_config(**config))]) == 0
+    return rm_out
+
+
+def test_ppo_shares_one_base_model_and_scores_with_the_reward_adapter(reward_adapter, tiny_llama, more_data):
+    from lf_models.args import FinetuningArguments, ModelArguments
+    from lf_models.loader import load_model
+    from lf_models.precision import choose_precision
+    from lf_train.stages.ppo import SharedRLHFModel, left_pad
+    from lf_train.stages.rm import last_token_values
+
+    model = load_model(ModelArguments(model_name_or_path=str(tiny_llama)), FinetuningArguments(), choose_precision(),
+                       True, add_value_head=True)
+    shared = SharedRLHFModel(model, str(reward_adapter))
+    assert set(shared.peft.peft_config) == {"default", "reward"}
+    base = [p for n, p in shared.peft.named_parameters() if "lora_" not in n]
+    plain = load_model(ModelArguments(model_name_or_path=str(tiny_llama)), FinetuningArguments(finetuning_type="full"),
+                       choose_precision(), False)
+    assert sum(p.numel() for p in base) == sum(p.numel() for p in plain.parameters())  # one copy of the weights
+    assert len({p.data_ptr() for p in base}) == len(base)
+    trainable = {n for n, p in shared.model.named_parameters() if p.requires_grad}
+    assert trainable and all(".default." in n or n.startswith("v_head.") for n in trainable)
+
+    ids, mask = left_pad([[5, 6, 7, 8], [9, 10]], pad_id=0)
+    rm = load_model(ModelArguments(model_name_or_path=str(tiny_llama), adapter_name_or_path=[str(reward_adapter)]),
+                    FinetuningArguments(), choose_precision(), False, add_value_head=True)
+    right_ids, right_mask = torch.tensor([[5, 6, 7, 8], [9, 10, 0, 0]]), torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    with torch.no_grad():
+        expected = last_token_values(rm(right_ids, right_mask)[1], right_mask)
+    torch.testing.assert_close(shared.reward(ids, mask), expected, atol=1e-4, rtol=1e-4)
+    assert all(not p.requires_grad for n, p in shared.peft.named_parameters() if ".reward." in n)
+
+
+def test_ppo_through_lf_train(reward_adapter, base_config, write_config, more_data):
+    base_config.update(stage="ppo", reward_model=str(reward_adapter), max_steps=3, per_device_train_batch_size=2,
+                       max_new_tokens=6, learning_rate=1e-3)
+    assert lf(["train", str(write_config(**base_config))]) == 0
+    out = Path(base_config["output_dir"])
+    records = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert all(isinstance(r["reward"], float) and r["kl"] == r["kl"] for r in records)
+    assert (out / "adapter_model.safetensors").is_file() and (out / "value_head.safetensors").is_file()
+    assert not (out / "reward").exists()  # only the policy adapter is saved
+
+
+def test_ppo_is_refused_without_a_reward_model_or_lora(base_config, write_config, more_data, capsys):
+    base_config.update(stage="ppo", max_steps=2)
+    assert lf(["train", str(write_config(**base_config))]) == 1
+    assert "stage ppo needs reward_model" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from lf_data.errors import ConfigError
@@ -10,7 +11,7 @@ from lf_data.errors import ConfigError
 
 @dataclass
 class TrainArguments:
-    stage: Literal["pt", "sft", "rm", "dpo", "kto"] = "sft"
+    stage: Literal["pt", "sft", "rm", "dpo", "kto", "ppo"] = "sft"
     """Training stage: `pt` (language modelling on plain text), `sft` (supervised fine-tuning on
     conversations), `rm` (pairwise reward model with a value head), `dpo` (preference optimisation,
     see `pref_loss`), `kto` (desirable/undesirable answers)."""
@@ -22,6 +23,20 @@ class TrainArguments:
     """Weight of an extra language-modelling loss on the chosen answers."""
     simpo_gamma: float = 0.5
     """SimPO's target reward margin."""
+    reward_model: str | None = None
+    """ppo: output_dir of an `rm` run; its adapter and value head score answers on the shared base."""
+    reward_model_type: Literal["lora"] = "lora"
+    """ppo: `lora` (a reward adapter on the same base: one copy of the weights)."""
+    ppo_epochs: int = 1
+    """ppo: optimisation passes over each batch of samples."""
+    ppo_kl_coef: float = 0.05
+    """ppo: weight of the per-token KL penalty against the reference model."""
+    max_new_tokens: int = 32
+    """ppo: length of sampled answers."""
+    ppo_top_p: float = 1.0
+    """ppo: nucleus sampling of answers."""
+    ppo_temperature: float = 1.0
+    """ppo: sampling temperature of answers."""
     kto_chosen_weight: float = 1.0
     """KTO: weight of desirable examples."""
     kto_rejected_weight: float = 1.0
@@ -36,6 +51,11 @@ class TrainArguments:
     """Fraction of the steps used for linear learning-rate warm-up (sets warmup_steps)."""
 
     def __post_init__(self) -> None:
+        if self.stage == "ppo" and not self.reward_model:
+            raise ConfigError("stage ppo needs reward_model: the output_dir of an `lf train stage=rm` run.")
+        if self.reward_model and not (Path(self.reward_model) / "value_head.safetensors").is_file():
+            raise ConfigError(f"reward_model {self.reward_model!r} has no value_head.safetensors; give the "
+                              "output_dir of an `lf train stage=rm` run.")
         if self.pref_beta <= 0:
             raise ConfigError(f"pref_beta={self.pref_beta} must be positive.")
         if not 0.0 <= self.dpo_label_smoothing < 0.5:

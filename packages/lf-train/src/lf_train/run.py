@@ -75,6 +75,11 @@ def parse_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:
             raise ConfigError(f"{attr}: file {attr.location!r} does not exist. Put the file there or fix "
                               "`file_name` in dataset_info.json (it is relative to dataset_dir).")
     check_stage_data(data, train.stage, data.dataset + (data.eval_dataset or []))
+    if train.stage == "ppo" and finetuning.finetuning_type != "lora":
+        raise ConfigError("stage ppo shares one base model between policy, reference and reward adapters; "
+                          "it needs finetuning_type: lora.")
+    if train.stage == "ppo" and not config.get("max_steps"):
+        raise ConfigError("stage ppo needs max_steps (the number of PPO steps to take).")
     if data.streaming and not config.get("max_steps"):
         raise ConfigError("streaming: true needs max_steps (the number of rows is unknown in advance).")
 
