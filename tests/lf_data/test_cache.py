@@ -65,3 +65,35 @@ def test_overwrite_cache_and_tokenized_path(data_dir, tiny_tokenizer, cache_home
     (data_dir / "identity.json").unlink()  # the saved tokens no longer need the raw data
     again = run(data_dir, tiny_tokenizer, tokenized_path=str(saved))
     assert again.report.cache == "hit" and again.train_dataset["labels"] == first.train_dataset["labels"]
+
+
+def test_tokenized_path_keeps_train_and_eval_apart_and_never_replaces_foreign_folders(data_dir, tiny_tokenizer,
+                                                                                      cache_home, tmp_path):
+    import pytest as _pytest
+
+    from lf_data.errors import ConfigError
+
+    saved = tmp_path / "tokenized"
+    module = run(data_dir, tiny_tokenizer, tokenized_path=str(saved), eval_dataset=["chats"])
+    again = run(data_dir, tiny_tokenizer, tokenized_path=str(saved), eval_dataset=["chats"])
+    assert len(again.train_dataset) == 8 and len(again.eval_dataset) == 2
+    assert again.eval_dataset["input_ids"] == module.eval_dataset["input_ids"] != again.train_dataset["input_ids"]
+    foreign = tmp_path / "notes"
+    (foreign / "train").mkdir(parents=True)
+    (foreign / "train" / "mine.txt").write_text("keep me")
+    with _pytest.raises(ConfigError, match="is not an LF tokenised dataset"):
+        run(data_dir, tiny_tokenizer, tokenized_path=str(foreign))
+    assert (foreign / "train" / "mine.txt").read_text() == "keep me"
+
+
+def test_folder_files_cannot_run_together_in_the_key(tmp_path, tiny_tokenizer, cache_home):
+    keys = []
+    for first, second in (("ab", "c"), ("a", "bc")):
+        folder = tmp_path / f"case{len(keys)}"
+        (folder / "parts").mkdir(parents=True)
+        (folder / "parts" / "1.txt").write_text(first)
+        (folder / "parts" / "2.txt").write_text(second)
+        (folder / "dataset_info.json").write_text(json.dumps({"t": {"file_name": "parts", "columns": {"prompt": "text"}}}))
+        args = DataArguments(dataset=["t"], dataset_dir=str(folder), template="chatml", cutoff_len=16)
+        keys.append(build_dataset(args, tiny_tokenizer, "pt").report.cache_path.rsplit("/", 1)[-1])
+    assert keys[0] != keys[1]

@@ -10,6 +10,7 @@ from lf_data.pipeline import build_dataset
 from lf_data.processors import IGNORE_INDEX, truncate_pair
 from lf_data.processors.packing import first_fit_decreasing
 from lf_data.processors.supervised import encode_supervised
+from lf_data.templates import get_template
 
 
 def enc(tok, text):
@@ -241,3 +242,24 @@ def test_bulk_encoding_equals_the_templates_own(name, tiny_tokenizer):
     ctx = Context(template=template, tokenizer=tiny_tokenizer, cutoff_len=1024)
     expected = [template.encode_pairs(tiny_tokenizer, m, s, t or None) for m, s, t in CONVERSATIONS]
     assert encode_batch(ctx, CONVERSATIONS) == expected
+
+
+def test_mask_history_keeps_the_trained_last_turn_when_history_is_long():
+    pairs = [(list(range(10)), list(range(10, 20))), (list(range(20, 30)), list(range(30, 40))), ([40, 41], [42, 43])]
+    ids, labels = encode_supervised(pairs, cutoff_len=8, mask_history=True)
+    assert ids[-4:] == [40, 41, 42, 43] and trained(labels) == [42, 43] and len(ids) == 8
+
+
+def test_kto_never_pairs_a_row_with_its_own_answer(tmp_path, tiny_tokenizer):
+    (tmp_path / "k.json").write_text(json.dumps([{"instruction": "q", "output": "a", "label": True},
+                                                 {"instruction": "q2", "output": "b", "label": False}]))
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"k": {"file_name": "k.json", "columns": {"kto_tag": "label"}}}))
+    from lf_data.processors import PROCESSORS
+    from lf_data.processors.base import Context
+
+    batch = {"_prompt": [[{"role": "user", "content": "q"}]], "_response": [[{"role": "assistant", "content": "a"}]],
+             "_system": [""], "_tools": [""], "_kto_tag": [True]}
+    out = PROCESSORS["kto"].tokenize(batch, Context(get_template("chatml"), tiny_tokenizer, 64))
+    assert out["input_ids"] == [[]]  # alone in its batch: dropped, not paired with itself
+    module = build_dataset(args(tmp_path, "k"), tiny_tokenizer, "kto")
+    assert len(module.train_dataset) == 2

@@ -58,7 +58,8 @@ def cache_key(attrs: list[DatasetAttr], tokenizer: Any, template: Any, options: 
         if attr.source == "file":
             from lf_data.loading import data_files
 
-            for path in data_files(attr)[1]:
+            for path in data_files(attr)[1]:  # name and size first: files of a folder cannot run together
+                digest.update(f"{Path(path).name}\0{Path(path).stat().st_size}\0".encode())
                 _file_digest(path, digest)
         else:
             digest.update((hub_fingerprints or {}).get(attr.name, "").encode())
@@ -81,6 +82,11 @@ def load_cached(path: Path, key: str | None = None) -> tuple[dict[str, Dataset],
 
 
 def save_cached(path: Path, datasets: dict[str, Dataset], meta: dict[str, Any]) -> None:
+    if path.exists() and not (path / META).is_file() and (not path.is_dir() or any(path.iterdir())):
+        from lf_data.errors import ConfigError
+
+        raise ConfigError(f"{path} exists and is not an LF tokenised dataset; LF will not replace it. "
+                          "Point tokenized_path at a new or empty folder.")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:

@@ -133,7 +133,7 @@ def _features(processor: Any, carry_media: bool) -> Any:
 
 
 def _cache_location(names: list[str], data_args: DataArguments, stage: str, template: Any, tokenizer: Any,
-                    packing: bool) -> tuple[Path | None, str | None]:
+                    packing: bool, split: str) -> tuple[Path | None, str | None]:
     """(where the tokenised result lives, its content key); no cache when streaming.
 
     `tokenized_path` keeps LlamaFactory's meaning: load it if it is there, else save there.
@@ -141,7 +141,7 @@ def _cache_location(names: list[str], data_args: DataArguments, stage: str, temp
     if data_args.streaming:
         return None, None
     if data_args.tokenized_path:
-        return Path(data_args.tokenized_path), None
+        return Path(data_args.tokenized_path) / split, None
     attrs = [get_dataset_attr(name, data_args.dataset_dir) for name in names]
     hub = {a.name: f"{a.location}|{a.subset}|{a.split}|{a.folder}" for a in attrs if a.source != "file"}
     key = cache_key(attrs, tokenizer, template, {**_options(data_args, stage, names), "packing": packing}, hub)
@@ -149,13 +149,13 @@ def _cache_location(names: list[str], data_args: DataArguments, stage: str, temp
 
 
 def _prepare(names: list[str], data_args: DataArguments, stage: str, template: Any, tokenizer: Any,
-             report: DataReport) -> Dataset:
+             report: DataReport, split: str = "train") -> Dataset:
     processor = PROCESSORS[stage]
     packing = data_args.packing if data_args.packing is not None else stage == "pt"
     ctx = Context(template=template, tokenizer=tokenizer, cutoff_len=data_args.cutoff_len,
                   train_on_prompt=data_args.train_on_prompt, mask_history=data_args.mask_history,
                   packing=packing, neat_packing=data_args.neat_packing, enable_thinking=data_args.enable_thinking)
-    location, key = _cache_location(names, data_args, stage, template, tokenizer, packing)
+    location, key = _cache_location(names, data_args, stage, template, tokenizer, packing, split)
     if location is not None and not data_args.overwrite_cache:
         cached = load_cached(location, key)
         if cached is not None:
@@ -225,7 +225,7 @@ def build_dataset(data_args: DataArguments, tokenizer: Any, stage: str = "sft", 
     train = _prepare(data_args.dataset, data_args, stage, template, tokenizer, report)
     evaluation = None
     if data_args.eval_dataset:
-        evaluation = _prepare(data_args.eval_dataset, data_args, stage, template, tokenizer, DataReport())
+        evaluation = _prepare(data_args.eval_dataset, data_args, stage, template, tokenizer, DataReport(), "eval")
     if data_args.streaming:
         train = train.shuffle(buffer_size=data_args.buffer_size, seed=data_args.seed)
         if data_args.val_size:

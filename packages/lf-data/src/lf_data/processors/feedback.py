@@ -1,7 +1,8 @@
 """`kto`: single answers tagged desirable or undesirable, each with a mismatched pair for the KL term.
 
 KTO estimates its reference KL from answers paired with prompts they do not belong to: each row
-also carries its prompt followed by the answer of the next row in the batch (`kl_*` columns).
+also carries its prompt followed by the answer of the next row in the batch (`kl_*` columns). A
+batch of one row has no other answer: that row is dropped rather than paired with itself.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def tokenize_feedback(batch: dict[str, list[Any]], ctx: Context) -> dict[str, li
     for i in range(n):
         prompt, response, system, tools = (batch[k][i] for k in ("_prompt", "_response", "_system", "_tools"))
         mismatched = batch["_response"][(i + 1) % n]
-        if len(response) == 1 and len(mismatched) == 1 and batch["_kto_tag"][i] is not None:
+        if n > 1 and len(response) == 1 and len(mismatched) == 1 and batch["_kto_tag"][i] is not None:
             usable.append(i)
     conversations = []
     for i in usable:

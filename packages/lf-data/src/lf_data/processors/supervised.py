@@ -10,11 +10,18 @@ from lf_data.processors.truncation import IGNORE_INDEX, truncate_pair
 
 def encode_supervised(pairs: list[tuple[list[int], list[int]]], cutoff_len: int, train_on_prompt: bool = False,
                       mask_history: bool = False) -> tuple[list[int], list[int]]:
-    """Concatenate (prompt, response) pairs into input ids and labels, truncated to `cutoff_len`."""
-    input_ids: list[int] = []
-    labels: list[int] = []
-    for turn, (source, target) in enumerate(pairs):
-        budget = cutoff_len - len(input_ids)
+    """Concatenate (prompt, response) pairs into input ids and labels, truncated to `cutoff_len`.
+
+    Turns fill the budget oldest first; with `mask_history` (only the last answer is trained) they
+    fill it newest first, so a long history can never push out the one turn that is trained.
+    """
+    order = list(enumerate(pairs))
+    if mask_history:
+        order.reverse()
+    pieces: list[tuple[list[int], list[int]]] = []
+    used = 0
+    for turn, (source, target) in order:
+        budget = cutoff_len - used
         if budget <= 0:
             break
         source_len, target_len = truncate_pair(len(source), len(target), budget)
@@ -22,9 +29,11 @@ def encode_supervised(pairs: list[tuple[list[int], list[int]]], cutoff_len: int,
         is_last = turn == len(pairs) - 1
         source_labels = list(source) if train_on_prompt else [IGNORE_INDEX] * len(source)
         target_labels = [IGNORE_INDEX] * len(target) if (mask_history and not is_last) else list(target)
-        input_ids += source + target
-        labels += source_labels + target_labels
-    return input_ids, labels
+        pieces.append((source + target, source_labels + target_labels))
+        used += len(source) + len(target)
+    if mask_history:
+        pieces.reverse()
+    return [t for ids, _ in pieces for t in ids], [t for _, labels in pieces for t in labels]
 
 
 def tokenize_supervised(batch: dict[str, list[Any]], ctx: Context) -> dict[str, list[Any]]:
