@@ -223,3 +223,16 @@ def test_command_module_is_light():
     code = "import sys, lf_models.commands; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_export_dir_may_not_contain_the_adapter(tmp_path, capsys):
+    from lf_data.cli import main as lf
+
+    adapter = tmp_path / "saves" / "run"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text("{}")
+    code = lf(["export", "model_name_or_path=/no/such/model", f"adapter_name_or_path={adapter}",
+               f"export_dir={tmp_path / 'saves'}", "overwrite_export_dir=true"])
+    assert code == 1
+    assert (adapter / "adapter_config.json").is_file()
+    assert capsys.readouterr().err

@@ -173,3 +173,20 @@ def test_value_head_trains_with_the_adapter_and_round_trips(tiny_llama, tmp_path
                        FinetuningArguments(), choose_precision(), False, add_value_head=True)
     with torch.no_grad():
         torch.testing.assert_close(again(input_ids=ids)[1], model(input_ids=ids)[1], atol=1e-5, rtol=1e-4)
+
+
+def test_quantised_inference_applies_one_adapter_on_top(tiny_llama, tmp_path):
+    from peft import PeftModel
+
+    first = load(tiny_llama)
+    two_steps(first)
+    first.save_pretrained(tmp_path / "a")
+    # 8-bit: bitsandbytes' 4-bit CPU inference kernel needs larger matrices than the tiny model has
+    args = ModelArguments(model_name_or_path=str(tiny_llama), quantization_bit=8, adapter_name_or_path=[str(tmp_path / "a")])
+    model = load_model(args, FinetuningArguments(), choose_precision(), is_trainable=False)
+    assert isinstance(model, PeftModel) and not trainable(model)
+    with torch.no_grad():
+        assert torch.isfinite(model(input_ids=torch.tensor([[5, 6, 7]])).logits).all()
+    args.adapter_name_or_path = [str(tmp_path / "a")] * 2
+    with pytest.raises(ConfigError, match="a quantised model takes one adapter at a time"):
+        load_model(args, FinetuningArguments(), choose_precision(), is_trainable=False)

@@ -207,3 +207,27 @@ def test_ppo_is_refused_without_a_reward_model_or_lora(base_config, write_config
     base_config.update(stage="ppo", max_steps=2)
     assert lf(["train", str(write_config(**base_config))]) == 1
     assert "stage ppo needs reward_model" in capsys.readouterr().err
+
+
+def test_reward_model_run_resumes_from_its_checkpoint(base_config, write_config, more_data, tmp_path):
+    from safetensors.torch import load_file
+
+    base_config.update(stage="rm", dataset="pref", max_steps=4, save_steps=2, learning_rate=1e-2)
+    straight, crashed = tmp_path / "straight", tmp_path / "crashed"
+    for out in (straight, crashed):
+        assert lf(["train", str(write_config(**base_config)), f"output_dir={out}"]) == 0
+    for path in crashed.iterdir():  # leave what a crash after step 2 would have left
+        if path.name not in ("checkpoint-2", "lf_config.yaml", "trainer_log.jsonl"):
+            __import__("shutil").rmtree(path) if path.is_dir() else path.unlink()
+    assert lf(["train", str(write_config(**base_config)), f"output_dir={crashed}"]) == 0
+    for name in ("adapter_model.safetensors", "value_head.safetensors"):
+        a, b = load_file(straight / name), load_file(crashed / name)
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+
+
+def test_overwrite_never_deletes_what_the_run_reads(base_config, write_config, more_data, capsys):
+    base_config.update(output_dir=str(more_data.parent), overwrite_output_dir=True)  # holds dataset_dir
+    assert lf(["train", str(write_config(**base_config))]) == 1
+    assert "overwrite_output_dir would delete it" in capsys.readouterr().err
+    assert (more_data / "dataset_info.json").is_file()

@@ -86,13 +86,14 @@ def setup_freeze(model: Any, args: FinetuningArguments) -> None:
         if modules == ["all"]:
             layer.requires_grad_(True)
             continue
-        children = {name.split(".")[-1]: m for name, m in layer.named_modules() if name}
-        missing = [m for m in modules if m not in children]
+        named = [(name.split(".")[-1], m) for name, m in layer.named_modules() if name]
+        missing = [m for m in modules if m not in {n for n, _ in named}]
         if missing:
             raise ConfigError(f"freeze_trainable_modules {missing} are not in the decoder layers; they have "
                               f"{', '.join(sorted(n for n, _ in layer.named_children()))}.")
-        for name in modules:
-            children[name].requires_grad_(True)
+        for name, module in named:  # every match: MoE layers repeat names across experts
+            if name in modules:
+                module.requires_grad_(True)
     for name in args.freeze_extra_modules or []:
         found = [m for full, m in model.named_modules() if full.split(".")[-1] == name]
         if not found:
@@ -111,9 +112,14 @@ def attach_lora(model: Any, model_args: ModelArguments, args: FinetuningArgument
     from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 
     adapters = list(model_args.adapter_name_or_path or [])
+    quantized = getattr(model, "is_quantized", False)
+    if adapters and quantized and not is_trainable:  # cannot merge into quantised weights: apply on top
+        if len(adapters) > 1:
+            raise ConfigError("a quantised model takes one adapter at a time (adapters cannot be merged into it).")
+        return PeftModel.from_pretrained(model, adapters[0])
     resume = adapters[-1] if (adapters and is_trainable and not args.create_new_adapter) else None
     to_merge = adapters[:-1] if resume else adapters
-    if to_merge and getattr(model, "is_quantized", False):
+    if to_merge and quantized:
         raise ConfigError("adapters cannot be merged into a quantised model; train on top of one adapter only, "
                           "or drop quantization_bit.")
     for path in to_merge:

@@ -127,8 +127,10 @@ def _check_export_dir(export_args: ExportArguments, model_args: ModelArguments) 
         raise ConfigError(f"export_dir {str(target)!r} is a file; choose a folder path.")
     sources = [model_args.model_name_or_path, *(model_args.adapter_name_or_path or [])]
     for source in sources:
-        if Path(source).expanduser().resolve() == target:
-            raise ConfigError(f"export_dir {str(target)!r} is the model or adapter being exported; choose another folder.")
+        resolved = Path(source).expanduser().resolve()
+        if resolved == target or target in resolved.parents:
+            raise ConfigError(f"export_dir {str(target)!r} is or contains the model or adapter being exported; "
+                              "choose another folder.")
     if target.is_dir() and any(target.iterdir()) and not export_args.overwrite_export_dir:
         raise ConfigError(f"export_dir {str(target)!r} is not empty. Choose another folder, or set "
                           "overwrite_export_dir=true to replace it.")

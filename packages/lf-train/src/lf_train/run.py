@@ -97,6 +97,9 @@ def parse_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:
 
     resume, clear = _plan_output_dir(Path(training_args.output_dir), train.overwrite_output_dir,
                                      training_args.resume_from_checkpoint)
+    if clear:
+        _check_clearable(Path(training_args.output_dir), [model.model_name_or_path, *(model.adapter_name_or_path or []),
+                                                           data.dataset_dir, train.reward_model])
     return TrainPlan(data, model, finetuning, train, training_args, resume, clear)
 
 
@@ -126,6 +129,16 @@ def _plan_output_dir(output_dir: Path, overwrite: bool, resume: str | None) -> t
                           f"({', '.join(sorted(leftovers)[:3])}...). Choose an empty folder, or set "
                           "overwrite_output_dir=true to replace its contents.")
     return None, True  # a run that stopped before its first checkpoint: start it again
+
+
+def _check_clearable(output_dir: Path, inputs: list[str | None]) -> None:
+    """Replacing output_dir deletes it: refuse when it holds the working directory or an input."""
+    target = output_dir.expanduser().resolve()
+    protected = [Path.cwd(), *(Path(p).expanduser().resolve() for p in inputs if p and Path(p).expanduser().exists())]
+    for path in protected:
+        if path == target or target in path.parents:
+            raise ConfigError(f"output_dir {str(output_dir)!r} contains {str(path)!r}, which this run reads or runs "
+                              "in; overwrite_output_dir would delete it. Choose a separate output_dir.")
 
 
 def resolved_config(plan: TrainPlan) -> dict[str, Any]:

@@ -55,7 +55,7 @@ class PreferenceTrainer(Trainer):
     def __init__(self, *args: Any, train_args: Any, reference: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.train_args = train_args
-        self.reference = reference
+        self.reference = reference.to(self.args.device) if reference is not None else None
 
     def _reference_logps(self, model: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.reference is not None:

@@ -41,6 +41,11 @@ class PairwiseTrainer(Trainer):
         scores = torch.stack([out["chosen_rewards"], out["rejected_rewards"]], dim=1)
         return loss.detach(), scores.detach(), torch.zeros(len(scores), dtype=torch.long)
 
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        # checkpoints hold the inner model's own files (which the Trainer knows how to load) + the head
+        super()._load_from_checkpoint(resume_from_checkpoint, model=self.model.pretrained_model)
+        self.model.load_value_head(resume_from_checkpoint)
+
     def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
         # the adapter (or full weights) in its standard format, plus value_head.safetensors next to it
         output_dir = Path(output_dir or self.args.output_dir)
