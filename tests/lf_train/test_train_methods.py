@@ -86,3 +86,58 @@ def test_pissa_convert_saves_an_adapter_for_the_original_base(base_config, write
         torch.testing.assert_close(converted(input_ids=ids).logits, expected, atol=1e-4, rtol=1e-3)
         plain = AutoModelForCausalLM.from_pretrained(tiny_llama)(input_ids=ids).logits
     assert not torch.allclose(plain, expected, atol=1e-3)  # the adapter did change the model
+
+
+def optimizer_state_bytes(model, training_args) -> int:
+    """Bytes of optimizer state after one step with the optimizer `training_args` selects."""
+    from transformers import Trainer
+
+    cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(training_args, model)
+    optimizer = cls([p for p in model.parameters() if p.requires_grad], **kwargs) \
+        if "galore" not in training_args.optim else None
+    if optimizer is None:  # GaLore puts the targeted weights in their own group
+        targets = [p for n, p in model.named_parameters() if any(t in n for t in training_args.optim_target_modules)]
+        others = [p for p in model.parameters() if all(p is not t for t in targets)]
+        rank = int(training_args.optim_args.split("rank=")[1].split(",")[0])
+        optimizer = cls([{"params": others}, {"params": targets, "rank": rank, "update_proj_gap": 200,
+                                               "scale": 2.0, "proj_type": "std"}], lr=1e-3)
+    batch = torch.randint(3, 300, (2, 10), generator=torch.Generator().manual_seed(0))
+    model(input_ids=batch, labels=batch).loss.backward()
+    optimizer.step()
+    return sum(t.numel() * t.element_size() for state in optimizer.state.values() for t in state.values()
+               if torch.is_tensor(t))
+
+
+def test_galore_and_8bit_adam_keep_optimizer_state_smaller_than_adamw(tiny_llama):
+    from transformers import AutoModelForCausalLM, TrainingArguments
+
+    def fresh():
+        torch.manual_seed(0)
+        return AutoModelForCausalLM.from_pretrained(tiny_llama)
+
+    adamw = optimizer_state_bytes(fresh(), TrainingArguments(output_dir="unused", optim="adamw_torch"))
+    names = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    galore = optimizer_state_bytes(fresh(), TrainingArguments(output_dir="unused", optim="galore_adamw",
+                                                              optim_target_modules=names,
+                                                              optim_args="rank=4,update_proj_gap=200,scale=2"))
+    adam8 = optimizer_state_bytes(fresh(), TrainingArguments(output_dir="unused", optim="adamw_bnb_8bit"))
+    assert galore < 0.8 * adamw, (galore, adamw)
+    # 8-bit states for every tensor of 4096+ elements; the tiny model has many smaller ones kept in fp32
+    assert adam8 < 0.7 * adamw, (adam8, adamw)
+
+
+@pytest.mark.parametrize("method", [{"use_galore": True, "galore_rank": 4, "finetuning_type": "full"},
+                                    {"optim": "adamw_bnb_8bit"}])
+def test_memory_saving_optimizers_train_through_lf_train(method, base_config, write_config):
+    base_config.update(max_steps=12, learning_rate=1e-2, **method)
+    if method.get("finetuning_type") == "full":
+        base_config["learning_rate"] = 3e-3
+    assert lf(["train", str(write_config(**base_config))]) == 0
+    seen = losses(base_config["output_dir"])
+    assert sum(seen[-3:]) / 3 < 0.7 * sum(seen[:3]) / 3, seen
+
+
+def test_galore_refuses_lora(base_config, write_config, capsys):
+    base_config.update(use_galore=True)
+    assert lf(["train", str(write_config(**base_config))]) == 1
+    assert "use_galore projects the gradients of full weights" in capsys.readouterr().err

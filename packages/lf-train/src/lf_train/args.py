@@ -23,6 +23,18 @@ class TrainArguments:
     """Weight of an extra language-modelling loss on the chosen answers."""
     simpo_gamma: float = 0.5
     """SimPO's target reward margin."""
+    use_galore: bool = False
+    """GaLore: project full-parameter gradients to a low rank, so optimizer state stays small."""
+    galore_target: list[str] | None = None
+    """GaLore: module names whose weights are projected (`all` = every linear layer but the head)."""
+    galore_rank: int = 16
+    """GaLore: rank of the gradient projection."""
+    galore_update_interval: int = 200
+    """GaLore: steps between recomputing the projection (SVD of the gradient)."""
+    galore_scale: float = 2.0
+    """GaLore: scale of the projected update."""
+    galore_layerwise: bool = False
+    """GaLore: update layer by layer during the backward pass (lower peak memory; no gradient accumulation)."""
     reward_model: str | None = None
     """ppo: output_dir of an `rm` run; its adapter and value head score answers on the shared base."""
     reward_model_type: Literal["lora"] = "lora"
@@ -51,6 +63,10 @@ class TrainArguments:
     """Fraction of the steps used for linear learning-rate warm-up (sets warmup_steps)."""
 
     def __post_init__(self) -> None:
+        if not self.galore_target:
+            self.galore_target = ["all"]
+        if self.galore_rank < 1:
+            raise ConfigError(f"galore_rank={self.galore_rank} must be at least 1.")
         if self.stage == "ppo" and not self.reward_model:
             raise ConfigError("stage ppo needs reward_model: the output_dir of an `lf train stage=rm` run.")
         if self.reward_model and not (Path(self.reward_model) / "value_head.safetensors").is_file():

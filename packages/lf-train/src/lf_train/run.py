@@ -75,6 +75,14 @@ def parse_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:
             raise ConfigError(f"{attr}: file {attr.location!r} does not exist. Put the file there or fix "
                               "`file_name` in dataset_info.json (it is relative to dataset_dir).")
     check_stage_data(data, train.stage, data.dataset + (data.eval_dataset or []))
+    if train.use_galore:
+        if finetuning.finetuning_type == "lora":
+            raise ConfigError("use_galore projects the gradients of full weights; use finetuning_type: full or "
+                              "freeze (LoRA already trains low-rank matrices).")
+        if "optim" in config:
+            raise ConfigError("use_galore chooses the optimizer itself; remove `optim`.")
+        if train.galore_layerwise and config.get("gradient_accumulation_steps", 1) > 1:
+            raise ConfigError("galore_layerwise updates during the backward pass: gradient_accumulation_steps must be 1.")
     if train.stage == "ppo" and finetuning.finetuning_type != "lora":
         raise ConfigError("stage ppo shares one base model between policy, reference and reward adapters; "
                           "it needs finetuning_type: lora.")
@@ -93,6 +101,11 @@ def parse_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:
         hf_config["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
     if train.warmup_ratio is not None:
         hf_config["warmup_steps"] = train.warmup_ratio
+    if train.use_galore:  # transformers' GaLore integration; the target modules are set once the model is loaded
+        hf_config["optim"] = "galore_adamw_layerwise" if train.galore_layerwise else "galore_adamw"
+        hf_config["optim_args"] = (f"rank={train.galore_rank},update_proj_gap={train.galore_update_interval},"
+                                   f"scale={train.galore_scale}")
+        hf_config["optim_target_modules"] = ["placeholder"]
     training_args = build_section(TrainingArguments, hf_config)
 
     resume, clear = _plan_output_dir(Path(training_args.output_dir), train.overwrite_output_dir,
@@ -180,6 +193,10 @@ def run_train(config: dict[str, Any], source: str = "") -> Path:
     model = load_model(plan.model, plan.finetuning, precision, is_trainable=True, source=model_source,
                        tokenizer=tokenizer, cutoff_len=plan.data.cutoff_len,
                        add_value_head=plan.train.stage in VALUE_HEAD_STAGES)
+    if plan.train.use_galore:
+        from lf_models.adapters import lora_targets
+
+        args.optim_target_modules = lora_targets(model, plan.train.galore_target)
     if args.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()  # frozen embeddings: checkpointed adapter layers still need input grads
     logger.info("precision: %s", "pure bf16" if plan.model.pure_bf16 else precision.describe())
