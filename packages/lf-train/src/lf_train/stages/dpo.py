@@ -17,7 +17,7 @@ from transformers import Trainer
 
 from lf_data.processors import IGNORE_INDEX
 from lf_train.collators import PairwiseCollator
-from lf_train.optimizers import loraplus_optimizer
+from lf_train.stages.common import custom_optimizer, train_and_save
 
 REFERENCE_FREE = ("orpo", "simpo")
 
@@ -86,9 +86,8 @@ class PreferenceTrainer(Trainer):
 
 
 def run_dpo(model: Any, tokenizer: Any, data: Any, plan: Any, callbacks: list, reference: Any = None) -> Trainer:
-    args, finetuning = plan.training_args, plan.finetuning
+    args = plan.training_args
     args.remove_unused_columns = False  # the pairwise columns are not the model's forward arguments
-    optimizer = loraplus_optimizer(model, args, finetuning.loraplus_lr_ratio) if finetuning.loraplus_lr_ratio else None
     trainer = PreferenceTrainer(
         model=model,
         args=args,
@@ -98,17 +97,8 @@ def run_dpo(model: Any, tokenizer: Any, data: Any, plan: Any, callbacks: list, r
         eval_dataset=data.eval_dataset,
         processing_class=tokenizer,
         callbacks=callbacks,
-        optimizers=(optimizer, None),
+        optimizers=(custom_optimizer(model, plan), None),
         train_args=plan.train,
         reference=reference,
     )
-    result = trainer.train(resume_from_checkpoint=plan.resume_from_checkpoint)
-    trainer.save_model()
-    trainer.log_metrics("train", result.metrics)
-    trainer.save_metrics("train", result.metrics)
-    trainer.save_state()
-    if data.eval_dataset is not None:
-        metrics = trainer.evaluate()
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)
-    return trainer
+    return train_and_save(trainer, plan, data)

@@ -14,7 +14,7 @@ import torch
 from transformers import Trainer
 
 from lf_train.collators import KTOCollator
-from lf_train.optimizers import loraplus_optimizer
+from lf_train.stages.common import custom_optimizer, train_and_save
 from lf_train.stages.dpo import PreferenceTrainer, sequence_logps
 
 
@@ -50,9 +50,8 @@ class KTOTrainer(PreferenceTrainer):
 
 
 def run_kto(model: Any, tokenizer: Any, data: Any, plan: Any, callbacks: list, reference: Any = None) -> Trainer:
-    args, finetuning = plan.training_args, plan.finetuning
+    args = plan.training_args
     args.remove_unused_columns = False
-    optimizer = loraplus_optimizer(model, args, finetuning.loraplus_lr_ratio) if finetuning.loraplus_lr_ratio else None
     trainer = KTOTrainer(
         model=model,
         args=args,
@@ -62,17 +61,8 @@ def run_kto(model: Any, tokenizer: Any, data: Any, plan: Any, callbacks: list, r
         eval_dataset=data.eval_dataset,
         processing_class=tokenizer,
         callbacks=callbacks,
-        optimizers=(optimizer, None),
+        optimizers=(custom_optimizer(model, plan), None),
         train_args=plan.train,
         reference=reference,
     )
-    result = trainer.train(resume_from_checkpoint=plan.resume_from_checkpoint)
-    trainer.save_model()
-    trainer.log_metrics("train", result.metrics)
-    trainer.save_metrics("train", result.metrics)
-    trainer.save_state()
-    if data.eval_dataset is not None:
-        metrics = trainer.evaluate()
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)
-    return trainer
+    return train_and_save(trainer, plan, data)

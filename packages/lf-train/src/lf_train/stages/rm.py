@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from transformers import Trainer
 
 from lf_train.collators import PairwiseCollator
-from lf_train.optimizers import loraplus_optimizer
+from lf_train.stages.common import custom_optimizer, train_and_save
 
 
 def last_token_values(values: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -61,9 +61,8 @@ def pairwise_accuracy(prediction: Any) -> dict[str, float]:
 
 
 def run_rm(model: Any, tokenizer: Any, data: Any, plan: Any, callbacks: list) -> Trainer:
-    args, finetuning = plan.training_args, plan.finetuning
+    args = plan.training_args
     args.remove_unused_columns = False  # the pairwise columns are not the model's forward arguments
-    optimizer = loraplus_optimizer(model, args, finetuning.loraplus_lr_ratio) if finetuning.loraplus_lr_ratio else None
     trainer = PairwiseTrainer(
         model=model,
         args=args,
@@ -73,16 +72,7 @@ def run_rm(model: Any, tokenizer: Any, data: Any, plan: Any, callbacks: list) ->
         eval_dataset=data.eval_dataset,
         processing_class=tokenizer,
         callbacks=callbacks,
-        optimizers=(optimizer, None),
+        optimizers=(custom_optimizer(model, plan), None),
         compute_metrics=pairwise_accuracy,
     )
-    result = trainer.train(resume_from_checkpoint=plan.resume_from_checkpoint)
-    trainer.save_model()
-    trainer.log_metrics("train", result.metrics)
-    trainer.save_metrics("train", result.metrics)
-    trainer.save_state()
-    if data.eval_dataset is not None:
-        metrics = trainer.evaluate()
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)
-    return trainer
+    return train_and_save(trainer, plan, data)

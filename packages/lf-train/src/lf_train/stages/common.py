@@ -1,0 +1,29 @@
+"""What every Trainer-based stage does around its own loss: the optimizer choice and the closing
+sequence (train, save, metrics, state, evaluation)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lf_train.optimizers import loraplus_optimizer
+
+
+def custom_optimizer(model: Any, plan: Any) -> Any:
+    """LoRA+ when asked for; None lets the Trainer build the one `optim` names."""
+    ratio = plan.finetuning.loraplus_lr_ratio
+    return loraplus_optimizer(model, plan.training_args, ratio) if ratio else None
+
+
+def train_and_save(trainer: Any, plan: Any, data: Any, before_save: Any = None) -> Any:
+    result = trainer.train(resume_from_checkpoint=plan.resume_from_checkpoint)
+    trainer.save_model()
+    if before_save is not None:
+        before_save()
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    trainer.save_state()
+    if data.eval_dataset is not None:
+        metrics = trainer.evaluate()
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+    return trainer
