@@ -49,6 +49,36 @@ def installed_commands() -> dict[str, Command]:
     return dict(sorted(commands.items()))
 
 
+def read_command_config(prog: str, description: str, epilog: str, argv: list[str]) -> tuple[dict, str]:
+    """`CONFIG [key=value ...]` (or only overrides) -> (the flat config, where it came from)."""
+    import argparse
+
+    from lf_data.config import read_config
+
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)
+    parser.add_argument("config", nargs="?", help="YAML config file")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides")
+    ns = parser.parse_args(argv)
+    config_path, overrides = ns.config, list(ns.overrides)
+    if config_path is not None and "=" in config_path and not config_path.endswith((".yaml", ".yml")):
+        config_path, overrides = None, [config_path, *overrides]
+    return read_config(config_path, overrides), config_path or "the command line"
+
+
+def setup_logging() -> None:
+    """Console logging for commands that load models: LF's messages at INFO, libraries at WARNING."""
+    import logging
+    import os
+
+    logging.basicConfig(level=logging.WARNING, format="[%(levelname)s|%(name)s] %(message)s")
+    for name in ("lf_data", "lf_models", "lf_serve", "lf_eval", "lf_train", "lf_board"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_warning()
+
+
 def installed_version(dist: str) -> str | None:
     try:
         return version(dist)

@@ -2,39 +2,22 @@
 
 from __future__ import annotations
 
-import argparse
-
-from lf_data.cli import Command
+from lf_data.cli import Command, read_command_config, setup_logging
 
 
 def _run_export(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="lf export",
-        description="Merge LoRA adapters into their base model and write a standalone folder (sharded "
-                    "safetensors or one GGUF file, tokenizer with chat template, Ollama Modelfile).",
-        epilog="Keys: model_name_or_path, adapter_name_or_path, template, export_dir, export_size (GB), "
-               "export_dtype (auto|float32|float16|bfloat16), export_format (safetensors|gguf), "
-               "export_quantization (f32|f16|q8_0), overwrite_export_dir, trust_remote_code. "
-               "Example: lf export examples/merge_lora.yaml export_dir=models/lumen",
-    )
-    parser.add_argument("config", nargs="?", help="YAML config file")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides")
-    ns = parser.parse_args(argv)
-    config_path, overrides = ns.config, list(ns.overrides)
-    if config_path is not None and "=" in config_path and not config_path.endswith((".yaml", ".yml")):
-        config_path, overrides = None, [config_path, *overrides]
-
-    import logging
-
-    from lf_data.config import read_config
-
-    config = read_config(config_path, overrides)
-    logging.basicConfig(level=logging.WARNING, format="[%(levelname)s|%(name)s] %(message)s")
-    for name in ("lf_data", "lf_models"):
-        logging.getLogger(name).setLevel(logging.INFO)
+    config, source = read_command_config(
+        "lf export",
+        "Merge LoRA adapters into their base model and write a standalone folder (sharded safetensors or one "
+        "GGUF file, tokenizer with chat template, Ollama Modelfile).",
+        "Keys: model_name_or_path, adapter_name_or_path, template, export_dir, export_size (GB), "
+        "export_dtype (auto|float32|float16|bfloat16), export_format (safetensors|gguf), "
+        "export_quantization (f32|f16|q8_0), overwrite_export_dir, trust_remote_code. "
+        "Example: lf export adapter_name_or_path=saves/quickstart export_dir=models/lumen", argv)
+    setup_logging()
     from lf_models.export import run_export
 
-    run_export(config, source=config_path or "the command line")
+    run_export(config, source=source)
     return 0
 
 

@@ -14,6 +14,24 @@ def custom_optimizer(model: Any, plan: Any) -> Any:
     return loraplus_optimizer(model, plan.training_args, ratio) if ratio else None
 
 
+def build_trainer(trainer_class: Any, model: Any, tokenizer: Any, data: Any, plan: Any, callbacks: list,
+                  collator_class: Any, **extra: Any) -> Any:
+    """A Trainer (or subclass) over the stage's data, collator and LF's optimizer choice."""
+    args = plan.training_args
+    return trainer_class(
+        model=model,
+        args=args,
+        data_collator=collator_class(pad_token_id=tokenizer.pad_token_id,
+                                     pad_to_multiple_of=8 if args.bf16 or args.fp16 else None),
+        train_dataset=data.train_dataset,
+        eval_dataset=data.eval_dataset,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        optimizers=(custom_optimizer(model, plan), None),
+        **extra,
+    )
+
+
 def train_and_save(trainer: Any, plan: Any, data: Any, before_save: Any = None) -> Any:
     result = trainer.train(resume_from_checkpoint=plan.resume_from_checkpoint)
     trainer.save_model()

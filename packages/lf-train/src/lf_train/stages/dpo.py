@@ -17,7 +17,7 @@ from transformers import Trainer
 
 from lf_data.processors import IGNORE_INDEX
 from lf_train.collators import PairwiseCollator
-from lf_train.stages.common import custom_optimizer, train_and_save
+from lf_train.stages.common import build_trainer, train_and_save
 
 REFERENCE_FREE = ("orpo", "simpo")
 
@@ -86,19 +86,7 @@ class PreferenceTrainer(Trainer):
 
 
 def run_dpo(model: Any, tokenizer: Any, data: Any, plan: Any, callbacks: list, reference: Any = None) -> Trainer:
-    args = plan.training_args
-    args.remove_unused_columns = False  # the pairwise columns are not the model's forward arguments
-    trainer = PreferenceTrainer(
-        model=model,
-        args=args,
-        data_collator=PairwiseCollator(pad_token_id=tokenizer.pad_token_id,
-                                       pad_to_multiple_of=8 if args.bf16 or args.fp16 else None),
-        train_dataset=data.train_dataset,
-        eval_dataset=data.eval_dataset,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-        optimizers=(custom_optimizer(model, plan), None),
-        train_args=plan.train,
-        reference=reference,
-    )
+    plan.training_args.remove_unused_columns = False  # the pairwise columns are not the model's forward arguments
+    trainer = build_trainer(PreferenceTrainer, model, tokenizer, data, plan, callbacks, PairwiseCollator,
+                            train_args=plan.train, reference=reference)
     return train_and_save(trainer, plan, data)

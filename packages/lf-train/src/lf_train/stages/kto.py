@@ -14,7 +14,7 @@ import torch
 from transformers import Trainer
 
 from lf_train.collators import KTOCollator
-from lf_train.stages.common import custom_optimizer, train_and_save
+from lf_train.stages.common import build_trainer, train_and_save
 from lf_train.stages.dpo import PreferenceTrainer, sequence_logps
 
 
@@ -50,19 +50,7 @@ class KTOTrainer(PreferenceTrainer):
 
 
 def run_kto(model: Any, tokenizer: Any, data: Any, plan: Any, callbacks: list, reference: Any = None) -> Trainer:
-    args = plan.training_args
-    args.remove_unused_columns = False
-    trainer = KTOTrainer(
-        model=model,
-        args=args,
-        data_collator=KTOCollator(pad_token_id=tokenizer.pad_token_id,
-                                  pad_to_multiple_of=8 if args.bf16 or args.fp16 else None),
-        train_dataset=data.train_dataset,
-        eval_dataset=data.eval_dataset,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-        optimizers=(custom_optimizer(model, plan), None),
-        train_args=plan.train,
-        reference=reference,
-    )
+    plan.training_args.remove_unused_columns = False
+    trainer = build_trainer(KTOTrainer, model, tokenizer, data, plan, callbacks, KTOCollator,
+                            train_args=plan.train, reference=reference)
     return train_and_save(trainer, plan, data)

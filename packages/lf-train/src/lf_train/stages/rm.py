@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from transformers import Trainer
 
 from lf_train.collators import PairwiseCollator
-from lf_train.stages.common import custom_optimizer, train_and_save
+from lf_train.stages.common import build_trainer, train_and_save
 
 
 def last_token_values(values: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -61,18 +61,7 @@ def pairwise_accuracy(prediction: Any) -> dict[str, float]:
 
 
 def run_rm(model: Any, tokenizer: Any, data: Any, plan: Any, callbacks: list) -> Trainer:
-    args = plan.training_args
-    args.remove_unused_columns = False  # the pairwise columns are not the model's forward arguments
-    trainer = PairwiseTrainer(
-        model=model,
-        args=args,
-        data_collator=PairwiseCollator(pad_token_id=tokenizer.pad_token_id,
-                                       pad_to_multiple_of=8 if args.bf16 or args.fp16 else None),
-        train_dataset=data.train_dataset,
-        eval_dataset=data.eval_dataset,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-        optimizers=(custom_optimizer(model, plan), None),
-        compute_metrics=pairwise_accuracy,
-    )
+    plan.training_args.remove_unused_columns = False  # the pairwise columns are not the model's forward arguments
+    trainer = build_trainer(PairwiseTrainer, model, tokenizer, data, plan, callbacks, PairwiseCollator,
+                            compute_metrics=pairwise_accuracy)
     return train_and_save(trainer, plan, data)
