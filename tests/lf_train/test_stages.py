@@ -51,6 +51,21 @@ def test_reward_model_learns_to_prefer_the_chosen_answer(base_config, write_conf
     assert torch.all(chosen > rejected)
 
 
+@pytest.fixture
+def pref_batch(more_data, tiny_llama):
+    """The preference pairs, tokenised and collated chosen-first, to measure what training changed."""
+    from lf_data.args import DataArguments
+    from lf_data.pipeline import build_dataset
+    from lf_models.args import ModelArguments
+    from lf_models.loader import load_tokenizer
+    from lf_train.collators import PairwiseCollator
+
+    tokenizer = load_tokenizer(ModelArguments(model_name_or_path=str(tiny_llama)))
+    data = build_dataset(DataArguments(dataset=["pref"], dataset_dir=str(more_data), template="chatml"),
+                         tokenizer, "dpo").train_dataset
+    return PairwiseCollator(tokenizer.pad_token_id)(list(data))
+
+
 def _margins(model, batch) -> torch.Tensor:
     from lf_train.stages.dpo import sequence_logps
 
@@ -62,25 +77,15 @@ def _margins(model, batch) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("loss", ["sigmoid", "hinge", "ipo", "orpo", "simpo"])
-def test_preference_optimisation_raises_the_chosen_answer(loss, base_config, write_config, more_data, tiny_llama):
+def test_preference_optimisation_raises_the_chosen_answer(loss, base_config, write_config, pref_batch, tiny_llama):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from lf_data.args import DataArguments
-    from lf_data.pipeline import build_dataset
-    from lf_models.args import ModelArguments
-    from lf_models.loader import load_tokenizer
-    from lf_train.collators import PairwiseCollator
-
     base_config.update(stage="dpo", dataset="pref", pref_loss=loss, max_steps=10, learning_rate=1e-2)
     assert lf(["train", str(write_config(**base_config))]) == 0
-    tokenizer = load_tokenizer(ModelArguments(model_name_or_path=str(tiny_llama)))
-    data = build_dataset(DataArguments(dataset=["pref"], dataset_dir=str(more_data), template="chatml"),
-                         tokenizer, "dpo").train_dataset
-    batch = PairwiseCollator(tokenizer.pad_token_id)(list(data))
-    before = _margins(AutoModelForCausalLM.from_pretrained(tiny_llama), batch)
+    before = _margins(AutoModelForCausalLM.from_pretrained(tiny_llama), pref_batch)
     tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), base_config["output_dir"])
-    after = _margins(tuned, batch)
+    after = _margins(tuned, pref_batch)
     assert torch.all(after > before + 1.0), (before, after)  # log p(chosen) - log p(rejected) rose on every pair
 
 
@@ -101,46 +106,26 @@ def test_preference_losses_match_their_formulas():
     assert preference_loss("orpo", 0.1, policy, None, means).item() == pytest.approx(-0.1 * sig(log_odds).item())
 
 
-def test_full_tuning_dpo_uses_a_frozen_reference_copy(base_config, write_config, more_data, tiny_llama):
+def test_full_tuning_dpo_uses_a_frozen_reference_copy(base_config, write_config, pref_batch, tiny_llama):
     from transformers import AutoModelForCausalLM
-
-    from lf_data.args import DataArguments
-    from lf_data.pipeline import build_dataset
-    from lf_models.args import ModelArguments
-    from lf_models.loader import load_tokenizer
-    from lf_train.collators import PairwiseCollator
 
     base_config.update(stage="dpo", dataset="pref", finetuning_type="full", max_steps=6, learning_rate=1e-3)
     assert lf(["train", str(write_config(**base_config))]) == 0
-    tokenizer = load_tokenizer(ModelArguments(model_name_or_path=str(tiny_llama)))
-    data = build_dataset(DataArguments(dataset=["pref"], dataset_dir=str(more_data), template="chatml"),
-                         tokenizer, "dpo").train_dataset
-    batch = PairwiseCollator(tokenizer.pad_token_id)(list(data))
-    before = _margins(AutoModelForCausalLM.from_pretrained(tiny_llama), batch)
-    after = _margins(AutoModelForCausalLM.from_pretrained(base_config["output_dir"]), batch)
+    before = _margins(AutoModelForCausalLM.from_pretrained(tiny_llama), pref_batch)
+    after = _margins(AutoModelForCausalLM.from_pretrained(base_config["output_dir"]), pref_batch)
     assert torch.all(after > before), (before, after)
 
 
-def test_kto_raises_desirable_answers_and_lowers_undesirable_ones(base_config, write_config, more_data, tiny_llama):
+def test_kto_raises_desirable_answers_and_lowers_undesirable_ones(base_config, write_config, pref_batch, tiny_llama):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     base_config.update(stage="kto", dataset="kto", max_steps=10, learning_rate=1e-2, per_device_train_batch_size=8)
     assert lf(["train", str(write_config(**base_config))]) == 0
-    from lf_data.args import DataArguments
-    from lf_data.pipeline import build_dataset
-    from lf_models.args import ModelArguments
-    from lf_models.loader import load_tokenizer
-    from lf_train.collators import PairwiseCollator
-
-    tokenizer = load_tokenizer(ModelArguments(model_name_or_path=str(tiny_llama)))
-    data = build_dataset(DataArguments(dataset=["pref"], dataset_dir=str(more_data), template="chatml"),
-                         tokenizer, "dpo").train_dataset
-    batch = PairwiseCollator(tokenizer.pad_token_id)(list(data))
     # the same prompts answered the desirable (chosen) and the undesirable (rejected) way
-    before = _margins(AutoModelForCausalLM.from_pretrained(tiny_llama), batch)
+    before = _margins(AutoModelForCausalLM.from_pretrained(tiny_llama), pref_batch)
     after = _margins(PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama),
-                                               base_config["output_dir"]), batch)
+                                               base_config["output_dir"]), pref_batch)
     assert torch.all(after > before + 1.0), (before, after)
 
 
