@@ -24,6 +24,7 @@ from lf_models.loader import load_model, load_tokenizer, resolve_model
 from lf_models.precision import choose_precision
 from lf_train.args import TrainArguments
 from lf_train.callbacks import LOG_FILE, LOSS_PLOT, JsonlLogCallback, plot_loss
+from lf_train.checkpoints import STAGING_DIR
 from lf_train.stages import STAGES, VALUE_HEAD_STAGES
 from lf_train.stages.dpo import REFERENCE_FREE
 
@@ -136,7 +137,7 @@ def _plan_output_dir(output_dir: Path, overwrite: bool, resume: str | None) -> t
     last = get_last_checkpoint(str(output_dir))
     if last is not None:
         return last, False
-    leftovers = {p.name for p in output_dir.iterdir()} - {RESOLVED_CONFIG, LOG_FILE, LOSS_PLOT}
+    leftovers = {p.name for p in output_dir.iterdir()} - {RESOLVED_CONFIG, LOG_FILE, LOSS_PLOT, STAGING_DIR}
     if leftovers:
         raise ConfigError(f"output_dir {str(output_dir)!r} holds files that are not an LF run "
                           f"({', '.join(sorted(leftovers)[:3])}...). Choose an empty folder, or set "

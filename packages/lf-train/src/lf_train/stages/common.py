@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lf_train.checkpoints import atomic_checkpoints
 from lf_train.optimizers import loraplus_optimizer
 
 
@@ -15,14 +16,15 @@ def custom_optimizer(model: Any, plan: Any) -> Any:
 
 
 def build_trainer(trainer_class: Any, model: Any, tokenizer: Any, data: Any, plan: Any, callbacks: list,
-                  collator_class: Any, **extra: Any) -> Any:
-    """A Trainer (or subclass) over the stage's data, collator and LF's optimizer choice."""
+                  collator_class: Any, collator_options: dict[str, Any] | None = None, **extra: Any) -> Any:
+    """A Trainer (or subclass) over the stage's data, collator and LF's optimizer choice, saving
+    checkpoints atomically."""
     args = plan.training_args
-    return trainer_class(
+    return atomic_checkpoints(trainer_class)(
         model=model,
         args=args,
         data_collator=collator_class(pad_token_id=tokenizer.pad_token_id,
-                                     pad_to_multiple_of=8 if args.bf16 or args.fp16 else None),
+                                     pad_to_multiple_of=8 if args.bf16 or args.fp16 else None, **(collator_options or {})),
         train_dataset=data.train_dataset,
         eval_dataset=data.eval_dataset,
         processing_class=tokenizer,

@@ -8,29 +8,15 @@ from typing import Any
 from transformers import Trainer
 
 from lf_train.collators import SupervisedCollator
-from lf_train.stages.common import custom_optimizer, train_and_save
+from lf_train.stages.common import build_trainer, train_and_save
 
 PISSA_INIT = "pissa_init"
 
 
 def run_sft(model: Any, tokenizer: Any, data: Any, plan: Any, callbacks: list) -> Trainer:
-    args = plan.training_args
-    collator = SupervisedCollator(
-        pad_token_id=tokenizer.pad_token_id,
-        pad_to_multiple_of=8 if args.bf16 or args.fp16 else None,
-        neat_packing=plan.data.neat_packing,
-    )
-    trainer = Trainer(
-        model=model,
-        args=args,
-        data_collator=collator,
-        train_dataset=data.train_dataset,
-        eval_dataset=data.eval_dataset,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-        optimizers=(custom_optimizer(model, plan), None),
-    )
-    output_dir = Path(args.output_dir)
+    trainer = build_trainer(Trainer, model, tokenizer, data, plan, callbacks, SupervisedCollator,
+                            collator_options={"neat_packing": plan.data.neat_packing})
+    output_dir = Path(plan.training_args.output_dir)
     if plan.finetuning.pissa_convert and not plan.resume_from_checkpoint:
         model.save_pretrained(output_dir / PISSA_INIT)  # the starting point the conversion subtracts
 
