@@ -136,4 +136,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m lf_data.cli`: run the imported module's main, whose Command class is the one
+    # the entry points were built with (this file's copy under __main__ is a different class)
+    from lf_data.cli import main as lf_main
+
+    sys.exit(lf_main())

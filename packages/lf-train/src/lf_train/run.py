@@ -107,6 +107,8 @@ def parse_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:
         hf_config["optim_args"] = (f"rank={train.galore_rank},update_proj_gap={train.galore_update_interval},"
                                    f"scale={train.galore_scale}")
         hf_config["optim_target_modules"] = ["placeholder"]
+    if "use_cpu" not in config and not _has_accelerator():
+        hf_config["use_cpu"] = True  # what makes accelerate pick gloo for processes started by torchrun on a CPU
     training_args = build_section(TrainingArguments, hf_config)
 
     resume, clear = _plan_output_dir(Path(training_args.output_dir), train.overwrite_output_dir,
@@ -115,6 +117,12 @@ def parse_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:
         _check_clearable(Path(training_args.output_dir), [model.model_name_or_path, *(model.adapter_name_or_path or []),
                                                            data.dataset_dir, train.reward_model])
     return TrainPlan(data, model, finetuning, train, training_args, resume, clear)
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.accelerator.is_available()
 
 
 def _plan_output_dir(output_dir: Path, overwrite: bool, resume: str | None) -> tuple[str | None, bool]:
@@ -180,7 +188,8 @@ def run_train(config: dict[str, Any], source: str = "") -> Path:
     if isinstance(template, Template):
         tokenizer.chat_template = template.to_jinja()  # saved with the tokenizer: inference builds the same prompts
     plan.data.template = template.name
-    data = build_dataset(plan.data, tokenizer, plan.train.stage, template)
+    with args.main_process_first(desc="tokenising the dataset"):  # other processes reuse its cache
+        data = build_dataset(plan.data, tokenizer, plan.train.stage, template)
     if not plan.data.streaming:
         report = data.report
         logger.info("data: %s rows read, %d invalid, %d dropped, %d examples to train on (template %s, cutoff_len %d, "
@@ -202,10 +211,12 @@ def run_train(config: dict[str, Any], source: str = "") -> Path:
         model.enable_input_require_grads()  # frozen embeddings: checkpointed adapter layers still need input grads
     logger.info("precision: %s", "pure bf16" if plan.model.pure_bf16 else precision.describe())
 
-    if plan.clear_output_dir and output_dir.exists():
-        shutil.rmtree(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    write_config_atomic(output_dir / RESOLVED_CONFIG, resolved_config(plan))
+    with args.main_process_first(local=False, desc="preparing output_dir"):
+        if args.process_index == 0:
+            if plan.clear_output_dir and output_dir.exists():
+                shutil.rmtree(output_dir)
+            output_dir.mkdir(parents=True, exist_ok=True)
+            write_config_atomic(output_dir / RESOLVED_CONFIG, resolved_config(plan))
     if plan.resume_from_checkpoint:
         logger.warning("resuming from %s", plan.resume_from_checkpoint)
 
@@ -217,9 +228,10 @@ def run_train(config: dict[str, Any], source: str = "") -> Path:
                                         is_trainable=False, source=model_source, tokenizer=tokenizer,
                                         cutoff_len=plan.data.cutoff_len)
     STAGES[plan.train.stage](model, tokenizer, data, plan, [JsonlLogCallback(output_dir)], **extra)
-    if plan.train.plot_loss:
-        plot_loss(output_dir)
-    _print_summary(output_dir, plan, model_source.path)
+    if args.process_index == 0:
+        if plan.train.plot_loss:
+            plot_loss(output_dir)
+        _print_summary(output_dir, plan, model_source.path)
     return output_dir
 
 

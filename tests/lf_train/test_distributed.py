@@ -1,0 +1,56 @@
+"""More than one process on a CPU: `NPROC_PER_NODE=2 lf train` launches two gloo workers through
+torchrun, and they train to the same losses as one process with the same global batch."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lf_data.cli import main as lf
+
+LF = [sys.executable, "-m", "lf_data.cli"]
+
+
+def losses(output_dir: Path) -> list[float]:
+    records = [json.loads(line) for line in (output_dir / "trainer_log.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in records if "loss" in r]
+
+
+def run_lf(args: list[str], **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*LF, *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **env})
+
+
+def test_two_processes_match_one_with_the_same_global_batch(base_config, write_config, tmp_path):
+    base_config.update(max_steps=6, save_steps=3, per_device_train_batch_size=4, lora_dropout=0.0)
+    one = tmp_path / "one"
+    assert lf(["train", str(write_config(**base_config)), f"output_dir={one}"]) == 0
+
+    two = tmp_path / "two"
+    proc = run_lf(["train", str(write_config(**base_config)), f"output_dir={two}", "per_device_train_batch_size=2"],
+                  NPROC_PER_NODE="2")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "torch.distributed.run" in proc.stderr  # it really went through torchrun
+    state = json.loads((two / "trainer_state.json").read_text())
+    assert state["global_step"] == 6
+    single, double = losses(one), losses(two)
+    assert len(single) == len(double) == 6
+    for a, b in zip(single, double, strict=True):
+        assert b == pytest.approx(a, rel=1e-3, abs=1e-3)
+    assert single[-1] < single[0] - 0.5  # and it learned something
+    # one set of artefacts, written by the main process
+    assert (two / "adapter_model.safetensors").is_file() and (two / "lf_config.yaml").is_file()
+    assert sorted(p.name for p in two.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
+
+
+def test_launch_environment_is_checked_before_anything_starts(base_config, write_config, tmp_path):
+    proc = run_lf(["train", str(write_config(**base_config))], NPROC_PER_NODE="two")
+    assert proc.returncode != 0
+    assert "NPROC_PER_NODE='two' must be a whole number" in proc.stderr
+    proc = run_lf(["train", str(write_config(**base_config)), "lora_rnak=4"], NPROC_PER_NODE="2")
+    assert proc.returncode != 0
+    assert proc.stderr.count("unknown config key 'lora_rnak'") == 1  # checked once, before launching
+    assert not (tmp_path / "out").exists()
