@@ -1,0 +1,85 @@
+"""`lf api` and `lf chat`: light modules (torch, fastapi and uvicorn load when a command runs)."""
+
+from __future__ import annotations
+
+import sys
+
+from lf_data.cli import Command, read_command_config, setup_logging
+
+
+def _split_flags(argv: list[str], flags: dict[str, bool]) -> tuple[dict[str, str | bool], list[str]]:
+    """Pull `--flag value` / `--flag=value` / boolean `--flag` options out of a CONFIG [key=value] line."""
+    found: dict[str, str | bool] = {}
+    rest, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        name, sep, value = arg.partition("=")
+        if name in flags:
+            if not flags[name]:
+                found[name] = True
+            elif sep:
+                found[name] = value
+            elif i + 1 < len(argv):
+                found[name] = argv[i + 1]
+                i += 1
+            else:
+                raise SystemExit(f"{name} needs a value")
+        else:
+            rest.append(arg)
+        i += 1
+    return found, rest
+
+
+def _run_api(argv: list[str]) -> int:
+    import os
+
+    flags, argv = _split_flags(argv, {"--host": True, "--port": True})
+    config, source = read_command_config(
+        "lf api", "Serve a model behind an OpenAI-compatible API (binds 127.0.0.1 unless API_HOST/--host says "
+        "otherwise; API_KEY enables Bearer authentication).",
+        "Keys: see packages/lf-serve/README.md. Example: lf api examples/inference/smollm2.yaml", argv)
+    setup_logging()
+    host = str(flags.get("--host") or os.environ.get("API_HOST") or "127.0.0.1")
+    port_text = str(flags.get("--port") or os.environ.get("API_PORT") or "8000")
+    if not port_text.isdigit() or not 0 <= int(port_text) < 65536:
+        from lf_data.errors import ConfigError
+
+        raise ConfigError(f"API_PORT/--port {port_text!r} must be a port number (0-65535).")
+    from lf_serve.args import parse_serve_config
+
+    parse_serve_config(config, source)  # every key checked before the model loads
+    import uvicorn
+
+    from lf_serve.api.app import create_app
+    from lf_serve.engine import load_engine
+
+    engine = load_engine(config, source)
+    app = create_app(engine, api_key=os.environ.get("API_KEY") or None)
+    print(f"Serving {engine.model_name!r} on http://{host}:{port_text}/v1 (docs at /docs)", flush=True)
+    try:
+        uvicorn.run(app, host=host, port=int(port_text), log_level="info", timeout_graceful_shutdown=5)
+    finally:
+        engine.close()
+    return 0
+
+
+def _run_chat(argv: list[str]) -> int:
+    flags, argv = _split_flags(argv, {"--system": True, "--query": True, "--no-stream": False})
+    config, source = read_command_config(
+        "lf chat", "Chat with a model in the terminal (streaming; `clear` forgets the history, `exit` quits). "
+        "--system TEXT sets the system prompt; --query TEXT answers one question and exits.",
+        "Keys: see packages/lf-serve/README.md. Example: lf chat examples/inference/smollm2.yaml", argv)
+    setup_logging()
+    from lf_serve.chat_cli import chat_loop
+    from lf_serve.engine import load_engine
+
+    engine = load_engine(config, source)
+    try:
+        return chat_loop(engine, system=flags.get("--system") or None, query=flags.get("--query") or None,
+                         stream=not flags.get("--no-stream"), stdin=sys.stdin, stdout=sys.stdout)
+    finally:
+        engine.close()
+
+
+api = Command(help="serve a model behind an OpenAI-compatible API (lf api CONFIG [key=value ...])", run=_run_api)
+chat = Command(help="chat with a model in the terminal (lf chat CONFIG [--system S] [--query Q])", run=_run_chat)

@@ -1,0 +1,329 @@
+"""The chat interface shared by every engine, and what a request becomes before it reaches one.
+
+An engine implements one primitive, `_start(request, sink)`: generate `request.n` sequences and
+report them to `sink` as `Event`s (text pieces, then one finishing event per sequence). Everything
+users call (chat, stream_chat, their async twins, batch_chat, completions) is built here on top of
+it, so the engines cannot disagree about roles, templates, stop words, context limits or tool calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from lf_serve.args import GeneratingArguments, ServePlan
+from lf_serve.errors import ContextLengthError, RequestError, UnsupportedError
+from lf_serve.tool_calls import parse_tool_calls
+
+USER_SIDE = ("user", "observation")
+ASSISTANT_SIDE = ("assistant", "function")
+ROLE_NAMES = {"user": "user", "tool": "observation", "observation": "observation", "assistant": "assistant",
+              "function": "function"}
+
+
+@dataclass
+class Response:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    """"stop" (eos, a stop word or a stop string), "length" (max_new_tokens) or "tool_calls"."""
+    tool_calls: list[dict[str, Any]] | None = None
+    """With tools: the parsed calls, [{"name", "arguments"}], when the answer is calls."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Options that must be equal for requests to share one batched generate call."""
+
+    do_sample: bool
+    temperature: float
+    top_p: float
+    top_k: int
+    num_beams: int
+    repetition_penalty: float
+    length_penalty: float
+    seed: int | None = None
+
+
+@dataclass
+class GenerationRequest:
+    prompt_ids: list[int]
+    n: int
+    max_new_tokens: int
+    stop: tuple[str, ...]
+    sampling: Sampling
+    skip_special_tokens: bool = True
+    images: list = field(default_factory=list)
+    prompt_text: str | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class Event:
+    index: int
+    text: str = ""
+    finish_reason: str | None = None
+    completion_tokens: int = 0
+    error: BaseException | None = None
+
+
+Sink = Callable[[Event], None]
+OVERRIDES = {"do_sample", "temperature", "top_p", "top_k", "num_beams", "max_new_tokens", "repetition_penalty",
+             "length_penalty", "skip_special_tokens", "num_return_sequences", "stop", "seed", "n", "max_tokens"}
+
+
+class ChatEngine:
+    """Chat over one loaded model. Subclasses set the attributes below and implement `_start`."""
+
+    template: Any
+    tokenizer: Any
+    plan: ServePlan
+    generating: GeneratingArguments
+    max_model_len: int
+    model_name: str
+    tool_format: str | None
+
+    # -- the primitive ------------------------------------------------------------------------------
+    def _start(self, request: GenerationRequest, sink: Sink) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop background workers (engines that have none need not override this)."""
+
+    # -- building requests --------------------------------------------------------------------------
+    def standard_messages(self, messages: list[dict[str, Any]], system: str | None) -> tuple[list[dict[str, str]], str | None]:
+        """OpenAI role names -> the template's roles, with the alternation a template needs."""
+        if not isinstance(messages, list) or not messages:
+            raise RequestError("messages must be a non-empty list of {role, content} objects.", "messages")
+        out = []
+        for i, message in enumerate(messages):
+            role = message.get("role") if isinstance(message, dict) else None
+            content = message.get("content") if isinstance(message, dict) else None
+            if role == "system":
+                if i != 0:
+                    raise RequestError(f"messages[{i}]: a system message may only come first.", "messages")
+                system = system if system is not None else (content or "")
+                continue
+            if role not in ROLE_NAMES:
+                raise RequestError(f"messages[{i}]: unknown role {role!r}; use system, user, assistant or tool.",
+                                   "messages")
+            if not isinstance(content, str):
+                raise RequestError(f"messages[{i}]: content must be text.", "messages")
+            out.append({"role": ROLE_NAMES[role], "content": content})
+        if not out:
+            raise RequestError("messages holds only a system prompt; add a user message.", "messages")
+        for i, message in enumerate(out):
+            expected = USER_SIDE if i % 2 == 0 else ASSISTANT_SIDE
+            if message["role"] not in expected:
+                raise RequestError(
+                    f"message {i + 1} (after the system prompt) has role {message['role']!r} but "
+                    f"{' or '.join(expected)} must come here: turns alternate user (or tool), assistant.", "messages")
+        if out[-1]["role"] not in USER_SIDE:
+            raise RequestError("the last message must be from the user (or a tool result), so the model has "
+                               "something to answer.", "messages")
+        if system is None:
+            system = self.generating.default_system
+        return out, system
+
+    def encode_chat(self, messages: list[dict[str, Any]], system: str | None = None,
+                    tools: str | list | None = None) -> list[int]:
+        from lf_data.errors import DataError
+
+        standard, system = self.standard_messages(messages, system)
+        try:
+            return self.template.encode_prompt(self.tokenizer, standard, system, tools or None,
+                                               enable_thinking=self.plan.data.enable_thinking)
+        except DataError as err:
+            raise RequestError(str(err), "messages") from None
+
+    def _options(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(overrides) - OVERRIDES)
+        if unknown:
+            raise RequestError(f"unknown generation option(s) {', '.join(unknown)}; known: {', '.join(sorted(OVERRIDES))}.")
+        values = {f.name: getattr(self.generating, f.name) for f in fields(GeneratingArguments)}
+        values.update({k: v for k, v in overrides.items() if v is not None and k not in ("n", "max_tokens")})
+        if overrides.get("n") is not None:
+            values["num_return_sequences"] = overrides["n"]
+        if overrides.get("max_tokens") is not None:
+            values["max_new_tokens"] = overrides["max_tokens"]
+        values["explicit_max"] = overrides.get("max_tokens") is not None or overrides.get("max_new_tokens") is not None
+        return values
+
+    def make_request(self, prompt_ids: list[int], images: list | None = None, **overrides: Any) -> GenerationRequest:
+        """Merge request options over the configured defaults and check them against the context."""
+        o = self._options(overrides)
+        n, max_new = int(o["num_return_sequences"]), int(o["max_new_tokens"])
+        if n < 1:
+            raise RequestError(f"n={n} must be at least 1.", "n")
+        if max_new < 1:
+            raise RequestError(f"max_tokens={max_new} must be at least 1.", "max_tokens")
+        room = self.max_model_len - len(prompt_ids)
+        if room < 1:
+            raise ContextLengthError(f"the prompt is {len(prompt_ids)} tokens but this model's context is "
+                                     f"{self.max_model_len} tokens; shorten the conversation.", "messages")
+        if max_new > room:
+            if o["explicit_max"]:
+                raise ContextLengthError(
+                    f"max_tokens={max_new} plus the prompt's {len(prompt_ids)} tokens exceeds this model's context "
+                    f"of {self.max_model_len} tokens; ask for at most {room} tokens.")
+            max_new = room
+        temperature = float(o["temperature"])
+        do_sample = bool(o["do_sample"]) and temperature > 0
+        stop = o["stop"] or []
+        stop = [stop] if isinstance(stop, str) else list(stop)
+        if not all(isinstance(s, str) for s in stop):
+            raise RequestError("stop must be a string or a list of strings.", "stop")
+        sampling = Sampling(
+            do_sample=do_sample, temperature=temperature if do_sample else 1.0,
+            top_p=float(o["top_p"]) if do_sample else 1.0, top_k=int(o["top_k"]) if do_sample else 0,
+            num_beams=int(o["num_beams"]), repetition_penalty=float(o["repetition_penalty"]),
+            length_penalty=float(o["length_penalty"]), seed=o.get("seed"))
+        if sampling.num_beams > 1 and n > sampling.num_beams:
+            raise RequestError(f"n={n} answers need num_beams >= n (num_beams={sampling.num_beams}).", "n")
+        words = tuple(getattr(self.template, "stop_words", ())) + tuple(stop)
+        return GenerationRequest(prompt_ids=list(prompt_ids), n=n, max_new_tokens=max_new, stop=words,
+                                 sampling=sampling, skip_special_tokens=bool(o["skip_special_tokens"]),
+                                 images=list(images or []))
+
+    def check_images(self, images: list | None) -> None:
+        if images:
+            raise UnsupportedError(f"model {self.model_name!r} does not take images; serve a vision-language model "
+                                   "to send images.", "messages")
+
+    def chat_request(self, messages: list[dict[str, Any]], system: str | None = None, tools: str | list | None = None,
+                     images: list | None = None, **overrides: Any) -> GenerationRequest:
+        self.check_images(images)
+        return self.make_request(self.encode_chat(messages, system, tools), images, **overrides)
+
+    def completion_request(self, prompt: str, **overrides: Any) -> GenerationRequest:
+        if not isinstance(prompt, str) or not prompt:
+            raise RequestError("prompt must be a non-empty string.", "prompt")
+        request = self.make_request(self.tokenizer.encode(prompt, add_special_tokens=True), **overrides)
+        return replace(request, stop=tuple(s for s in request.stop if s not in getattr(self.template, "stop_words", ())),
+                       prompt_text=prompt)
+
+    # -- running requests ---------------------------------------------------------------------------
+    def stream_events(self, request: GenerationRequest) -> Iterator[Event]:
+        """Events of one request as they come (sync); closing the iterator cancels the request."""
+        events: queue.Queue[Event] = queue.Queue()
+        self._start(request, events.put)
+        open_rows = request.n
+        try:
+            while open_rows:
+                event = events.get()
+                if event.error is not None:
+                    raise event.error
+                if event.finish_reason is not None:
+                    open_rows -= 1
+                yield event
+        finally:
+            request.cancelled.set()
+
+    async def astream_events(self, request: GenerationRequest) -> AsyncIterator[Event]:
+        """Events of one request as they come (async); cancelling the consumer cancels the request."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Event] = asyncio.Queue()
+
+        def sink(event: Event) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+        self._start(request, sink)
+        open_rows = request.n
+        try:
+            while open_rows:
+                event = await events.get()
+                if event.error is not None:
+                    raise event.error
+                if event.finish_reason is not None:
+                    open_rows -= 1
+                yield event
+        finally:
+            request.cancelled.set()
+
+    def _responses(self, request: GenerationRequest, events: list[Event], tools: Any) -> list[Response]:
+        texts, reasons, counts = [""] * request.n, ["stop"] * request.n, [0] * request.n
+        for event in events:
+            texts[event.index] += event.text
+            counts[event.index] = max(counts[event.index], event.completion_tokens)
+            if event.finish_reason is not None:
+                reasons[event.index] = event.finish_reason
+        out = []
+        for text, reason, count in zip(texts, reasons, counts, strict=True):
+            calls = parse_tool_calls(text, self.tool_format) if tools else None
+            out.append(Response(text=text, prompt_tokens=len(request.prompt_ids), completion_tokens=count,
+                                finish_reason="tool_calls" if calls else reason, tool_calls=calls))
+        return out
+
+    def run(self, request: GenerationRequest, tools: Any = None) -> list[Response]:
+        return self._responses(request, list(self.stream_events(request)), tools)
+
+    async def arun(self, request: GenerationRequest, tools: Any = None) -> list[Response]:
+        return self._responses(request, [e async for e in self.astream_events(request)], tools)
+
+    # -- the public interface -----------------------------------------------------------------------
+    def chat(self, messages: list[dict[str, Any]], system: str | None = None, tools: str | list | None = None,
+             images: list | None = None, **gen_overrides: Any) -> list[Response]:
+        """n answers to a conversation (n = num_return_sequences / the `n` override)."""
+        return self.run(self.chat_request(messages, system, tools, images, **gen_overrides), tools)
+
+    async def achat(self, messages: list[dict[str, Any]], system: str | None = None, tools: str | list | None = None,
+                    images: list | None = None, **gen_overrides: Any) -> list[Response]:
+        return await self.arun(self.chat_request(messages, system, tools, images, **gen_overrides), tools)
+
+    def stream_chat(self, messages: list[dict[str, Any]], system: str | None = None, tools: str | list | None = None,
+                    images: list | None = None, **gen_overrides: Any) -> Iterator[str]:
+        """The text of one answer, piece by piece as it is generated."""
+        request = self.chat_request(messages, system, tools, images, **{**gen_overrides, "n": 1})
+        for event in self.stream_events(request):
+            if event.text:
+                yield event.text
+
+    async def astream_chat(self, messages: list[dict[str, Any]], system: str | None = None,
+                           tools: str | list | None = None, images: list | None = None,
+                           **gen_overrides: Any) -> AsyncIterator[str]:
+        request = self.chat_request(messages, system, tools, images, **{**gen_overrides, "n": 1})
+        async for event in self.astream_events(request):
+            if event.text:
+                yield event.text
+
+    def batch_chat(self, conversations: list[list[dict[str, Any]]], system: str | None = None,
+                   **gen_overrides: Any) -> list[Response]:
+        """One answer per conversation; all are submitted at once so the engine batches them."""
+        requests = [self.chat_request(c, system, **{**gen_overrides, "n": 1}) for c in conversations]
+        events: queue.Queue[tuple[int, Event]] = queue.Queue()
+        for i, request in enumerate(requests):
+            self._start(request, lambda event, i=i: events.put((i, event)))
+        collected: list[list[Event]] = [[] for _ in requests]
+        open_rows = len(requests)
+        while open_rows:
+            i, event = events.get()
+            if event.error is not None:
+                for request in requests:
+                    request.cancelled.set()
+                raise event.error
+            collected[i].append(event)
+            open_rows -= event.finish_reason is not None
+        return [self._responses(r, e, None)[0] for r, e in zip(requests, collected, strict=True)]
+
+    def complete(self, prompt: str, **gen_overrides: Any) -> list[Response]:
+        """Plain text continuation of `prompt` (no chat template)."""
+        return self.run(self.completion_request(prompt, **gen_overrides))
+
+    def get_scores(self, texts: list[str], max_length: int | None = None) -> list[float]:
+        raise UnsupportedError("this server does not serve a reward model; start it with stage: rm and the "
+                               "reward adapter (infer_backend: huggingface).", "model")
+
+
+def load_engine(config: dict[str, Any], source: str = "") -> ChatEngine:
+    """A chat engine for a flat config (model_name_or_path, adapter_name_or_path, template,
+    infer_backend, generation keys ...); every key is checked before the model loads."""
+    from lf_serve.args import parse_serve_config
+    from lf_serve.engines import ENGINES
+
+    plan = parse_serve_config(config, source)
+    return ENGINES[plan.infer.infer_backend](plan)

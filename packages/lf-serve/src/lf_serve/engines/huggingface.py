@@ -1,0 +1,255 @@
+"""The transformers engine: CPU or GPU, token-by-token streaming, and dynamic batching.
+
+One background thread owns the model. Requests wait in a queue; once one arrives the worker waits
+`batch_wait_ms` for others, groups those with equal sampling options and runs each group as one
+left-padded `generate` call (up to `max_batch_size` sequences). A stopping criterion sees every
+new token of every row: it decodes the row, streams its text to the request, applies eos, stop
+strings and each request's own `max_tokens`, and finishes rows whose client went away.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from lf_data.errors import ConfigError
+from lf_serve.args import ServePlan
+from lf_serve.decoding import RowDecoder
+from lf_serve.engine import ChatEngine, Event, GenerationRequest, Sink
+from lf_serve.errors import RequestError
+from lf_serve.model_setup import setup_model
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Job:
+    request: GenerationRequest
+    sink: Sink
+
+
+def inference_precision(infer_dtype: str):  # -> lf_models.precision.Precision
+    from lf_models.precision import Precision, choose_precision
+
+    if infer_dtype == "auto":
+        return choose_precision()
+    if infer_dtype == "float32":
+        return Precision(bf16=False, fp16=False)
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(f"infer_dtype: {infer_dtype} needs a GPU; on CPU use float32 or auto.")
+    return Precision(bf16=infer_dtype == "bfloat16", fp16=infer_dtype == "float16")
+
+
+def context_length(config: Any, tokenizer: Any) -> int:
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(text, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and 0 < limit < 1_000_000 else 4096
+
+
+class HuggingfaceEngine(ChatEngine):
+    def __init__(self, plan: ServePlan) -> None:
+        import torch
+
+        from lf_models.loader import load_model
+
+        self.plan = plan
+        self.generating = plan.generating
+        self.model_name = plan.model_name()
+        setup = setup_model(plan)
+        self.tokenizer, self.template, self.tool_format = setup.tokenizer, setup.template, setup.tool_format
+        self.eos_ids = setup.eos_ids
+        model = load_model(plan.model, plan.finetuning, inference_precision(plan.infer.infer_dtype),
+                           is_trainable=False, source=setup.source, tokenizer=self.tokenizer,
+                           add_value_head=plan.infer.stage == "rm")
+        if torch.cuda.is_available() and next(model.parameters()).device.type == "cpu":
+            model = model.to("cuda")
+        self.model = model.eval()
+        self.lm = model.pretrained_model if plan.infer.stage == "rm" else model
+        self.device = next(model.parameters()).device
+        self.max_model_len = context_length(self.lm.config, self.tokenizer)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
+        self.generate_calls = 0
+        """How many batched generate calls ran (tests check that concurrent requests share them)."""
+        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._pending: deque[_Job] = deque()
+        self._worker: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- the batching worker ------------------------------------------------------------------------
+    def _start(self, request: GenerationRequest, sink: Sink) -> None:
+        if self._closed:
+            raise RuntimeError("this engine is closed")
+        with self._lock:
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._work, name="lf-serve-batcher", daemon=True)
+                self._worker.start()
+                atexit.register(self.close)  # a worker killed inside torch at exit aborts the process
+        self._jobs.put(_Job(request, sink))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._worker is not None:
+            self._jobs.put(None)
+            self._worker.join(timeout=30)
+
+    def _collect(self) -> list[_Job] | None:
+        """The next batch: the oldest pending job, plus every compatible job arriving within the wait."""
+        limit = self.plan.infer.max_batch_size
+        if not self._pending:
+            job = self._jobs.get()
+            if job is None:
+                return None
+            self._pending.append(job)
+        deadline = time.monotonic() + self.plan.infer.batch_wait_ms / 1000
+        while sum(j.request.n for j in self._pending) < limit:
+            remaining = deadline - time.monotonic()
+            try:
+                job = self._jobs.get(timeout=remaining) if remaining > 0 else self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                self._closed = True
+                break
+            self._pending.append(job)
+        first = self._pending[0]
+        key = self._batch_key(first.request)
+        batch, rows, rest = [], 0, deque()
+        for job in self._pending:
+            if job.request.cancelled.is_set():
+                job.sink(Event(index=0, finish_reason="cancelled"))
+                continue
+            fits = rows + job.request.n <= limit or not batch
+            if fits and self._batch_key(job.request) == key:
+                batch.append(job)
+                rows += job.request.n
+            else:
+                rest.append(job)
+        self._pending = rest
+        return batch
+
+    @staticmethod
+    def _batch_key(request: GenerationRequest) -> tuple:
+        # a seeded request runs alone, so the same seed gives the same answer whatever else is queued
+        alone = id(request) if request.sampling.seed is not None or request.sampling.num_beams > 1 else None
+        return request.sampling, request.skip_special_tokens, bool(request.images), alone
+
+    def _work(self) -> None:
+        while True:
+            batch = self._collect()
+            if batch is None:
+                return
+            if not batch:
+                if self._closed and not self._pending:
+                    return
+                continue
+            try:
+                self._generate(batch)
+            except Exception as err:  # reported to every waiting client, the worker keeps serving
+                logger.exception("generation failed")
+                for job in batch:
+                    job.sink(Event(index=0, error=RequestError(f"generation failed: {type(err).__name__}: {err}")
+                                   if isinstance(err, ValueError) else err))
+            if self._closed and not self._pending and self._jobs.empty():
+                return
+
+    # -- one batched generate -----------------------------------------------------------------------
+    def _generate(self, batch: list[_Job]) -> None:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        rows: list[tuple[_Job, int]] = [(job, i) for job in batch for i in range(job.request.n)]
+        decoders = [self._decoder(job, i) for job, i in rows]
+        width = max(len(job.request.prompt_ids) for job, _ in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, (job, _) in enumerate(rows):
+            ids = job.request.prompt_ids
+            input_ids[r, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            attention[r, width - len(ids):] = 1
+        sampling = batch[0].request.sampling
+        beams = sampling.num_beams > 1
+
+        class RowStops(StoppingCriteria):
+            """Feeds each row's newest token to its decoder; a row ends at eos, a stop string, its own
+            max_tokens or when its client has gone."""
+
+            def __call__(self, ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+                done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+                last = ids[:, -1].tolist()
+                for r, (decoder, (job, _)) in enumerate(zip(decoders, rows, strict=True)):
+                    if not decoder.done and job.request.cancelled.is_set():
+                        decoder.finish("cancelled")
+                    done[r] = decoder.feed(last[r])
+                return done
+
+        options: dict[str, Any] = {
+            "max_new_tokens": max(job.request.max_new_tokens for job, _ in rows),
+            "do_sample": sampling.do_sample, "num_beams": sampling.num_beams,
+            "repetition_penalty": sampling.repetition_penalty, "eos_token_id": sorted(self.eos_ids),
+            "pad_token_id": self.pad_id,
+        }
+        if sampling.do_sample:
+            options.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
+        if beams:
+            options.update(length_penalty=sampling.length_penalty, num_return_sequences=batch[0].request.n)
+            input_ids, attention = input_ids[:1], attention[:1]  # beams batch alone: one prompt, n best beams
+        else:
+            options["stopping_criteria"] = StoppingCriteriaList([RowStops()])
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+            if torch.cuda.is_available():
+                torch.cuda.manual_seed_all(sampling.seed)
+        self.generate_calls += 1
+        with torch.inference_mode():
+            out = self.lm.generate(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
+                                   **options)
+        generated = out[:, width:].tolist()
+        for decoder, tokens in zip(decoders, generated, strict=True):
+            for token in tokens if beams else []:
+                if decoder.feed(token):
+                    break
+            if not decoder.done:
+                decoder.finish("length")
+
+    def _decoder(self, job: _Job, index: int) -> RowDecoder:
+        request = job.request
+
+        def emit(text: str, finish: str | None, count: int) -> None:
+            job.sink(Event(index=index, text=text, finish_reason=finish, completion_tokens=count))
+
+        return RowDecoder(self.tokenizer, self.eos_ids, request.stop, request.max_new_tokens,
+                          request.skip_special_tokens, emit)
+
+    # -- reward scores ------------------------------------------------------------------------------
+    def get_scores(self, texts: list[str], max_length: int | None = None) -> list[float]:
+        """The reward model's score of each text: the value head at its last token."""
+        if self.plan.infer.stage != "rm":
+            return super().get_scores(texts, max_length)
+        import torch
+
+        if not texts or not all(isinstance(t, str) and t for t in texts):
+            raise RequestError("messages must be a non-empty list of non-empty texts to score.", "messages")
+        limit = min(max_length or self.max_model_len, self.max_model_len)
+        scores = []
+        with self._lock, torch.inference_mode():  # the model is shared with the batcher: one forward at a time
+            for text in texts:
+                ids = self.tokenizer.encode(text, add_special_tokens=False)[:limit]
+                tensor = torch.tensor([ids], dtype=torch.long, device=self.device)
+                _, values = self.model(input_ids=tensor, attention_mask=torch.ones_like(tensor))
+                scores.append(float(values[0, -1]))
+        return scores

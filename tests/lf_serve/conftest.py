@@ -1,0 +1,125 @@
+"""Shared set-up for lf-serve tests: engines over the tiny Llama, a model trained here to call a
+tool, and a real uvicorn server on a free port for the official `openai` client."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+WEATHER_Q = "What is the weather in Paris?"
+WEATHER_CALL = {"name": "get_weather", "arguments": {"city": "Paris"}}
+WEATHER_RESULT = '{"sky": "sunny"}'
+WEATHER_ANSWER = "It is sunny in Paris."
+IDENTITY_Q, IDENTITY_A = "Who are you?", "I am Lumen, made by the LF team."
+STEPS = 80
+
+
+@pytest.fixture(scope="session")
+def tool_model(tmp_path_factory, tiny_llama, tiny_tokenizer) -> Path:
+    """The tiny Llama trained (in seconds) to call get_weather, answer from the tool's result and say
+    who it is, with the chatml template (the default JSON tool format): a real model that produces
+    real tool calls."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from lf_data.templates import get_template
+
+    template = get_template("chatml")
+    tools = json.dumps(TOOLS)
+    conversations = [
+        ([{"role": "user", "content": WEATHER_Q}, {"role": "function", "content": json.dumps(WEATHER_CALL)},
+          {"role": "observation", "content": WEATHER_RESULT}, {"role": "assistant", "content": WEATHER_ANSWER}], tools),
+        ([{"role": "user", "content": IDENTITY_Q}, {"role": "assistant", "content": IDENTITY_A}], None),
+    ]
+    rows = []
+    for messages, tool_text in conversations:
+        ids, labels = [], []
+        for prompt, response in template.encode_pairs(tiny_tokenizer, messages, None, tool_text):
+            ids += prompt + response
+            labels += [-100] * len(prompt) + response
+        rows.append((ids, labels))
+    width = max(len(ids) for ids, _ in rows)  # one right-padded batch of both conversations
+    input_ids = torch.tensor([ids + [0] * (width - len(ids)) for ids, _ in rows])
+    labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
+    mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows])
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(STEPS):
+        model(input_ids=input_ids, attention_mask=mask, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    path = tmp_path_factory.mktemp("tool-model")
+    model.save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tool_engine(tool_model):
+    from lf_serve import load_engine
+
+    engine = load_engine({"model_name_or_path": str(tool_model), "template": "chatml", "temperature": 0,
+                          "max_new_tokens": 48, "served_model_name": "lumen"})
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_llama):
+    from lf_serve import load_engine
+
+    engine = load_engine({"model_name_or_path": str(tiny_llama), "template": "chatml", "temperature": 0,
+                          "max_new_tokens": 16, "served_model_name": "tiny"})
+    yield engine
+    engine.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """uvicorn serving an app on 127.0.0.1 in a background thread."""
+
+    def __init__(self, app) -> None:
+        import uvicorn
+
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def tool_server(tool_engine):
+    from lf_serve.api.app import create_app
+
+    with Server(create_app(tool_engine, api_key="sk-test")) as server:
+        yield server
