@@ -1,0 +1,166 @@
+"""The Chat tab: load a run's adapter on its base (or a merged or base model) through lf-serve's
+engine, chat with streamed answers, a system prompt, generation settings and tools; unload."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lf_board.runs import ADAPTER_CONFIG, RUN_CONFIG
+from lf_board.translations import text
+
+if TYPE_CHECKING:
+    from lf_board.app import Board
+
+
+class ChatSession:
+    """The one model the board holds for chatting (a second load replaces it)."""
+
+    def __init__(self) -> None:
+        self.engine: Any = None
+        self.name = ""
+        self.lock = threading.Lock()
+
+    def load(self, config: dict[str, Any], name: str) -> None:
+        from lf_serve import load_engine
+
+        with self.lock:
+            self.unload()
+            self.engine = load_engine(config, "the board's chat tab")
+            self.name = name
+
+    def unload(self) -> bool:
+        engine, self.engine, self.name = self.engine, None, ""
+        if engine is None:
+            return False
+        engine.close()
+        del engine
+        import gc
+
+        gc.collect()
+        return True
+
+
+def engine_config(reference: str, runs_root: Path, template: str = "") -> dict[str, Any]:
+    """The lf-serve config for a run folder (adapter on its base, or full weights), or a model reference."""
+    import yaml
+
+    path = Path(reference).expanduser()
+    if not path.is_dir() and (runs_root / reference).is_dir():
+        path = runs_root / reference
+    config: dict[str, Any] = {"infer_backend": "huggingface"}
+    trained: dict[str, Any] = {}
+    if path.is_dir() and (path / RUN_CONFIG).is_file():
+        trained = yaml.safe_load((path / RUN_CONFIG).read_text(encoding="utf-8")) or {}
+    if path.is_dir() and (path / ADAPTER_CONFIG).is_file():
+        base = trained.get("model_name_or_path")
+        if not base:
+            base = json.loads((path / ADAPTER_CONFIG).read_text(encoding="utf-8")).get("base_model_name_or_path")
+        if not base:
+            raise ValueError(f"{reference!r} holds an adapter but its base model is unknown.")
+        config["model_name_or_path"] = base
+        config["adapter_name_or_path"] = [str(path)]
+    else:
+        config["model_name_or_path"] = str(path) if path.is_dir() else reference
+    chosen = template or trained.get("template")
+    if chosen:
+        config["template"] = chosen
+    return config
+
+
+def _plain(content: Any) -> str:
+    """Chatbot message content (a string, or gradio's list of typed parts) as text."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return str(content.get("text") or "")
+    if isinstance(content, list):
+        return "".join(_plain(part) for part in content)
+    return ""
+
+
+def build(board: Board) -> None:
+    import gradio as gr
+
+    from lf_board.train_tab import message
+    from lf_data.templates import TEMPLATES
+
+    L, runs = board.labels, board.runs
+    session = ChatSession()
+    board.chat = session
+    with gr.Row():
+        source = L.make(gr.Dropdown, "chat.source", choices=runs.names(), value=None, allow_custom_value=True,
+                        scale=3, elem_id="chat-source")
+        template = L.make(gr.Dropdown, "chat.template", choices=[("—", "")] + sorted(TEMPLATES), value="",
+                          elem_id="chat-template")
+        load = L.make(gr.Button, "chat.load", attr="value", variant="primary", elem_id="chat-load")
+        unload = L.make(gr.Button, "chat.unload", attr="value", elem_id="chat-unload")
+    status = gr.Markdown(elem_id="chat-status")
+    with gr.Row():
+        with gr.Column(scale=3):
+            bot = L.make(gr.Chatbot, "chat.chatbot", height=360, elem_id="chat-bot")
+            with gr.Row():
+                user = L.make(gr.Textbox, "chat.input", scale=4, elem_id="chat-input")
+                send = L.make(gr.Button, "chat.send", attr="value", variant="primary", scale=1, elem_id="chat-send")
+                clear = L.make(gr.Button, "chat.clear", attr="value", scale=1, elem_id="chat-clear")
+        with gr.Column(scale=2):
+            system = L.make(gr.Textbox, "chat.system", lines=2, elem_id="chat-system")
+            tools = L.make(gr.Code, "chat.tools", language="json", value="", elem_id="chat-tools")
+            temperature = L.make(gr.Slider, "chat.temperature", minimum=0.0, maximum=1.5, step=0.05, value=0.7,
+                                 elem_id="chat-temperature")
+            top_p = L.make(gr.Slider, "chat.top_p", minimum=0.05, maximum=1.0, step=0.05, value=0.7,
+                           elem_id="chat-top-p")
+            max_new = L.make(gr.Slider, "chat.max_new_tokens", minimum=1, maximum=2048, step=1, value=256,
+                             elem_id="chat-max-new-tokens")
+
+    def on_load(chosen: str, tmpl: str, lang: str):
+        if not chosen:
+            return message(lang, "msg.no_model_chosen", error=True)
+        try:
+            config = engine_config(chosen, runs.root, tmpl)
+            session.load(config, chosen)
+        except Exception as err:  # bad input or a model that does not load: a message, the page stays up
+            return message(lang, "msg.chat_load_failed", str(err), error=True)
+        return message(lang, "msg.chat_loaded", chosen)
+
+    load.click(on_load, [source, template, board.lang], status)
+    unload.click(lambda lang: message(lang, "msg.chat_unloaded" if session.unload() else "msg.chat_nothing_loaded"),
+                 board.lang, status)
+
+    def on_send(text_in: str, history: list, sys_prompt: str, tools_json: str, temp: float, p: float,
+                max_tokens: float, lang: str):
+        history = [{"role": m["role"], "content": _plain(m["content"])} for m in history or []]
+        if session.engine is None:
+            yield history, text_in, message(lang, "msg.chat_nothing_loaded", error=True)
+            return
+        if not (text_in or "").strip():
+            yield history, text_in, gr.skip()
+            return
+        if (tools_json or "").strip():
+            try:
+                json.loads(tools_json)
+            except json.JSONDecodeError as err:
+                yield history, text_in, message(lang, "msg.bad_tools", str(err), error=True)
+                return
+        messages = history + [{"role": "user", "content": text_in}]
+        shown = messages + [{"role": "assistant", "content": ""}]
+        yield shown, "", gr.skip()
+        try:
+            for piece in session.engine.stream_chat(messages, system=sys_prompt or None, tools=tools_json or None,
+                                                    temperature=float(temp), top_p=float(p),
+                                                    max_new_tokens=int(max_tokens)):
+                shown[-1]["content"] += piece
+                yield shown, "", gr.skip()
+        except Exception as err:
+            yield shown, "", message(lang, "msg.chat_failed", str(err), error=True)
+            return
+        yield shown, "", text(lang, "msg.chat_answered", name=session.name)
+
+    inputs = [user, bot, system, tools, temperature, top_p, max_new, board.lang]
+    send.click(on_send, inputs, [bot, user, status])
+    user.submit(on_send, inputs, [bot, user, status])
+    clear.click(lambda: ([], ""), None, [bot, user])
+    source.focus(lambda chosen: gr.update(choices=runs.names(), value=chosen), source, source)
+    board.demo.load(lambda: gr.update(choices=runs.names()), None, source)

@@ -1,0 +1,88 @@
+"""Rows as they will be trained: the template applied by lf-data's own renderer, trained tokens
+marked, and the `lf data check` summary of the chosen datasets."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+PREF_STAGES = ("rm", "dpo")
+
+
+@lru_cache(maxsize=4)
+def _tokenizer(reference: str, trust_remote_code: bool) -> tuple[Any, str | None]:
+    from lf_data.render import load_tokenizer
+
+    return load_tokenizer(reference, trust_remote_code)
+
+
+def dataset_names(dataset_dir: str) -> list[str]:
+    """Dataset names described in dataset_dir/dataset_info.json (empty when there is none)."""
+    from lf_data.dataset_info import read_dataset_info
+    from lf_data.errors import DataError
+
+    try:
+        return sorted(read_dataset_info(dataset_dir))
+    except DataError:
+        return []
+
+
+def _messages(row: dict[str, Any], stage: str) -> list[dict[str, str]]:
+    """The conversation of an aligned row that the stage trains on (the chosen answer for pairs)."""
+    prompt = list(row["_prompt"])
+    response = list(row["_response"])
+    return prompt + response[:1] if response else prompt
+
+
+def preview_row(config: dict[str, Any], index: int) -> dict[str, Any]:
+    """Row `index` of the configured datasets: pieces of text with whether each is trained, the
+    template used and the token counts."""
+    from lf_data.errors import DataError
+    from lf_data.loading import load_aligned
+    from lf_data.render import render_conversation
+    from lf_data.templates import get_template
+
+    names = config.get("dataset") or []
+    if not names:
+        raise DataError("choose at least one dataset to preview.")
+    stage = config.get("stage", "sft")
+    reference = config.get("model_name_or_path")
+    if not reference:
+        raise DataError("choose a model first: the preview uses its tokenizer.")
+    max_samples = config.get("max_samples")
+    aligned = load_aligned(list(names), config.get("dataset_dir", "data"), skip_invalid=True,
+                           max_samples=max_samples, needs_response=stage != "pt").dataset
+    if len(aligned) == 0:
+        raise DataError(f"dataset(s) {', '.join(names)} have no valid rows.")
+    if not 0 <= index < len(aligned):
+        raise DataError(f"row {index} does not exist; the chosen data has rows 0 to {len(aligned) - 1}.")
+    row = aligned[index]
+    tokenizer, default_template = _tokenizer(reference, bool(config.get("trust_remote_code")))
+    template = get_template(config.get("template") or default_template)
+    if stage == "pt":  # plain text: every token is trained, no template
+        text = "".join(m["content"] for m in row["_prompt"])
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return {"pieces": [(text, True)], "template": "none (pt)", "tokens": len(ids), "trained": len(ids),
+                "rows": len(aligned)}
+    rendered = render_conversation(template, tokenizer, _messages(row, stage), tools=row.get("_tools") or None,
+                                   system=row.get("_system") or None)
+    ids, trained = rendered["input_ids"], rendered["trained"]
+    pieces, start = [], 0
+    for i in range(1, len(ids) + 1):
+        if i == len(ids) or trained[i] != trained[start]:
+            pieces.append((tokenizer.decode(ids[start:i]), trained[start]))
+            start = i
+    cutoff = int(config.get("cutoff_len") or 1 << 30)
+    return {"pieces": pieces, "template": rendered["template"], "tokens": len(ids), "trained": sum(trained),
+            "rows": len(aligned), "truncated": len(ids) > cutoff,
+            "chosen_only": stage in PREF_STAGES}
+
+
+def check_summary(config: dict[str, Any]) -> str:
+    """`lf data check` on the form's config, as text (no colours)."""
+    from lf_data.check import format_check, run_check
+
+    keys = ("model_name_or_path", "template", "dataset", "dataset_dir", "cutoff_len", "max_samples", "stage",
+            "val_size", "trust_remote_code")
+    result = run_check({k: config[k] for k in keys if k in config})
+    return format_check(result, color=False)

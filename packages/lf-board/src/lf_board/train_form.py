@@ -1,0 +1,211 @@
+"""The Train tab's form as data: which config keys it edits, their defaults, how a filled form
+becomes an `lf train` config (and back), and the checks a config passes before a run starts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lf_board.runs import PathOutsideRoot, RunsRoot
+
+STAGES = ("sft", "pt", "rm", "dpo", "kto", "ppo")
+FINETUNING_TYPES = ("lora", "freeze", "full")
+QUANTIZATION_BITS = ("none", "4", "8")
+SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "polynomial")
+PREF_LOSSES = ("sigmoid", "hinge", "ipo", "orpo", "simpo")
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+def _lora(values: dict[str, Any]) -> bool:
+    return values.get("finetuning_type") == "lora"
+
+
+@dataclass(frozen=True)
+class FormField:
+    key: str
+    """The config key (LlamaFactory name) the field edits."""
+    default: Any
+    kind: str
+    """text, int, float, bool, choice or multi (several choices)."""
+    choices: tuple = ()
+    unset: tuple = ()
+    """Values that mean "leave the key out of the YAML" (the library default applies)."""
+    when: Callable[[dict[str, Any]], bool] | None = None
+    """The key is written only when this holds for the form (LoRA keys for LoRA runs, ...)."""
+    library: Any = ...
+    """What `lf train` uses when the key is absent, where the board suggests another default: a
+    loaded config that lacks the key shows this, so it trains exactly as it would from the CLI."""
+
+    @property
+    def absent(self) -> Any:
+        return self.default if self.library is ... else self.library
+
+
+FIELDS: tuple[FormField, ...] = (
+    FormField("model_name_or_path", DEFAULT_MODEL, "text"),
+    FormField("template", "", "choice", unset=("", None)),
+    FormField("stage", "sft", "choice", STAGES),
+    FormField("finetuning_type", "lora", "choice", FINETUNING_TYPES),
+    FormField("quantization_bit", "none", "choice", QUANTIZATION_BITS, unset=("none", "", None)),
+    FormField("dataset_dir", "data", "text"),
+    FormField("dataset", [], "multi", unset=([], None)),
+    FormField("cutoff_len", 1024, "int", library=2048),
+    FormField("max_samples", 0, "int", unset=(0, None)),
+    FormField("val_size", 0.0, "float", unset=(0, 0.0, None)),
+    FormField("learning_rate", 1e-4, "float", library=5e-5),
+    FormField("num_train_epochs", 3.0, "float"),
+    FormField("max_steps", 0, "int", unset=(0, -1, None)),
+    FormField("per_device_train_batch_size", 2, "int", library=8),
+    FormField("gradient_accumulation_steps", 8, "int", library=1),
+    FormField("lr_scheduler_type", "cosine", "choice", SCHEDULERS, library="linear"),
+    FormField("warmup_ratio", 0.0, "float", unset=(0, 0.0, None)),
+    FormField("logging_steps", 5, "int"),
+    FormField("save_steps", 100, "int"),
+    FormField("lora_rank", 8, "int", when=_lora),
+    FormField("lora_alpha", 16, "int", when=_lora, unset=(0, None), library=0),
+    FormField("lora_dropout", 0.0, "float", when=_lora, unset=(0, 0.0, None)),
+    FormField("lora_target", "all", "text", when=_lora),
+    FormField("loraplus_lr_ratio", 0.0, "float", when=_lora, unset=(0, 0.0, None)),
+    FormField("use_galore", False, "bool", unset=(False, None)),
+    FormField("use_badam", False, "bool", unset=(False, None)),
+    FormField("deepspeed", "", "choice", unset=("", None)),
+    FormField("pref_loss", "sigmoid", "choice", PREF_LOSSES, when=lambda v: v.get("stage") == "dpo"),
+    FormField("reward_model", "", "text", when=lambda v: v.get("stage") == "ppo", unset=("", None)),
+    FormField("output_dir", "", "text"),
+)
+FIELD_KEYS = tuple(f.key for f in FIELDS)
+
+
+class BoardConfigError(ValueError):
+    """A config the board refuses to start; the message says what to change."""
+
+
+def _typed(field: FormField, value: Any) -> Any:
+    if value is None:
+        return None
+    if field.kind == "int":
+        return int(value) if value != "" else None
+    if field.kind == "float":
+        return float(value) if value != "" else None
+    if field.kind == "bool":
+        return bool(value)
+    if field.kind == "multi":
+        return [v for v in (value.split(",") if isinstance(value, str) else value) if str(v).strip()]
+    if field.key == "quantization_bit":
+        return None if value in field.unset else int(value)
+    return value.strip() if isinstance(value, str) else value
+
+
+def build_config(values: dict[str, Any], extra_yaml: str = "") -> dict[str, Any]:
+    """A filled form (key -> widget value) and extra YAML keys -> the flat `lf train` config."""
+    config: dict[str, Any] = {}
+    for field in FIELDS:
+        value = values.get(field.key, field.default)
+        if value in field.unset or (field.when is not None and not field.when(values)):
+            continue
+        typed = _typed(field, value)
+        if typed is None or typed in field.unset:
+            continue
+        config[field.key] = typed
+    extra = parse_extra(extra_yaml)
+    config.update(extra)
+    return config
+
+
+def parse_extra(extra_yaml: str) -> dict[str, Any]:
+    if not extra_yaml or not extra_yaml.strip():
+        return {}
+    try:
+        extra = yaml.safe_load(extra_yaml)
+    except yaml.YAMLError as err:
+        raise BoardConfigError(f"extra keys are not valid YAML: {err}") from None
+    if extra is None:
+        return {}
+    if not isinstance(extra, dict):
+        raise BoardConfigError("extra keys must be `key: value` lines.")
+    return extra
+
+
+def form_values(config: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The inverse of build_config: widget values for every field, and the keys the form lacks as YAML."""
+    values: dict[str, Any] = {}
+    for field in FIELDS:
+        value = config.get(field.key)
+        if value is None:
+            values[field.key] = field.absent
+        elif field.key == "quantization_bit":
+            values[field.key] = str(value)
+        elif field.kind == "multi":
+            values[field.key] = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
+        elif field.key == "lora_target" and isinstance(value, list):
+            values[field.key] = ",".join(value)
+        else:
+            values[field.key] = value
+    rest = {k: v for k, v in config.items() if k not in FIELD_KEYS}
+    return values, (yaml.safe_dump(rest, sort_keys=False, allow_unicode=True) if rest else "")
+
+
+def to_yaml(config: dict[str, Any]) -> str:
+    return yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+
+
+def train_command(config_path: Path | str) -> str:
+    return f"lf train {config_path}"
+
+
+def check_model_reference(reference: str) -> None:
+    """The cheap checks of a model reference (no download, no conversion of GGUF files)."""
+    from lf_data.errors import ConfigError
+    from lf_models.bundled import BUNDLED_MODELS
+
+    if reference in BUNDLED_MODELS:
+        BUNDLED_MODELS[reference].path()
+        return
+    if reference.endswith(".gguf"):
+        if not Path(reference).expanduser().is_file():
+            raise ConfigError(f"GGUF file {reference!r} does not exist; give the path of an existing .gguf file.")
+        return
+    from lf_models.args import ModelArguments
+    from lf_models.loader import resolve_model
+
+    resolve_model(ModelArguments(model_name_or_path=reference))
+
+
+def validate(config: dict[str, Any], runs: RunsRoot) -> None:
+    """Everything `lf train` checks before loading a model, plus what the board itself needs.
+
+    Raises BoardConfigError with the message to show; a config that passes starts a run that
+    at least gets as far as loading the model."""
+    from lf_data.errors import LFError
+
+    output_dir = config.get("output_dir")
+    if not output_dir:
+        raise BoardConfigError("`output_dir` is empty: give the run a folder under the runs root.")
+    try:
+        name = runs.name_of(output_dir)
+    except PathOutsideRoot:
+        raise BoardConfigError(f"output_dir {output_dir!r} is outside the runs root {runs.root}; the board "
+                               "writes runs only under it.") from None
+    if runs.job(name).running():
+        raise BoardConfigError(f"run {name!r} is already running; abort it or choose another output_dir.")
+    if not config.get("model_name_or_path"):
+        raise BoardConfigError("no model chosen: give a model folder, a hub id, a .gguf file or "
+                               f"{DEFAULT_MODEL}.")
+    deepspeed = config.get("deepspeed")
+    if isinstance(deepspeed, str) and not Path(deepspeed).is_file():
+        raise BoardConfigError(f"deepspeed config {deepspeed!r} does not exist.")
+    try:
+        from lf_models.args import check_model_combination
+        from lf_train.run import parse_train_config
+
+        plan = parse_train_config(config, "the board's form")
+        check_model_combination(plan.model, plan.finetuning)
+        check_model_reference(config["model_name_or_path"])
+    except LFError as err:
+        raise BoardConfigError(str(err)) from None
+    except (ValueError, TypeError, ImportError, OSError) as err:  # raised by TrainingArguments itself
+        raise BoardConfigError(f"{type(err).__name__}: {err}") from None

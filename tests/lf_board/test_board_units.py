@@ -1,0 +1,368 @@
+"""The board's logic without a browser: locales, the form <-> config round trip, validation of bad
+input, runs read back from disk, jobs started and aborted, previews, export/eval/chat configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lf_board import jobs
+from lf_board.runs import RunsRoot, loss_points, slug
+from lf_board.train_form import BoardConfigError, build_config, form_values, validate
+from lf_board.translations import LANGUAGES, locale, text
+
+REPO = Path(__file__).resolve().parents[2]
+SRC = REPO / "packages" / "lf-board" / "src" / "lf_board"
+KEY_LITERAL = re.compile(r"""["']((?:app|tab|train|export|chat|eval|msg|status)\.[a-z_0-9.]+)["']""")
+
+
+# -- locales ---------------------------------------------------------------------------------------
+def test_every_language_has_the_same_keys_and_placeholders():
+    english = locale("en")
+    assert len(english) > 150
+    for lang in LANGUAGES:
+        table = locale(lang)
+        assert set(table) == set(english), (lang, set(table) ^ set(english))
+        for key, value in table.items():
+            assert value.strip(), (lang, key)
+            assert set(re.findall(r"{(\w+)}", value)) == set(re.findall(r"{(\w+)}", english[key])), (lang, key)
+    assert locale("ru")["tab.train"] == "Обучение" and locale("zh")["tab.train"] == "训练"
+
+
+def test_every_key_the_code_uses_exists():
+    used = set()
+    for path in SRC.glob("*.py"):
+        used |= set(KEY_LITERAL.findall(path.read_text(encoding="utf-8")))
+    from lf_board import create_app
+
+    demo = create_app(runs_root="/nonexistent-runs-root")
+    labelled = demo.board.labels.keys()
+    assert {"train.learning_rate", "train.learning_rate.info", "tab.chat", "chat.input.placeholder"} <= labelled
+    missing = sorted((used | labelled) - set(locale("en")))
+    assert not missing, missing
+    # and every key of the files is used somewhere (no dead translations)
+    assert not sorted(set(locale("en")) - used - labelled)
+
+
+def test_language_switch_relabels_every_component():
+    from lf_board import create_app
+
+    demo = create_app(runs_root="/nonexistent-runs-root")
+    labels = demo.board.labels
+    russian = labels.updates("ru")
+    assert len(russian) == len(labels.components) > 90
+    by_key = {keys.get("label", keys.get("value")): update for (_, keys), update in zip(labels.entries, russian,
+                                                                                       strict=True)}
+    assert by_key["tab.export"]["label"] == "Экспорт"
+    assert by_key["train.start"]["value"] == "Запустить"
+    assert by_key["train.cutoff_len"]["info"] == locale("ru")["train.cutoff_len.info"]
+    assert text("zh", "msg.run_status", name="r", status="s", step=1, total=4, loss="2.0", points=1,
+                checkpoints=0).startswith("r：s")
+
+
+# -- the form and its config --------------------------------------------------------------------------
+def form(**changes):
+    """The form as the page first shows it (the board's suggested defaults), with changes."""
+    from lf_board.train_form import FIELDS
+
+    values = {f.key: f.default for f in FIELDS}
+    values.update(dataset=["identity"], output_dir="/tmp/runs/m/lora/a")
+    values.update(changes)
+    return values
+
+
+def test_form_builds_the_flat_config_lf_train_reads():
+    config = build_config(form(max_samples=16, quantization_bit="4", max_steps=0, loraplus_lr_ratio=0),
+                          "seed: 7\nbf16: false\n")
+    assert config["model_name_or_path"] == "smollm2-135m-instruct"
+    assert config["dataset"] == ["identity"] and config["max_samples"] == 16 and config["quantization_bit"] == 4
+    assert config["lora_rank"] == 8 and config["lora_target"] == "all" and config["learning_rate"] == 1e-4
+    for unset in ("max_steps", "loraplus_lr_ratio", "val_size", "use_galore", "deepspeed", "template", "pref_loss"):
+        assert unset not in config
+    assert config["seed"] == 7 and config["bf16"] is False
+    full = build_config(form(finetuning_type="full", stage="dpo"))
+    assert "lora_rank" not in full and full["pref_loss"] == "sigmoid"
+    with pytest.raises(BoardConfigError, match="key: value"):
+        build_config(form(), "- a list")
+
+
+@pytest.mark.parametrize("recipe", ["quickstart.yaml", "train/sft_lora.yaml", "train/dpo_lora.yaml",
+                                    "train/sft_loraplus.yaml", "train/sft_full.yaml"])
+def test_save_and_load_round_trip_every_recipe(recipe):
+    """Loading a recipe into the form and saving it gives the same run: every key kept, and keys the
+    form adds carry the value lf train would use anyway."""
+    from lf_board.train_form import FIELDS
+
+    config = yaml.safe_load((REPO / "examples" / recipe).read_text())
+    rebuilt = build_config(*form_values(config))
+    expected = dict(config)
+    if isinstance(expected.get("dataset"), str):
+        expected["dataset"] = expected["dataset"].split(",")
+    if isinstance(expected.get("lora_target"), list):
+        expected["lora_target"] = ",".join(expected["lora_target"])
+    library = {f.key: f.absent for f in FIELDS}
+    assert {k: rebuilt[k] for k in expected if k in rebuilt} == {k: v for k, v in expected.items() if k in rebuilt}
+    for key in set(expected) - set(rebuilt):  # left out only where it is the library's own default
+        assert expected[key] in (library.get(key), 0, 0.0, False), key
+    for key in set(rebuilt) - set(expected):
+        assert rebuilt[key] == library[key], key
+    assert build_config(*form_values(yaml.safe_load(yaml.safe_dump(rebuilt)))) == rebuilt
+
+
+# -- validation: bad input is a message, never a started run -------------------------------------------
+@pytest.fixture
+def runs(tmp_path) -> RunsRoot:
+    return RunsRoot(tmp_path / "saves")
+
+
+def good(runs, model: str, data_dir: Path, **changes) -> dict:
+    values = form(model_name_or_path=model, dataset_dir=str(data_dir), template="chatml",
+                  output_dir=str(runs.root / "tiny" / "lora" / "run1"))
+    values.update(changes)
+    return build_config(values)
+
+
+def test_a_good_config_passes(runs, tiny_llama, data_dir):
+    validate(good(runs, str(tiny_llama), data_dir), runs)
+
+
+@pytest.mark.parametrize(("changes", "needle"), [
+    ({"dataset": []}, "no `dataset` given"),
+    ({"quantization_bit": "4", "finetuning_type": "full"}, "a quantised model trains only through adapters"),
+    ({"model_name_or_path": "/nonexistent/model-folder"}, "does not exist"),
+    ({"model_name_or_path": "/nonexistent/model.gguf"}, "does not exist"),
+    ({"use_galore": True}, "use_galore projects the gradients of full weights"),
+    ({"dataset": ["identiti"]}, "Did you mean 'identity'"),
+    ({"template": "chatmll"}, "Did you mean 'chatml'"),
+    ({"stage": "ppo"}, "reward_model"),
+    ({"output_dir": "/elsewhere/run"}, "outside the runs root"),
+    ({"model_name_or_path": ""}, "no model chosen"),
+])
+def test_bad_input_is_a_clear_message(runs, tiny_llama, data_dir, changes, needle):
+    config = good(runs, str(tiny_llama), data_dir, **changes)
+    with pytest.raises(BoardConfigError, match=re.escape(needle)):
+        validate(config, runs)
+    assert not runs.root.exists()  # nothing was written, nothing started
+
+
+def test_a_finished_run_is_not_started_again(runs, tiny_llama, data_dir):
+    config = good(runs, str(tiny_llama), data_dir)
+    out = Path(config["output_dir"])
+    out.mkdir(parents=True)
+    (out / "train_results.json").write_text("{}")
+    with pytest.raises(BoardConfigError, match="already holds a finished run"):
+        validate(config, runs)
+
+
+# -- runs on disk ------------------------------------------------------------------------------------------
+def write_run(root: Path, name: str, steps: int, finished: bool = False, checkpoints: tuple = ()) -> Path:
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "lf_config.yaml").write_text(yaml.safe_dump({"model_name_or_path": "smollm2-135m-instruct",
+                                                        "template": "smollm2", "output_dir": str(run)}))
+    lines = [json.dumps({"step": s, "total_steps": steps, "loss": 3.0 - 0.5 * s}) for s in range(1, steps + 1)]
+    (run / "trainer_log.jsonl").write_text("\n".join(lines) + '\n{"step": 9, "lo')  # a line being written
+    for step in checkpoints:
+        (run / f"checkpoint-{step}").mkdir()
+        (run / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    if finished:
+        (run / "train_results.json").write_text("{}")
+        (run / "adapter_config.json").write_text("{}")
+    return run
+
+
+def test_runs_are_read_from_disk_and_survive_a_restart(runs):
+    write_run(runs.root, "m/lora/old", 4, finished=True, checkpoints=(2, 4))
+    time.sleep(0.02)
+    write_run(runs.root, "m/lora/stopped", 3, checkpoints=(2,))
+    (runs.root / "notes").mkdir(parents=True)
+    assert runs.names() == ["m/lora/stopped", "m/lora/old"]
+    restarted = RunsRoot(runs.root)  # a new board process: same answers, nothing kept in memory
+    old, stopped = restarted.info("m/lora/old"), restarted.info("m/lora/stopped")
+    assert (old.status, old.step, old.total_steps, old.loss, old.checkpoints, old.adapter) == \
+        ("finished", 4, 4, 1.0, 2, True)
+    assert (stopped.status, stopped.resumable, stopped.loss, stopped.checkpoints) == ("stopped", True, 1.5, 1)
+    assert not old.resumable
+    assert loss_points(stopped.path) == [(1, 2.5), (2, 2.0), (3, 1.5)]
+    assert restarted.resume_config("m/lora/stopped") == stopped.path / "lf_config.yaml"
+    with pytest.raises(ValueError):
+        restarted.info("../outside")
+    with pytest.raises(ValueError):
+        restarted.inside(".board/runs/x")
+
+
+def test_output_dir_names():
+    assert slug("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB--SmolLM2-135M"
+    assert slug("/models/llama.Q4.gguf") == "llama.Q4"
+    assert slug("./my model/") == "my_model"
+    assert RunsRoot("/r").default_output_dir("org/m", "lora", "x y") == Path("/r/org--m/lora/x_y")
+
+
+# -- jobs: subprocesses the board starts and stops ------------------------------------------------------------
+def wait_for(predicate, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_job_runs_lf_in_a_subprocess_and_records_its_end(tmp_path, tiny_llama, data_dir):
+    config = {"model_name_or_path": str(tiny_llama), "template": "chatml", "dataset": "identity",
+              "dataset_dir": str(data_dir)}
+    job = jobs.launch(tmp_path / "job", "data check", config)
+    wait_for(lambda: job.state() == "done", timeout=300)
+    assert yaml.safe_load(job.config_path.read_text()) == config
+    console = jobs.read_console(job)
+    assert console.startswith(f"$ lf data check {job.config_path}")
+    assert "rows read     8" in console and "kept          8" in console
+    failing = jobs.launch(tmp_path / "bad", "train", {"lora_rnak": 4})
+    wait_for(lambda: failing.state() == "failed")
+    assert "Did you mean 'lora_rank'" in jobs.read_console(failing)
+
+
+def test_abort_stops_the_whole_process_group(tmp_path):
+    folder = tmp_path / "job"
+    folder.mkdir()
+    script = "import subprocess, time; subprocess.Popen(['sleep', '300']); time.sleep(300)"
+    process = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    (folder / jobs.PID_FILE).write_text(f"{process.pid} 0\n")
+    job = jobs.Job(folder)
+    wait_for(lambda: len(subprocess.run(["pgrep", "-g", str(process.pid)], capture_output=True,
+                                        text=True).stdout.split()) == 2)
+    assert job.state() == "running"
+    assert jobs.abort(job, grace_seconds=10)
+    process.wait(timeout=10)
+    assert process.returncode == -signal.SIGTERM
+    wait_for(lambda: not _group_alive(process.pid), timeout=10)  # the child got SIGTERM too
+    assert job.state() == "aborted" and not jobs.abort(job)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Any process of the group still running (zombies waiting for their reaper do not count)."""
+    rows = subprocess.run(["ps", "-e", "-o", "pgid=,stat="], capture_output=True, text=True).stdout.splitlines()
+    return any(row.split()[0] == str(pgid) and not row.split()[1].startswith("Z") for row in rows if row.strip())
+
+
+def test_console_shows_progress_bars_as_a_terminal_does(tmp_path):
+    job = jobs.Job(tmp_path)
+    job.log_path.write_bytes(b"start\n 10%|#  | 1/10\r 50%|##### | 5/10\r100%|######| 10/10\ndone\n")
+    assert jobs.read_console(job) == "start\n100%|######| 10/10\ndone\n"
+
+
+# -- previews and suggestions ---------------------------------------------------------------------------
+def test_template_suggestion_follows_the_model_family(tiny_llama, tmp_path):
+    from lf_board.model_info import suggest_template
+
+    assert suggest_template("smollm2-135m-instruct") == "smollm2"
+    assert suggest_template(str(tiny_llama)) == "llama3"
+    assert suggest_template(str(tmp_path)) is None
+    assert suggest_template("no-such-org/no-such-model") is None
+
+
+def test_row_preview_marks_the_trained_tokens(tiny_llama, data_dir):
+    from lf_board.data_preview import dataset_names, preview_row
+
+    assert dataset_names(str(data_dir)) == ["chats", "identity"]
+    assert dataset_names("/nonexistent") == []
+    config = {"model_name_or_path": str(tiny_llama), "template": "chatml", "dataset": ["identity"],
+              "dataset_dir": str(data_dir)}
+    result = preview_row(config, 1)
+    trained = "".join(piece for piece, is_trained in result["pieces"] if is_trained)
+    prompt = "".join(piece for piece, is_trained in result["pieces"] if not is_trained)
+    assert "I am Lumen, made by the LF team." in trained and "What is your name?" in prompt
+    assert "<|im_start|>assistant" in prompt and result["template"] == "chatml" and result["rows"] == 8
+    assert result["trained"] < result["tokens"]
+    chats = preview_row({**config, "dataset": ["chats"]}, 0)
+    assert "Be brief." in "".join(p for p, _ in chats["pieces"])
+    with pytest.raises(Exception, match="row 8 does not exist"):
+        preview_row(config, 8)
+
+
+# -- export, evaluate, chat configs ----------------------------------------------------------------------------
+def test_export_config_and_its_checks(tmp_path):
+    from lf_board.export_tab import check_export, export_config
+
+    run = write_run(tmp_path / "saves", "m/lora/done", 2, finished=True)
+    config = export_config(run, tmp_path / "models" / "out", "gguf", "q8_0", "auto", 5, False)
+    assert config == {"adapter_name_or_path": str(run), "export_dir": str(tmp_path / "models" / "out"),
+                      "export_format": "gguf", "export_quantization": "q8_0"}
+    target = tmp_path / "models" / "full"
+    target.mkdir(parents=True)
+    (target / "x").write_text("")
+    with pytest.raises(ValueError, match="not empty"):
+        check_export(export_config(run, target, "safetensors", "f16", "float16", 2, False))
+
+
+def test_eval_results_table_for_both_kinds_of_task(tmp_path):
+    from lf_board.eval_tab import results_table
+
+    (tmp_path / "mc").mkdir()
+    (tmp_path / "mc" / "results.json").write_text(json.dumps({
+        "average": 50.0, "questions": 4, "categories": {"STEM": {"accuracy": 50.0, "questions": 4}},
+        "subjects": {"algebra": {"category": "STEM", "accuracy": 50.0, "questions": 4}}}))
+    headers, rows = results_table(tmp_path / "mc")
+    assert headers == ["subject", "category", "questions", "accuracy"]
+    assert rows == [["algebra", "STEM", 4, 50.0], ["STEM", "", 4, 50.0], ["Average", "", 4, 50.0]]
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "predict_results.json").write_text(json.dumps({"predict_bleu-4": 12.5, "predict_rouge-l": 30.1}))
+    assert results_table(tmp_path / "p") == (["metric", "value"], [["predict_bleu-4", 12.5], ["predict_rouge-l", 30.1]])
+    assert results_table(tmp_path) == ([], [])
+
+
+def test_chat_and_eval_load_a_run_on_its_base(tmp_path):
+    from lf_board.chat_tab import engine_config
+    from lf_board.eval_tab import eval_config
+
+    saves = tmp_path / "saves"
+    run = write_run(saves, "m/lora/done", 2, finished=True)
+    config = engine_config("m/lora/done", saves)
+    assert config == {"infer_backend": "huggingface", "model_name_or_path": "smollm2-135m-instruct",
+                      "adapter_name_or_path": [str(run)], "template": "smollm2"}
+    assert engine_config("smollm2-135m-instruct", saves) == {"infer_backend": "huggingface",
+                                                             "model_name_or_path": "smollm2-135m-instruct"}
+    predict = eval_config(config, "predict", tmp_path / "e", task_dir="evaluation", n_shot=5, dataset=["identity"],
+                          dataset_dir="data", max_samples=10, batch_size=2, max_new_tokens=32)
+    assert predict["task"] == "predict" and predict["dataset"] == ["identity"] and predict["do_sample"] is False
+    assert "n_shot" not in predict and "infer_backend" not in predict
+    mc = eval_config(config, "mmlu_test", tmp_path / "e", task_dir="evaluation", n_shot=0, dataset=[],
+                     dataset_dir="data", max_samples=0, batch_size=2, max_new_tokens=32)
+    assert mc["n_shot"] == 0 and "dataset" not in mc
+
+
+def test_config_files_stay_in_their_folders(tmp_path, monkeypatch):
+    from lf_board.app import Board
+    from lf_board.labels import Labels
+
+    monkeypatch.chdir(REPO)
+    board = Board(RunsRoot(tmp_path / "saves"), "data", tmp_path / "configs", Labels("en"),
+                  export_root=tmp_path / "models")
+    assert board.config_path("mine") == (tmp_path / "configs" / "mine.yaml").resolve()
+    with pytest.raises(ValueError):
+        board.config_path("../../etc/evil.yaml")
+    with pytest.raises(ValueError):
+        board.readable_config("/etc/passwd")
+    assert board.readable_config("examples/quickstart.yaml") == REPO / "examples" / "quickstart.yaml"
+    assert "examples/train/sft_lora.yaml" in board.config_choices()
+    with pytest.raises(ValueError):
+        board.export_path("/tmp/elsewhere")
+    assert board.export_path(str(tmp_path / "models" / "a")) == tmp_path / "models" / "a"
+
+
+def test_lf_board_command_is_registered():
+    env = {**os.environ, "PYTHONPATH": ""}
+    result = subprocess.run([sys.executable, "-m", "lf_data.cli", "board", "--help"], capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "--host" in result.stdout and "127.0.0.1" in result.stdout and "--auth" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "lf_data.cli", "board", "--auth", "nopassword"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2 and "USER:PASSWORD" in result.stderr
