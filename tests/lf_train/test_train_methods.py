@@ -141,3 +141,57 @@ def test_galore_refuses_lora(base_config, write_config, capsys):
     base_config.update(use_galore=True)
     assert lf(["train", str(write_config(**base_config))]) == 1
     assert "use_galore projects the gradients of full weights" in capsys.readouterr().err
+
+
+def badam_state_bytes(model, mode: str) -> int:
+    from transformers import TrainingArguments
+
+    from lf_train.args import TrainArguments
+    from lf_train.optimizers import badam_optimizer
+
+    optimizer = badam_optimizer(model, TrainingArguments(output_dir="unused", learning_rate=1e-3),
+                                TrainArguments(use_badam=True, badam_mode=mode, badam_update_ratio=0.1))
+    batch = torch.randint(3, 300, (2, 10), generator=torch.Generator().manual_seed(0))
+    model(input_ids=batch, labels=batch).loss.backward()
+    optimizer.step()
+    states = optimizer.base_optimizer.state if mode == "layer" else optimizer.state
+    return sum(t.numel() * t.element_size() if not t.is_sparse else t._values().numel() * t.element_size()
+               for state in states.values() for t in state.values() if torch.is_tensor(t) and t.dim() > 0)
+
+
+def test_badam_keeps_optimizer_state_smaller_than_adamw(tiny_llama):
+    from transformers import AutoModelForCausalLM, TrainingArguments
+
+    def fresh():
+        torch.manual_seed(0)
+        return AutoModelForCausalLM.from_pretrained(tiny_llama)
+
+    adamw = optimizer_state_bytes(fresh(), TrainingArguments(output_dir="unused", optim="adamw_torch"))
+    layer = badam_state_bytes(fresh(), "layer")
+    ratio = badam_state_bytes(fresh(), "ratio")
+    # layer mode: Adam state for one of the two decoder layers only (embeddings and head stay frozen)
+    assert 0 < layer < 0.3 * adamw, (layer, adamw)
+    assert 0 < ratio < 0.3 * adamw, (ratio, adamw)
+
+
+@pytest.mark.parametrize("mode", ["layer", "ratio"])
+def test_badam_trains_through_lf_train(mode, base_config, write_config, caplog):
+    base_config.update(max_steps=16, learning_rate=1e-2, finetuning_type="full", use_badam=True, badam_mode=mode,
+                       badam_switch_interval=4, badam_update_ratio=0.5)
+    with caplog.at_level("INFO"):
+        assert lf(["train", str(write_config(**base_config))]) == 0
+    assert f"BAdam: {mode} mode, switching every 4 steps" in caplog.text
+    seen = losses(base_config["output_dir"])
+    assert sum(seen[-3:]) / 3 < 0.8 * sum(seen[:3]) / 3, seen
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"use_badam": True}, "use_badam trains blocks of the full weights; use finetuning_type: full"),
+    ({"use_badam": True, "finetuning_type": "full", "optim": "adamw_torch"}, "use_badam chooses the optimizer itself"),
+    ({"fsdp": "full_shard auto_wrap"}, "FSDP shards a model over GPUs"),
+])
+def test_impossible_optimizer_and_sharding_choices_are_refused(change, message, base_config, write_config, capsys):
+    base_config.update(change)
+    assert lf(["train", str(write_config(**base_config))]) != 0
+    assert message in capsys.readouterr().err
+    assert not Path(base_config["output_dir"]).exists()

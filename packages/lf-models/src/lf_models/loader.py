@@ -176,8 +176,11 @@ def load_model(model_args: ModelArguments, finetuning_args: FinetuningArguments,
 
 
 def count_parameters(model: Any) -> tuple[int, int]:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    def numel(p: Any) -> int:  # DeepSpeed ZeRO-3 leaves empty placeholders; ds_numel is the real size
+        return getattr(p, "ds_numel", 0) or p.numel()
+
+    trainable = sum(numel(p) for p in model.parameters() if p.requires_grad)
+    total = sum(numel(p) for p in model.parameters())
     return trainable, total
 
 

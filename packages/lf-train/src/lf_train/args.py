@@ -35,6 +35,23 @@ class TrainArguments:
     """GaLore: scale of the projected update."""
     galore_layerwise: bool = False
     """GaLore: update layer by layer during the backward pass (lower peak memory; no gradient accumulation)."""
+    use_badam: bool = False
+    """BAdam: full-parameter training that updates one block of layers at a time (block coordinate
+    descent), so optimizer state exists only for the active block."""
+    badam_mode: Literal["layer", "ratio"] = "layer"
+    """BAdam: `layer` (one transformer layer per block) or `ratio` (a sparse share of every weight)."""
+    badam_start_block: int | None = None
+    """BAdam layer mode: the block to start from (default: set by badam_switch_mode)."""
+    badam_switch_mode: Literal["ascending", "descending", "random", "fixed"] = "ascending"
+    """BAdam layer mode: the order in which blocks take turns."""
+    badam_switch_interval: int = 50
+    """BAdam: optimizer steps before switching to the next block (or new sparse mask in ratio mode)."""
+    badam_update_ratio: float = 0.05
+    """BAdam ratio mode: share of each weight's entries updated."""
+    badam_mask_mode: Literal["adjacent", "scatter"] = "adjacent"
+    """BAdam ratio mode: contiguous (`adjacent`) or random (`scatter`) entries."""
+    badam_verbose: int = 0
+    """BAdam: 1 or 2 prints which blocks train."""
     reward_model: str | None = None
     """ppo: output_dir of an `rm` run; its adapter and value head score answers on the shared base."""
     reward_model_type: Literal["lora"] = "lora"
@@ -72,6 +89,12 @@ class TrainArguments:
         if self.reward_model and not (Path(self.reward_model) / "value_head.safetensors").is_file():
             raise ConfigError(f"reward_model {self.reward_model!r} has no value_head.safetensors; give the "
                               "output_dir of an `lf train stage=rm` run.")
+        if self.badam_switch_interval < 1:
+            raise ConfigError(f"badam_switch_interval={self.badam_switch_interval} must be at least 1.")
+        if not 0.0 < self.badam_update_ratio <= 1.0:
+            raise ConfigError(f"badam_update_ratio={self.badam_update_ratio} must be in (0, 1].")
+        if self.use_badam and self.use_galore:
+            raise ConfigError("use_badam and use_galore both choose the optimizer; pick one.")
         if self.pref_beta <= 0:
             raise ConfigError(f"pref_beta={self.pref_beta} must be positive.")
         if not 0.0 <= self.dpo_label_smoothing < 0.5:

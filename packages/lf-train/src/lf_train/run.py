@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,21 @@ def parse_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:
             raise ConfigError("use_galore chooses the optimizer itself; remove `optim`.")
         if train.galore_layerwise and config.get("gradient_accumulation_steps", 1) > 1:
             raise ConfigError("galore_layerwise updates during the backward pass: gradient_accumulation_steps must be 1.")
+    if train.use_badam:
+        if finetuning.finetuning_type != "full":
+            raise ConfigError("use_badam trains blocks of the full weights; use finetuning_type: full.")
+        if "optim" in config:
+            raise ConfigError("use_badam chooses the optimizer itself; remove `optim`.")
+        if train.badam_mode == "ratio" and config.get("deepspeed"):
+            raise ConfigError("badam_mode: ratio does not work with DeepSpeed; use badam_mode: layer.")
+        try:
+            import badam  # noqa: F401
+        except ImportError:
+            raise ConfigError("use_badam needs the badam package: pip install 'lf-train[badam]'.") from None
+    wants_fsdp = config.get("fsdp") or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+    if wants_fsdp and not _has_accelerator():
+        raise ConfigError("FSDP shards a model over GPUs; on a CPU accelerate would run it as plain DDP. Use "
+                          "`deepspeed: examples/deepspeed/ds_z3_config.json` (ZeRO-3 runs on CPUs) or drop fsdp.")
     if train.stage == "ppo" and finetuning.finetuning_type != "lora":
         raise ConfigError("stage ppo shares one base model between policy, reference and reward adapters; "
                           "it needs finetuning_type: lora.")
@@ -179,6 +195,13 @@ def run_train(config: dict[str, Any], source: str = "") -> Path:
     plan = parse_train_config(config, source)
     args = plan.training_args
     output_dir = Path(args.output_dir)
+    # join the process group now (a no-op for one process): the data step below waits for the main
+    # process, and DeepSpeed ZeRO-3 partitions the weights while they load
+    args._setup_devices  # noqa: B018
+    if args.deepspeed and args.use_cpu and args.world_size > 1:
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend="gloo")  # adopts the gloo group: ZeRO-3 needs it to load weights
 
     model_source = resolve_model(plan.model)
     tokenizer = load_tokenizer(plan.model, model_source)
