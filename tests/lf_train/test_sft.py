@@ -123,3 +123,36 @@ def test_yaml_syntax_error(tmp_path, capsys):
     path.write_text("stage: sft\ndataset: [identity\n")
     assert lf(["train", str(path)]) == 1
     assert "broken.yaml is not valid YAML at line" in capsys.readouterr().err
+
+
+def test_do_predict_generates_and_scores_the_eval_dataset(base_config, write_config, tmp_path):
+    base_config.update(max_steps=40, eval_dataset="identity", do_predict=True, max_new_tokens=32,
+                       per_device_eval_batch_size=8)
+    assert lf(["train", str(write_config(**base_config))]) == 0
+    out = Path(base_config["output_dir"])
+    rows = [json.loads(line) for line in (out / "generated_predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and all(set(r) == {"prompt", "predict", "label"} for r in rows)
+    assert rows[0]["label"] == "I am Lumen, made by the LF team."
+    assert "Who are you?" in rows[0]["prompt"]
+    results = json.loads((out / "predict_results.json").read_text())
+    # 40 steps on the same 8 rows: the tuned adapter answers with its training labels
+    assert sum(r["predict"] == r["label"] for r in rows) >= 6, [r["predict"] for r in rows]
+    assert results["predict_samples"] == 8 and results["predict_rouge-l"] > 80 and results["predict_bleu-4"] > 80
+
+
+def test_do_predict_needs_an_eval_dataset(base_config, write_config, capsys):
+    base_config.update(do_predict=True)
+    assert lf(["train", str(write_config(**base_config))]) != 0
+    assert "do_predict needs stage: sft and eval_dataset" in capsys.readouterr().err
+
+
+def test_report_to_tensorboard_writes_event_files(base_config, write_config, tmp_path):
+    base_config.update(max_steps=4, report_to="tensorboard")
+    assert lf(["train", str(write_config(**base_config))]) == 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = sorted((Path(base_config["output_dir"]) / "runs").rglob("events.out.tfevents.*"))
+    assert events
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    assert len(acc.Scalars("train/loss")) == 4

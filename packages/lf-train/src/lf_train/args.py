@@ -72,6 +72,9 @@ class TrainArguments:
     """KTO: weight of undesirable examples."""
     dpo_label_smoothing: float = 0.0
     """Conservative DPO: the assumed probability that a preference label is flipped (sigmoid loss)."""
+    predict_with_generate: bool = True
+    """do_predict: generate an answer for every row of eval_dataset (through lf-serve) and score it with
+    BLEU-4 and ROUGE (lf-eval); LF only predicts by generating."""
     plot_loss: bool = True
     """Save the loss curve as training_loss.png in output_dir."""
     overwrite_output_dir: bool = False

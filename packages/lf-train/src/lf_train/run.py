@@ -31,6 +31,7 @@ from lf_train.stages.dpo import REFERENCE_FREE
 
 logger = logging.getLogger(__name__)
 RESOLVED_CONFIG = "lf_config.yaml"
+TENSORBOARD_DIR = "runs"  # report_to: tensorboard writes here unless TENSORBOARD_LOGGING_DIR says otherwise
 FINISHED_MARKER = "train_results.json"
 LF_SECTIONS = (DataArguments, ModelArguments, FinetuningArguments, TrainArguments)
 # Defaults LF prefers over the Hugging Face ones (a user's value always wins).
@@ -105,6 +106,13 @@ def parse_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:
                           "it needs finetuning_type: lora.")
     if train.stage == "ppo" and not config.get("max_steps"):
         raise ConfigError("stage ppo needs max_steps (the number of PPO steps to take).")
+    if config.get("do_predict"):
+        if not train.predict_with_generate:
+            raise ConfigError("do_predict generates answers and scores them; predict_with_generate: false is not "
+                              "supported (use do_eval for the loss on eval_dataset).")
+        if train.stage not in ("sft", "pt") or not data.eval_dataset:
+            raise ConfigError("do_predict needs stage: sft and eval_dataset: the rows whose answers are generated "
+                              "and scored against their labels.")
     if data.streaming and not config.get("max_steps"):
         raise ConfigError("streaming: true needs max_steps (the number of rows is unknown in advance).")
 
@@ -161,7 +169,7 @@ def _plan_output_dir(output_dir: Path, overwrite: bool, resume: str | None) -> t
     last = get_last_checkpoint(str(output_dir))
     if last is not None:
         return last, False
-    leftovers = {p.name for p in output_dir.iterdir()} - {RESOLVED_CONFIG, LOG_FILE, LOSS_PLOT, STAGING_DIR}
+    leftovers = {p.name for p in output_dir.iterdir()} - {RESOLVED_CONFIG, LOG_FILE, LOSS_PLOT, STAGING_DIR, TENSORBOARD_DIR}
     if leftovers:
         raise ConfigError(f"output_dir {str(output_dir)!r} holds files that are not an LF run "
                           f"({', '.join(sorted(leftovers)[:3])}...). Choose an empty folder, or set "
@@ -254,8 +262,31 @@ def run_train(config: dict[str, Any], source: str = "") -> Path:
     if args.process_index == 0:
         if plan.train.plot_loss:
             plot_loss(output_dir)
+        if args.do_predict:
+            del model, extra
+            predict_after_training(plan, config, output_dir)
         _print_summary(output_dir, plan, model_source.path)
     return output_dir
+
+
+def predict_after_training(plan: TrainPlan, config: dict[str, Any], output_dir: Path) -> dict[str, Any]:
+    """Answer every eval_dataset row with the trained model and score the answers (BLEU-4, ROUGE):
+    the same engine and files as `lf eval task=predict`, written into output_dir."""
+    from lf_eval import run_eval
+
+    trained = {"adapter_name_or_path": str(output_dir)} if plan.finetuning.finetuning_type == "lora" \
+        else {"model_name_or_path": str(output_dir)}
+    predict_config = {
+        "model_name_or_path": plan.model.model_name_or_path, "template": plan.data.template,
+        "dataset": plan.data.eval_dataset, "dataset_dir": plan.data.dataset_dir, "cutoff_len": plan.data.cutoff_len,
+        "max_samples": plan.data.max_samples, "task": "predict", "save_dir": str(output_dir),
+        "overwrite_save_dir": True, "batch_size": plan.training_args.per_device_eval_batch_size,
+        "trust_remote_code": plan.model.trust_remote_code, **trained,
+    }
+    for key in ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "repetition_penalty"):
+        if key in config:  # generation settings of the run apply to its predictions
+            predict_config[key] = config[key]
+    return run_eval(predict_config, source="do_predict")
 
 
 def _print_summary(output_dir: Path, plan: TrainPlan, base_path: str) -> None:
