@@ -188,6 +188,92 @@ def test_ppo_through_lf_train(reward_adapter, base_config, write_config, more_da
     assert not (out / "reward").exists()  # only the policy adapter is saved
 
 
+def ppo_rewards(output_dir) -> list[float]:
+    return [json.loads(line)["reward"] for line in (Path(output_dir) / "trainer_log.jsonl").read_text().splitlines()]
+
+
+def test_ppo_with_a_separate_full_reward_model(base_config, write_config, more_data, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from lf_train.stages import ppo
+
+    rm_out = tmp_path / "rm-full"
+    rm = {**base_config, "stage": "rm", "dataset": "pref", "max_steps": 6, "learning_rate": 1e-3,
+          "finetuning_type": "full", "output_dir": str(rm_out)}
+    assert lf(["train", str(write_config(**rm))]) == 0
+    seen = []
+    score = ppo.SeparateRewardModel.reward
+
+    def recording(self, ids, mask):
+        scores = score(self, ids, mask)
+        seen.append((ids, mask, scores))
+        return scores
+
+    monkeypatch.setattr(ppo.SeparateRewardModel, "reward", recording)
+    base_config.update(stage="ppo", reward_model=str(rm_out), reward_model_type="full", max_steps=2,
+                       per_device_train_batch_size=2, max_new_tokens=6, learning_rate=1e-3)
+    assert lf(["train", str(write_config(**base_config))]) == 0
+    assert len(seen) == 2
+    # the logged reward is the separate model's score: recomputed here with plain transformers + the head
+    plain = AutoModelForCausalLM.from_pretrained(rm_out)
+    head = load_file(rm_out / "value_head.safetensors")
+    for (ids, mask, scores), logged in zip(seen, ppo_rewards(base_config["output_dir"]), strict=True):
+        with torch.no_grad():
+            hidden = plain(input_ids=ids, attention_mask=mask, position_ids=ppo.positions(mask),
+                           output_hidden_states=True).hidden_states[-1]
+        last = ppo.last_real_token(mask)
+        expected = hidden[torch.arange(len(ids)), last] @ head["weight"][0] + head["bias"][0]
+        torch.testing.assert_close(scores, expected, atol=1e-4, rtol=1e-4)
+        assert logged == pytest.approx(scores.mean().item(), abs=1e-5)
+
+
+def test_ppo_with_a_reward_served_over_http(reward_adapter, base_config, write_config, more_data, monkeypatch):
+    import http.server
+    import threading
+
+    requests = []
+
+    class Scores(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (the http.server API)
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            requests.append((self.path, self.headers.get("Authorization"), body))
+            answer = json.dumps({"scores": [len(text) / 100 for text in body["messages"]]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Scores)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("API_KEY", "secret")
+    try:
+        base_config.update(stage="ppo", reward_model=f"http://127.0.0.1:{server.server_port}",
+                           reward_model_type="api", max_steps=2, per_device_train_batch_size=2, max_new_tokens=6)
+        assert lf(["train", str(write_config(**base_config))]) == 0
+    finally:
+        server.shutdown()
+    assert len(requests) == 2
+    for (path, auth, body), logged in zip(requests, ppo_rewards(base_config["output_dir"]), strict=True):
+        assert path == "/v1/score/evaluation" and auth == "Bearer secret"
+        assert len(body["messages"]) == 2 and all("<|im_start|>user" in text for text in body["messages"])
+        assert logged == pytest.approx(sum(len(t) / 100 for t in body["messages"]) / 2, abs=1e-5)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"reward_model_type": "api", "reward_model": "localhost:8000"}, "needs reward_model to be the URL"),
+    ({"reward_model_type": "full"}, "reward_model_type: full needs whole weights"),
+])
+def test_ppo_reward_choices_are_checked(change, message, reward_adapter, base_config, write_config, capsys):
+    base_config.update({"stage": "ppo", "reward_model": str(reward_adapter), "max_steps": 2, **change})
+    assert lf(["train", str(write_config(**base_config))]) != 0
+    assert message in capsys.readouterr().err
+
+
 def test_ppo_is_refused_without_a_reward_model_or_lora(base_config, write_config, more_data, capsys):
     base_config.update(stage="ppo", max_steps=2)
     assert lf(["train", str(write_config(**base_config))]) == 1

@@ -54,8 +54,10 @@ class TrainArguments:
     """BAdam: 1 or 2 prints which blocks train."""
     reward_model: str | None = None
     """ppo: output_dir of an `rm` run; its adapter and value head score answers on the shared base."""
-    reward_model_type: Literal["lora"] = "lora"
-    """ppo: `lora` (a reward adapter on the same base: one copy of the weights)."""
+    reward_model_type: Literal["lora", "full", "api"] = "lora"
+    """ppo: `lora` (reward_model is an rm run's adapter, switched in on the shared base: one copy of
+    the weights), `full` (reward_model is an rm run with full or freeze tuning, loaded as a second
+    model) or `api` (reward_model is the URL of an `lf api` server running a reward model)."""
     ppo_epochs: int = 1
     """ppo: optimisation passes over each batch of samples."""
     ppo_kl_coef: float = 0.05
@@ -89,9 +91,17 @@ class TrainArguments:
             raise ConfigError(f"galore_rank={self.galore_rank} must be at least 1.")
         if self.stage == "ppo" and not self.reward_model:
             raise ConfigError("stage ppo needs reward_model: the output_dir of an `lf train stage=rm` run.")
-        if self.reward_model and not (Path(self.reward_model) / "value_head.safetensors").is_file():
+        if self.reward_model and self.reward_model_type == "api":
+            if not self.reward_model.startswith(("http://", "https://")):
+                raise ConfigError(f"reward_model_type: api needs reward_model to be the URL of an `lf api` reward "
+                                  f"server (http://host:port), not {self.reward_model!r}.")
+        elif self.reward_model and not (Path(self.reward_model) / "value_head.safetensors").is_file():
             raise ConfigError(f"reward_model {self.reward_model!r} has no value_head.safetensors; give the "
                               "output_dir of an `lf train stage=rm` run.")
+        elif self.reward_model and self.reward_model_type == "full" \
+                and not (Path(self.reward_model) / "config.json").is_file():
+            raise ConfigError(f"reward_model_type: full needs whole weights in {self.reward_model!r}; that run saved "
+                              "an adapter: use reward_model_type: lora (or train the rm with finetuning_type: full).")
         if self.badam_switch_interval < 1:
             raise ConfigError(f"badam_switch_interval={self.badam_switch_interval} must be at least 1.")
         if not 0.0 < self.badam_update_ratio <= 1.0:

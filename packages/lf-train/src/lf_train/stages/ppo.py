@@ -41,12 +41,23 @@ def token_logps(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return torch.gather(logits[:, :-1].float().log_softmax(-1), 2, ids[:, 1:].unsqueeze(2)).squeeze(2)
 
 
-class SharedRLHFModel:
-    """Policy, value, reference and reward views of one peft model with two adapters."""
+def last_real_token(mask: torch.Tensor) -> torch.Tensor:
+    """Index of each row's last real token (left or right padding)."""
+    return mask.shape[1] - 1 - mask.flip(1).long().argmax(1)
 
-    def __init__(self, model: Any, reward_path: str) -> None:
+
+class SharedRLHFModel:
+    """Policy, value, reference and reward views of one peft model with two adapters.
+
+    Without `reward_path` it only provides the policy, value and reference views (the reward then
+    comes from a separate model or an HTTP service).
+    """
+
+    def __init__(self, model: Any, reward_path: str | None) -> None:
         self.model = model  # lf_models.value_head.ValueHeadModel over a PeftModel
         self.peft = model.pretrained_model
+        if reward_path is None:
+            return
         self.peft.load_adapter(reward_path, adapter_name=REWARD, is_trainable=False)
         self.peft.set_adapter(POLICY)
         hidden = model.v_head.in_features
@@ -76,8 +87,66 @@ class SharedRLHFModel:
             for name, param in self.peft.named_parameters():  # set_adapter re-enables grads: keep reward frozen
                 if f".{REWARD}." in name:
                     param.requires_grad_(False)
-        last = mask.shape[1] - 1 - mask.flip(1).long().argmax(1)  # last real token (left or right padding)
+        last = last_real_token(mask)
         return self.reward_head(hidden[torch.arange(len(ids)), last].float()).squeeze(-1)
+
+
+class SeparateRewardModel:
+    """`reward_model_type: full`: a second model (an `rm` run with full or freeze tuning, so its
+    output_dir holds whole weights + value head) that scores the sampled sequences."""
+
+    def __init__(self, path: str, tokenizer: Any) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from lf_models.value_head import ValueHeadModel
+
+        own = AutoTokenizer.from_pretrained(path)
+        if own.get_vocab() != tokenizer.get_vocab():
+            from lf_data.errors import ConfigError
+
+            raise ConfigError(f"reward_model {path!r} uses another tokenizer than the policy; train the reward model "
+                              "from the same base model, or serve it and use reward_model_type: api.")
+        self.model = ValueHeadModel(AutoModelForCausalLM.from_pretrained(path))
+        self.model.load_value_head(path)
+        self.model.eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def reward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        _, values = self.model(input_ids=ids, attention_mask=mask, position_ids=positions(mask))
+        return values[torch.arange(len(ids)), last_real_token(mask)].float()
+
+
+class ApiRewardModel:
+    """`reward_model_type: api`: texts POSTed to an `lf api` reward server's /v1/score/evaluation
+    (Bearer `API_KEY` from the environment when set)."""
+
+    def __init__(self, url: str, tokenizer: Any) -> None:
+        self.url = url.rstrip("/")
+        if not self.url.endswith("/v1/score/evaluation"):
+            self.url += "/v1/score/evaluation"
+        self.tokenizer = tokenizer
+
+    def texts(self, ids: torch.Tensor, mask: torch.Tensor) -> list[str]:
+        return [self.tokenizer.decode(row[m.bool()].tolist(), skip_special_tokens=False) for row, m in zip(ids, mask)]
+
+    def reward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        import os
+        import urllib.error
+        import urllib.request
+
+        body = json.dumps({"model": "reward", "messages": self.texts(ids, mask)}).encode()
+        headers = {"Content-Type": "application/json"}
+        if os.environ.get("API_KEY"):
+            headers["Authorization"] = f"Bearer {os.environ['API_KEY']}"
+        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                scores = json.loads(response.read())["scores"]
+        except (urllib.error.URLError, KeyError, ValueError) as err:
+            raise RuntimeError(f"reward server {self.url} did not answer with scores: {err}") from err
+        if len(scores) != len(ids):
+            raise RuntimeError(f"reward server {self.url} returned {len(scores)} scores for {len(ids)} texts.")
+        return torch.tensor(scores, dtype=torch.float32)
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
@@ -100,7 +169,13 @@ def run_ppo(model: Any, tokenizer: Any, data: Any, plan: Any, callbacks: list) -
         from lf_data.errors import ConfigError
 
         raise ConfigError("stage ppo needs reward_model: the output_dir of an `lf train stage=rm` run.")
-    shared = SharedRLHFModel(model, t.reward_model)
+    shared = SharedRLHFModel(model, t.reward_model if t.reward_model_type == "lora" else None)
+    if t.reward_model_type == "lora":
+        scorer: Any = shared
+    elif t.reward_model_type == "full":
+        scorer = SeparateRewardModel(t.reward_model, tokenizer)
+    else:
+        scorer = ApiRewardModel(t.reward_model, tokenizer)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.learning_rate)
     prompts = data.train_dataset["input_ids"]
     batch_size, output_dir = args.per_device_train_batch_size, Path(args.output_dir)
@@ -118,7 +193,7 @@ def run_ppo(model: Any, tokenizer: Any, data: Any, plan: Any, callbacks: list) -
         ended = (response == tokenizer.eos_token_id).long().cumsum(1)
         response_mask = ((ended == 0) | ((ended == 1) & (response == tokenizer.eos_token_id))).long()
         mask = torch.cat([query_mask, response_mask], dim=1)
-        scores = shared.reward(sequences, mask)
+        scores = scorer.reward(sequences, mask)
         with torch.no_grad():
             logits, values = shared.policy(sequences, mask)
             old_logps = token_logps(logits, sequences)
