@@ -127,7 +127,7 @@ class ApiRewardModel:
         self.tokenizer = tokenizer
 
     def texts(self, ids: torch.Tensor, mask: torch.Tensor) -> list[str]:
-        return [self.tokenizer.decode(row[m.bool()].tolist(), skip_special_tokens=False) for row, m in zip(ids, mask)]
+        return [self.tokenizer.decode(row[m.bool()].tolist(), skip_special_tokens=False) for row, m in zip(ids, mask, strict=True)]
 
     def reward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         import os
