@@ -195,3 +195,23 @@ def test_impossible_optimizer_and_sharding_choices_are_refused(change, message, 
     assert lf(["train", str(write_config(**base_config))]) != 0
     assert message in capsys.readouterr().err
     assert not Path(base_config["output_dir"]).exists()
+
+
+def test_muon_trains_and_resumes_exactly(base_config, write_config, tmp_path):
+    from safetensors.torch import load_file
+
+    base_config.update(max_steps=12, save_steps=6, learning_rate=2e-2, finetuning_type="full", use_muon=True)
+    straight, crashed = tmp_path / "straight", tmp_path / "crashed"
+    for out in (straight, crashed):
+        assert lf(["train", str(write_config(**base_config)), f"output_dir={out}"]) == 0
+    seen = losses(straight)
+    assert sum(seen[-3:]) / 3 < 0.6 * sum(seen[:3]) / 3, seen
+    state = torch.load(straight / "checkpoint-12" / "optimizer.pt", weights_only=True)
+    assert set(state) == {"muon", "adamw"} and state["muon"]["state"]  # Muon's momentum is checkpointed
+    for path in crashed.iterdir():  # what a crash after step 6 leaves
+        if path.name not in ("checkpoint-6", "lf_config.yaml", "trainer_log.jsonl"):
+            __import__("shutil").rmtree(path) if path.is_dir() else path.unlink()
+    assert lf(["train", str(write_config(**base_config)), f"output_dir={crashed}"]) == 0
+    a, b = load_file(straight / "model.safetensors"), load_file(crashed / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)

@@ -52,6 +52,8 @@ class TrainArguments:
     """BAdam ratio mode: contiguous (`adjacent`) or random (`scatter`) entries."""
     badam_verbose: int = 0
     """BAdam: 1 or 2 prints which blocks train."""
+    use_muon: bool = False
+    """Muon (torch.optim.Muon) for the hidden weight matrices, AdamW for embeddings, head, norms and biases."""
     reward_model: str | None = None
     """ppo: output_dir of an `rm` run; its adapter and value head score answers on the shared base."""
     reward_model_type: Literal["lora", "full", "api"] = "lora"
@@ -106,8 +108,8 @@ class TrainArguments:
             raise ConfigError(f"badam_switch_interval={self.badam_switch_interval} must be at least 1.")
         if not 0.0 < self.badam_update_ratio <= 1.0:
             raise ConfigError(f"badam_update_ratio={self.badam_update_ratio} must be in (0, 1].")
-        if self.use_badam and self.use_galore:
-            raise ConfigError("use_badam and use_galore both choose the optimizer; pick one.")
+        if sum((self.use_badam, self.use_galore, self.use_muon)) > 1:
+            raise ConfigError("use_badam, use_galore and use_muon each choose the optimizer; pick one.")
         if self.pref_beta <= 0:
             raise ConfigError(f"pref_beta={self.pref_beta} must be positive.")
         if not 0.0 <= self.dpo_label_smoothing < 0.5:

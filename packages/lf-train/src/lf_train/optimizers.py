@@ -68,3 +68,66 @@ def badam_optimizer(model: Any, training_args: Any, train_args: Any) -> torch.op
                                         lr=training_args.learning_rate, betas=betas, eps=training_args.adam_epsilon)
     logger.info("BAdam: %s mode, switching every %d steps", train_args.badam_mode, train_args.badam_switch_interval)
     return optimizer
+
+
+class MuonWithAdamW(torch.optim.Optimizer):
+    """Muon for the hidden weight matrices, AdamW for everything else, stepped as one optimizer.
+
+    Muon orthogonalises each 2-D update with a few Newton-Schulz iterations and keeps one momentum
+    buffer (half of Adam's state); embeddings, the output head, norms and biases stay on AdamW,
+    as Muon's authors recommend. The learning-rate scheduler sees both optimizers' groups.
+    """
+
+    def __init__(self, muon: torch.optim.Optimizer, adamw: torch.optim.Optimizer) -> None:
+        self.parts = [muon, adamw]
+        super().__init__([{"params": []}], {})
+        self.param_groups = muon.param_groups + adamw.param_groups
+
+    @property
+    def state(self):  # type: ignore[override]
+        return {**self.parts[0].state, **self.parts[1].state}
+
+    @state.setter
+    def state(self, value: Any) -> None:  # Optimizer.__init__ assigns it
+        pass
+
+    def step(self, closure: Any = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for part in self.parts:
+            part.step()
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for part in self.parts:
+            part.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"muon": self.parts[0].state_dict(), "adamw": self.parts[1].state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.parts[0].load_state_dict(state_dict["muon"])
+        self.parts[1].load_state_dict(state_dict["adamw"])
+
+
+def muon_optimizer(model: Any, training_args: Any) -> torch.optim.Optimizer:
+    hidden, other = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        is_matrix = param.ndim == 2 and "embed" not in name and "lm_head" not in name and "v_head" not in name
+        (hidden if is_matrix else other).append((name, param))
+    if not hidden:
+        from lf_data.errors import ConfigError
+
+        raise ConfigError("use_muon found no trainable weight matrices (it skips embeddings and the output head).")
+    lr, decay = training_args.learning_rate, training_args.weight_decay
+    muon = torch.optim.Muon([p for _, p in hidden], lr=lr, weight_decay=decay, adjust_lr_fn="match_rms_adamw")
+    groups = [{"params": [p for n, p in other if _decays(n, p)], "weight_decay": decay},
+              {"params": [p for n, p in other if not _decays(n, p)], "weight_decay": 0.0}]
+    adamw = torch.optim.AdamW(groups, lr=lr, betas=(training_args.adam_beta1, training_args.adam_beta2),
+                              eps=training_args.adam_epsilon)
+    logger.info("Muon: %d weight matrices on Muon, %d other tensors on AdamW", len(hidden), len(other))
+    return MuonWithAdamW(muon, adamw)

@@ -97,6 +97,8 @@ def parse_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:
             import badam  # noqa: F401
         except ImportError:
             raise ConfigError("use_badam needs the badam package: pip install 'lf-train[badam]'.") from None
+    if train.use_muon and "optim" in config:
+        raise ConfigError("use_muon chooses the optimizer itself; remove `optim`.")
     wants_fsdp = config.get("fsdp") or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
     if wants_fsdp and not _has_accelerator():
         raise ConfigError("FSDP shards a model over GPUs; on a CPU accelerate would run it as plain DDP. Use "

@@ -6,13 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from lf_train.checkpoints import atomic_checkpoints
-from lf_train.optimizers import badam_optimizer, loraplus_optimizer
+from lf_train.optimizers import badam_optimizer, loraplus_optimizer, muon_optimizer
 
 
 def custom_optimizer(model: Any, plan: Any) -> Any:
-    """LoRA+ or BAdam when asked for; None lets the Trainer build the one `optim` names."""
+    """LoRA+, BAdam or Muon when asked for; None lets the Trainer build the one `optim` names."""
     if plan.train.use_badam:
         return badam_optimizer(model, plan.training_args, plan.train)
+    if plan.train.use_muon:
+        return muon_optimizer(model, plan.training_args)
     ratio = plan.finetuning.loraplus_lr_ratio
     return loraplus_optimizer(model, plan.training_args, ratio) if ratio else None
 
