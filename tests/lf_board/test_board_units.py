@@ -366,3 +366,24 @@ def test_lf_board_command_is_registered():
     result = subprocess.run([sys.executable, "-m", "lf_data.cli", "board", "--auth", "nopassword"],
                             capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 2 and "USER:PASSWORD" in result.stderr
+
+
+def test_evaluate_tab_runs_lf_eval_and_shows_its_results(tmp_path, tiny_llama, data_dir):
+    """What the Evaluate tab's Start does, end to end: its config, lf eval's own checks, the job,
+    and the table read back from what `lf eval` wrote."""
+    from lf_board.chat_tab import engine_config
+    from lf_board.eval_tab import check_eval, eval_config, results_table
+
+    save_dir = tmp_path / "evals" / "predict"
+    config = eval_config(engine_config(str(tiny_llama), tmp_path, template="chatml"), "predict", save_dir,
+                         task_dir="evaluation", n_shot=0, dataset=["identity"], dataset_dir=str(data_dir),
+                         max_samples=4, batch_size=4, max_new_tokens=8)
+    check_eval(config)
+    job = jobs.launch(tmp_path / "job", "eval", config)
+    wait_for(lambda: job.state() in ("done", "failed"), timeout=300)
+    assert job.state() == "done", jobs.read_console(job)
+    headers, rows = results_table(save_dir)
+    assert headers == ["metric", "value"]
+    metrics = dict(rows)
+    assert metrics["predict_samples"] == 4 and 0 <= metrics["predict_rouge-l"] <= 100
+    assert len((save_dir / "generated_predictions.jsonl").read_text().splitlines()) == 4
