@@ -18,14 +18,16 @@ WEATHER_CALL = {"name": "get_weather", "arguments": {"city": "Paris"}}
 WEATHER_RESULT = '{"sky": "sunny"}'
 WEATHER_ANSWER = "It is sunny in Paris."
 IDENTITY_Q, IDENTITY_A = "Who are you?", "I am Lumen, made by the LF team."
-STEPS = 80
+MAX_STEPS, SURE = 150, 0.9
 
 
 @pytest.fixture(scope="session")
 def tool_model(tmp_path_factory, tiny_llama, tiny_tokenizer) -> Path:
     """The tiny Llama trained (in seconds) to call get_weather, answer from the tool's result and say
     who it is, with the chatml template (the default JSON tool format): a real model that produces
-    real tool calls."""
+    real tool calls. Training stops as soon as every answer token is the model's choice with
+    probability > SURE (about 30 steps), so greedy decoding reproduces the answers exactly, with a
+    margin that left padding and batching cannot flip."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -52,11 +54,21 @@ def tool_model(tmp_path_factory, tiny_llama, tiny_tokenizer) -> Path:
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_llama)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(STEPS):
-        model(input_ids=input_ids, attention_mask=mask, labels=labels).loss.backward()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-2)
+    targets = labels[:, 1:]
+    scored = targets != -100
+    for _ in range(MAX_STEPS):
+        out = model(input_ids=input_ids, attention_mask=mask, labels=labels)
+        with torch.no_grad():
+            chosen = out.logits[:, :-1].softmax(-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        if chosen[scored].min() > SURE:
+            break
+        out.loss.backward()
         optimizer.step()
         optimizer.zero_grad()
+    else:
+        raise AssertionError(f"the tool model did not learn its answers in {MAX_STEPS} steps "
+                             f"(least sure answer token: p={float(chosen[scored].min()):.3f})")
     path = tmp_path_factory.mktemp("tool-model")
     model.save_pretrained(path)
     tiny_tokenizer.save_pretrained(path)

@@ -10,6 +10,8 @@ import httpx
 import pytest
 from conftest import IDENTITY_A, IDENTITY_Q, TOOLS, WEATHER_ANSWER, WEATHER_Q, WEATHER_RESULT
 
+from lf_serve import RequestError
+
 openai = pytest.importorskip("openai")
 
 
@@ -134,6 +136,43 @@ def test_tool_choice_none_leaves_the_text(client):
     reply = client.chat.completions.create(model="lumen", messages=[{"role": "user", "content": WEATHER_Q}],
                                            tools=TOOLS, tool_choice="none", temperature=0, max_tokens=8)
     assert reply.choices[0].message.tool_calls is None
+
+
+def test_tool_choice_required_and_named_write_the_call_opening(client, tool_engine):
+    """`required` and a named function write the tool format's call opening after the generation prompt
+    (with the name when it is known: one tool, or named), and the reply is that opening plus the model's
+    continuation, parsed as a call. (The tiny model only completes calls it memorised; the bundled
+    SmolLM2 test shows a real model answering in text under auto and calling when forced.)"""
+    weather = [{"role": "user", "content": WEATHER_Q}]
+    named = '{"name": "get_weather", "arguments":'
+    two_tools = TOOLS + [{"type": "function", "function": {"name": "now", "parameters": {"type": "object"}}}]
+    for tools, choice, opening in [(two_tools, "required", '{"name":'), (TOOLS, "required", named),
+                                   (TOOLS, {"name": "get_weather"}, named)]:
+        tool_choice = choice if isinstance(choice, str) else {"type": "function", "function": choice}
+        request = tool_engine.chat_request(weather, tools=json.dumps(tools), tool_choice=tool_choice)
+        opening_ids = tool_engine.tokenizer.encode(opening, add_special_tokens=False)
+        assert request.prompt_ids == tool_engine.encode_chat(weather, tools=json.dumps(tools)) + opening_ids
+        if tools is two_tools:  # a prompt the tiny model never saw: only the opening is certain
+            assert tool_engine.run(request)[0].text.startswith(opening)
+            continue
+        reply = client.chat.completions.create(model="lumen", messages=weather, tools=tools, temperature=0,
+                                               tool_choice=tool_choice)
+        assert reply.choices[0].finish_reason == "tool_calls"
+        (call,) = reply.choices[0].message.tool_calls  # the opening is not repeated or lost
+        assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
+        assert reply.usage.prompt_tokens == len(request.prompt_ids)  # the opening counts as prompt
+    identity = [{"role": "user", "content": IDENTITY_Q}]
+    (text,) = tool_engine.chat(identity, tools=json.dumps(TOOLS), temperature=0, max_tokens=8)
+    (forced,) = tool_engine.chat(identity, tools=json.dumps(TOOLS), tool_choice="required", temperature=0,
+                                 max_tokens=8)
+    assert not text.text.startswith("{") and forced.text.startswith(named)
+    streamed = "".join(tool_engine.stream_chat(identity, tools=json.dumps(TOOLS), tool_choice="required",
+                                               temperature=0, max_tokens=8))
+    assert streamed == forced.text
+    with pytest.raises(openai.BadRequestError, match="no tools"):
+        client.chat.completions.create(model="lumen", messages=identity, tool_choice="required")
+    with pytest.raises(RequestError, match="not among the tools"):
+        tool_engine.chat(identity, tools=json.dumps(TOOLS), tool_choice={"type": "function", "function": {"name": "x"}})
 
 
 def test_completions_endpoint(client, tool_engine):

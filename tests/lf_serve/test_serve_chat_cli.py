@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 
 import yaml
 from conftest import IDENTITY_A, IDENTITY_Q
 
+from lf_data.cli import main
 from lf_serve.chat_cli import chat_loop
 
 
-def test_lf_chat_query_answers_and_exits(tool_model, tmp_path):
+def test_lf_chat_query_answers_and_exits(tool_model, tmp_path, capsys):
+    """`lf chat CONFIG --query Q key=value` through the `lf` entry point (in-process: a subprocess would
+    spend ~10 s importing torch again); stdout carries the answer alone, logs go to stderr."""
     config = tmp_path / "chat.yaml"
     config.write_text(yaml.safe_dump({"model_name_or_path": str(tool_model), "template": "chatml",
-                                      "temperature": 0, "max_new_tokens": 32}))
-    done = subprocess.run([sys.executable, "-m", "lf_data.cli", "chat", str(config), "--query", IDENTITY_Q],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == IDENTITY_A
+                                      "temperature": 0.7, "max_new_tokens": 32}))
+    assert main(["chat", str(config), "--query", IDENTITY_Q, "temperature=0"]) == 0
+    out = capsys.readouterr().out
+    assert out == IDENTITY_A + "\n"
+    assert main(["chat", str(config), "--query", IDENTITY_Q, "--no-stream", "temperature=0", "max_new_tokens=3"]) == 0
+    short = capsys.readouterr().out.strip()
+    assert short and IDENTITY_A.startswith(short) and short != IDENTITY_A
+    assert main(["chat", str(config), "temprature=0"]) == 1
+    assert "Did you mean 'temperature'" in capsys.readouterr().err
 
 
 class Recorder:

@@ -11,7 +11,7 @@ import yaml
 from lf_data.errors import ConfigError
 from lf_serve import RequestError, load_engine
 from lf_serve.decoding import RowDecoder
-from lf_serve.tool_calls import parse_tool_calls
+from lf_serve.tool_calls import forced_call_prefix, parse_tool_calls
 
 USER = [{"role": "user", "content": "Who are you?"}]
 
@@ -111,6 +111,22 @@ def test_tool_call_text_of_every_format_parses_back():
         assert parse_tool_calls(fmt.call_text(expected), name) == expected, name
         assert parse_tool_calls("The capital of France is Paris.", name) is None, name
     assert parse_tool_calls('Call {"name": "x", "arguments": {}} now', "default") is None
+
+
+def test_forced_call_openings_are_the_start_of_each_formats_call_text():
+    """tool_choice writes these openings after the generation prompt; each is exactly how that format's
+    call text begins (trailing spaces left to the model), and GLM-4 can only force a named call."""
+    from lf_data.templates import TOOL_FORMATS
+
+    call = [{"name": "get_weather", "arguments": {"city": "Paris"}}]
+    for name, fmt in TOOL_FORMATS.items():
+        text = fmt.call_text(call)
+        named = forced_call_prefix(name, "get_weather")
+        assert text.startswith(named) and "get_weather" in named and "Paris" not in named, name
+        anyone = forced_call_prefix(name)
+        assert anyone is None if name == "glm4" else (text.startswith(anyone) and "get_weather" not in anyone), name
+    assert forced_call_prefix("qwen") == '<tool_call>\n{"name":'
+    assert forced_call_prefix(None) is None  # template: auto, no known format: treated as auto
 
 
 def test_config_errors_before_loading(tiny_llama):

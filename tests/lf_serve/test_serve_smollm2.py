@@ -3,6 +3,7 @@ greedy, it knows the capital of France. The inference examples parse as valid co
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -45,5 +46,19 @@ def test_smollm2_answers_paris_through_the_openai_client(tmp_path_factory, monke
                                                       temperature=0, stream=True)
             text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
             assert text == reply.choices[0].message.content
+
+            # tools: left to itself the model answers in text; tool_choice=required makes it call the tool
+            tools = [{"type": "function", "function": {
+                "name": "get_weather", "description": "Current weather of a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+            weather = [{"role": "user", "content": "What is the weather in Paris?"}]
+            auto = client.chat.completions.create(model="smollm2-135m-instruct", messages=weather, tools=tools,
+                                                  temperature=0, max_tokens=12)
+            assert auto.choices[0].message.tool_calls is None and auto.choices[0].message.content
+            forced = client.chat.completions.create(model="smollm2-135m-instruct", messages=weather, tools=tools,
+                                                    temperature=0, tool_choice="required")
+            assert forced.choices[0].finish_reason == "tool_calls"
+            (call,) = forced.choices[0].message.tool_calls
+            assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
     finally:
         engine.close()

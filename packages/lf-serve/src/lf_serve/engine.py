@@ -59,7 +59,11 @@ class GenerationRequest:
     sampling: Sampling
     skip_special_tokens: bool = True
     images: list = field(default_factory=list)
+    image_tensors: dict[str, Any] | None = None
+    """What the model's image processor made of `images` (pixel values, patch grids), for VLMs."""
     prompt_text: str | None = None
+    answer_prefix: str = ""
+    """Text already written at the start of every answer (part of the prompt ids): a forced tool call's opening."""
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
@@ -87,6 +91,8 @@ class ChatEngine:
     max_model_len: int
     model_name: str
     tool_format: str | None
+    vision: Any = None
+    """lf_serve.vision.ImageInputs when the model takes images (a VLM on an engine that feeds them)."""
 
     # -- the primitive ------------------------------------------------------------------------------
     def _start(self, request: GenerationRequest, sink: Sink) -> None:
@@ -94,6 +100,13 @@ class ChatEngine:
 
     def close(self) -> None:
         """Stop background workers (engines that have none need not override this)."""
+
+    def _submit(self, request: GenerationRequest, sink: Sink) -> None:
+        """`_start`, after reporting the answer prefix (text the prompt already holds) of every row."""
+        if request.answer_prefix:
+            for index in range(request.n):
+                sink(Event(index=index, text=request.answer_prefix))
+        self._start(request, sink)
 
     # -- building requests --------------------------------------------------------------------------
     def standard_messages(self, messages: list[dict[str, Any]], system: str | None) -> tuple[list[dict[str, str]], str | None]:
@@ -131,10 +144,16 @@ class ChatEngine:
         return out, system
 
     def encode_chat(self, messages: list[dict[str, Any]], system: str | None = None,
-                    tools: str | list | None = None) -> list[int]:
+                    tools: str | list | None = None, image_count: int = 0) -> list[int]:
+        """The template's prompt ids; with images, each sits where its `<image>` placeholder is (one
+        model image marker each, expanded later by `vision.expand`)."""
         from lf_data.errors import DataError
 
         standard, system = self.standard_messages(messages, system)
+        if image_count:
+            from lf_serve.vision import place_images
+
+            standard = place_images(standard, image_count, self.vision.format.marker)
         try:
             return self.template.encode_prompt(self.tokenizer, standard, system, tools or None,
                                                enable_thinking=self.plan.data.enable_thinking)
@@ -191,14 +210,57 @@ class ChatEngine:
                                  images=list(images or []))
 
     def check_images(self, images: list | None) -> None:
-        if images:
-            raise UnsupportedError(f"model {self.model_name!r} does not take images; serve a vision-language model "
-                                   "to send images.", "messages")
+        if images and self.vision is None:
+            from lf_serve.vision import VISION_FORMATS
+
+            raise UnsupportedError(
+                f"model {self.model_name!r} does not take images; serve a vision-language model "
+                f"({', '.join(VISION_FORMATS)}) with infer_backend: huggingface to send images.", "messages")
+
+    def forced_prefix(self, tools: str | list | None, tool_choice: str | dict | None) -> str | None:
+        """The answer opening that makes the model call a tool: a named function ({"type": "function",
+        "function": {"name"}}) or `required`, which names the tool when there is only one; None for auto
+        (and where the tool format has no fixed opening, see `forced_call_prefix`)."""
+        from lf_data.errors import DataError
+        from lf_data.templates.tools import parse_tools
+        from lf_serve.tool_calls import forced_call_prefix
+
+        if tool_choice in (None, "auto", "none"):
+            return None
+        if not tools:
+            raise RequestError("tool_choice asks for a tool call but no tools were given.", "tool_choice")
+        try:
+            names = [f.get("name") for f in parse_tools(tools) if isinstance(f, dict)]
+        except DataError as err:
+            raise RequestError(str(err), "tools") from None
+        if tool_choice == "required":
+            only = names[0] if len(names) == 1 and isinstance(names[0], str) and names[0] else None
+            return forced_call_prefix(self.tool_format, only)
+        function = tool_choice.get("function") if isinstance(tool_choice, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(name, str) or not name:
+            raise RequestError('tool_choice must be "none", "auto", "required" or {"type": "function", '
+                               '"function": {"name": ...}}.', "tool_choice")
+        if name not in names:
+            raise RequestError(f"tool_choice names {name!r}, which is not among the tools.", "tool_choice")
+        return forced_call_prefix(self.tool_format, name)
 
     def chat_request(self, messages: list[dict[str, Any]], system: str | None = None, tools: str | list | None = None,
-                     images: list | None = None, **overrides: Any) -> GenerationRequest:
+                     images: list | None = None, tool_choice: str | dict | None = None,
+                     **overrides: Any) -> GenerationRequest:
+        images = list(images or [])
         self.check_images(images)
-        return self.make_request(self.encode_chat(messages, system, tools), images, **overrides)
+        tools = None if tool_choice == "none" else tools
+        ids = self.encode_chat(messages, system, tools, len(images))
+        tensors = None
+        if self.vision is not None:
+            ids, tensors = self.vision.expand(ids, images)
+        prefix = self.forced_prefix(tools, tool_choice) or ""
+        if prefix:
+            ids = ids + self.tokenizer.encode(prefix, add_special_tokens=False)
+        request = self.make_request(ids, images, **overrides)
+        request.image_tensors, request.answer_prefix = tensors, prefix
+        return request
 
     def completion_request(self, prompt: str, **overrides: Any) -> GenerationRequest:
         if not isinstance(prompt, str) or not prompt:
@@ -211,7 +273,7 @@ class ChatEngine:
     def stream_events(self, request: GenerationRequest) -> Iterator[Event]:
         """Events of one request as they come (sync); closing the iterator cancels the request."""
         events: queue.Queue[Event] = queue.Queue()
-        self._start(request, events.put)
+        self._submit(request, events.put)
         open_rows = request.n
         try:
             while open_rows:
@@ -232,7 +294,7 @@ class ChatEngine:
         def sink(event: Event) -> None:
             loop.call_soon_threadsafe(events.put_nowait, event)
 
-        self._start(request, sink)
+        self._submit(request, sink)
         open_rows = request.n
         try:
             while open_rows:
@@ -269,11 +331,13 @@ class ChatEngine:
     def chat(self, messages: list[dict[str, Any]], system: str | None = None, tools: str | list | None = None,
              images: list | None = None, **gen_overrides: Any) -> list[Response]:
         """n answers to a conversation (n = num_return_sequences / the `n` override)."""
-        return self.run(self.chat_request(messages, system, tools, images, **gen_overrides), tools)
+        parse = None if gen_overrides.get("tool_choice") == "none" else tools
+        return self.run(self.chat_request(messages, system, tools, images, **gen_overrides), parse)
 
     async def achat(self, messages: list[dict[str, Any]], system: str | None = None, tools: str | list | None = None,
                     images: list | None = None, **gen_overrides: Any) -> list[Response]:
-        return await self.arun(self.chat_request(messages, system, tools, images, **gen_overrides), tools)
+        parse = None if gen_overrides.get("tool_choice") == "none" else tools
+        return await self.arun(self.chat_request(messages, system, tools, images, **gen_overrides), parse)
 
     def stream_chat(self, messages: list[dict[str, Any]], system: str | None = None, tools: str | list | None = None,
                     images: list | None = None, **gen_overrides: Any) -> Iterator[str]:
@@ -297,7 +361,7 @@ class ChatEngine:
         requests = [self.chat_request(c, system, **{**gen_overrides, "n": 1}) for c in conversations]
         events: queue.Queue[tuple[int, Event]] = queue.Queue()
         for i, request in enumerate(requests):
-            self._start(request, lambda event, i=i: events.put((i, event)))
+            self._submit(request, lambda event, i=i: events.put((i, event)))
         collected: list[list[Event]] = [[] for _ in requests]
         open_rows = len(requests)
         while open_rows:

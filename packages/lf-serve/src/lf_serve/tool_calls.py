@@ -106,3 +106,20 @@ def to_openai_tool_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                  "arguments": arguments if isinstance(arguments, str)
                                  else json.dumps(arguments, ensure_ascii=False)}})
     return out
+
+
+def forced_call_prefix(tool_format: str | None, name: str | None = None) -> str | None:
+    """The text every tool-calling reply in `tool_format` starts with (with `name`: a call of that tool),
+    written after the generation prompt so the model can only go on with a call (`tool_choice: required`
+    or a named function). None where no fixed opening exists: GLM-4 replies start with the bare tool
+    name, so only a named call can be forced there; the tokenizer's own template (`template: auto`) has
+    no known format. Trailing whitespace is left to the model: byte-level BPE joins it to the next word."""
+    if tool_format is None:
+        return None
+    fmt = TOOL_FORMATS[tool_format]
+    text = fmt.call_prefix + fmt.per_call
+    if name is not None:
+        text = text.replace("{name_json}", json.dumps(name, ensure_ascii=False)).replace("{name}", name)
+    slot = re.search(r"\{(name|name_json|args)\}", text)
+    prefix = (text[:slot.start()] if slot else text).rstrip()
+    return prefix or None

@@ -32,6 +32,7 @@ from lf_serve.api.protocol import (
     ErrorResponse,
     ModelCard,
     ModelList,
+    NamedToolChoice,
     ResponseMessage,
     ScoreRequest,
     ScoreResponse,
@@ -42,6 +43,7 @@ from lf_serve.engine import ChatEngine, Response
 from lf_serve.errors import RequestError
 from lf_serve.images import ImagePolicy, load_image
 from lf_serve.tool_calls import to_openai_tool_calls
+from lf_serve.vision import IMAGE_PLACEHOLDER
 
 logger = logging.getLogger(__name__)
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413)}
@@ -176,8 +178,9 @@ def create_app(engine: ChatEngine, api_key: str | None = None, max_body_bytes: i
         messages, system, images = convert_messages(body.messages, policy)
         tools = chosen_tools(body)
         max_tokens = body.max_completion_tokens or body.max_tokens
+        choice = body.tool_choice.model_dump() if isinstance(body.tool_choice, NamedToolChoice) else body.tool_choice
         request = engine.chat_request(messages, system, json.dumps(tools) if tools else None, images,
-                                      **sampling_overrides(body, max_tokens))
+                                      tool_choice=choice, **sampling_overrides(body, max_tokens))
         reply_id, now = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -224,8 +227,8 @@ def create_app(engine: ChatEngine, api_key: str | None = None, max_body_bytes: i
 
 # -- request conversion -------------------------------------------------------------------------------
 def convert_messages(messages: list[ChatMessage], policy: ImagePolicy) -> tuple[list[dict[str, str]], str | None, list]:
-    """OpenAI messages -> (engine messages, system prompt, images): content parts flattened, images
-    loaded under the policy, assistant tool calls written as LF function messages."""
+    """OpenAI messages -> (engine messages, system prompt, images): content parts flattened (an `<image>`
+    placeholder where each image was), images loaded under the policy, assistant tool calls written as LF function messages."""
     out, system, images = [], None, []
     for i, message in enumerate(messages):
         text = ""
@@ -237,12 +240,15 @@ def convert_messages(messages: list[ChatMessage], policy: ImagePolicy) -> tuple[
                     text += part.text or ""
                 elif part.image_url is not None:
                     images.append(load_image(part.image_url.url, policy))
+                    text += IMAGE_PLACEHOLDER  # the image sits here in the prompt (lf_serve.vision)
                 else:
                     raise RequestError(f"messages[{i}]: an image_url part needs image_url.url.", "messages")
         role = "system" if message.role == "developer" else message.role
         if role == "system":
             if i != 0:
                 raise RequestError(f"messages[{i}]: a system message may only come first.", "messages")
+            if images:
+                raise RequestError(f"messages[{i}]: images go in user messages, not in the system prompt.", "messages")
             system = text
             continue
         if role == "assistant" and message.tool_calls:

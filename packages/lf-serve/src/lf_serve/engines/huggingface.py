@@ -79,6 +79,10 @@ class HuggingfaceEngine(ChatEngine):
         self.lm = model.pretrained_model if plan.infer.stage == "rm" else model
         self.device = next(model.parameters()).device
         self.max_model_len = context_length(self.lm.config, self.tokenizer)
+        from lf_serve.vision import load_image_inputs
+
+        adapters = list(reversed(plan.model.adapter_name_or_path or []))
+        self.vision = load_image_inputs(self.lm.config, self.tokenizer, [*adapters, setup.source.path])
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
         self.generate_calls = 0
         """How many batched generate calls ran (tests check that concurrent requests share them)."""
@@ -210,6 +214,9 @@ class HuggingfaceEngine(ChatEngine):
             input_ids, attention = input_ids[:1], attention[:1]  # beams batch alone: one prompt, n best beams
         else:
             options["stopping_criteria"] = StoppingCriteriaList([RowStops()])
+        if batch[0].request.image_tensors is not None:  # a batch is all image requests or none (_batch_key)
+            options.update(self.vision.model_inputs(input_ids, [job.request.image_tensors
+                                                                for job, _ in rows[:len(input_ids)]], self.device))
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
             if torch.cuda.is_available():

@@ -110,9 +110,7 @@ class VllmEngine(ChatEngine):
         sent = [0] * request.n
         finished = [False] * request.n
         try:
-            prompt: dict[str, Any] = {"prompt_token_ids": request.prompt_ids}
-            if request.images:
-                prompt["multi_modal_data"] = {"image": request.images}
+            prompt: dict[str, Any] = {"prompt_token_ids": request.prompt_ids}  # no images: `vision` is None here
             stream = self.engine.generate(prompt, self.sampling_params(request), request_id,
                                           lora_request=self.lora_request)
             async for output in stream:
