@@ -83,6 +83,8 @@ def main() -> int:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--test-samples", type=int, default=0, help="score only the first N test rows (0: all)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--reuse-base", action="store_true", help="keep the base model's scores from an earlier run")
+    parser.add_argument("--reuse-adapter", action="store_true", help="keep the adapter of an earlier finished run")
     args = parser.parse_args()
     n_train, n_test = write_data(args.out)
     print(f"aclsum: {n_train} training rows, {n_test} test rows (papers x {len(ASPECTS)} aspects)")
@@ -91,13 +93,16 @@ def main() -> int:
                "cutoff_len=1024", f"max_new_tokens={args.max_new_tokens}", "batch_size=8", "overwrite_save_dir=true"]
     if args.test_samples:
         predict.append(f"max_samples={args.test_samples}")
-    run([*predict, f"save_dir={args.out / 'base'}"])
+    if not (args.reuse_base and (args.out / "base" / "predict_results.json").is_file()):
+        run([*predict, f"save_dir={args.out / 'base'}"])
     adapter = args.out / "adapter"
-    run(["train", *MODEL, "stage=sft", "finetuning_type=lora", "lora_target=all", "lora_rank=8", "lora_alpha=16",
-         "dataset=aclsum_train", f"dataset_dir={args.out / 'data'}", "cutoff_len=1024", f"output_dir={adapter}",
-         "overwrite_output_dir=true", "per_device_train_batch_size=8", f"learning_rate={args.learning_rate}",
-         f"num_train_epochs={args.epochs}", "lr_scheduler_type=cosine", "warmup_ratio=0.1", "logging_steps=5",
-         "save_steps=1000", "seed=42", "disable_tqdm=true"])
+    if not (args.reuse_adapter and (adapter / "train_results.json").is_file()):
+        run(["train", *MODEL, "stage=sft", "finetuning_type=lora", "lora_target=all", "lora_rank=8",
+             "lora_alpha=16", "dataset=aclsum_train", f"dataset_dir={args.out / 'data'}", "cutoff_len=1024",
+             f"output_dir={adapter}", "overwrite_output_dir=true", "per_device_train_batch_size=2",
+             "gradient_accumulation_steps=4", f"learning_rate={args.learning_rate}", f"num_train_epochs={args.epochs}",
+             "lr_scheduler_type=cosine", "warmup_ratio=0.1", "logging_steps=5", "save_steps=1000", "seed=42",
+             "disable_tqdm=true"])
     run([*predict, f"save_dir={args.out / 'tuned'}", f"adapter_name_or_path={adapter}"])
 
     base, tuned = (json.loads((args.out / name / "predict_results.json").read_text()) for name in ("base", "tuned"))
