@@ -4,20 +4,20 @@ tool, and a real uvicorn server on a free port for the official `openai` client.
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
+from serve_helpers import (  # noqa: F401 (re-exported for fixtures below)
+    IDENTITY_A,
+    IDENTITY_Q,
+    TOOLS,
+    WEATHER_ANSWER,
+    WEATHER_CALL,
+    WEATHER_Q,
+    WEATHER_RESULT,
+    Server,
+)
 
-TOOLS = [{"type": "function", "function": {
-    "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
-WEATHER_Q = "What is the weather in Paris?"
-WEATHER_CALL = {"name": "get_weather", "arguments": {"city": "Paris"}}
-WEATHER_RESULT = '{"sky": "sunny"}'
-WEATHER_ANSWER = "It is sunny in Paris."
-IDENTITY_Q, IDENTITY_A = "Who are you?", "I am Lumen, made by the LF team."
 MAX_STEPS, SURE = 150, 0.9
 
 
@@ -93,40 +93,6 @@ def tiny_engine(tiny_llama):
                           "max_new_tokens": 16, "served_model_name": "tiny"})
     yield engine
     engine.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """uvicorn serving an app on 127.0.0.1 in a background thread."""
-
-    def __init__(self, app) -> None:
-        import uvicorn
-
-        self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture(scope="session")

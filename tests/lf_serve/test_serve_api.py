@@ -8,7 +8,7 @@ import json
 
 import httpx
 import pytest
-from conftest import IDENTITY_A, IDENTITY_Q, TOOLS, WEATHER_ANSWER, WEATHER_Q, WEATHER_RESULT
+from serve_helpers import IDENTITY_A, IDENTITY_Q, TOOLS, WEATHER_ANSWER, WEATHER_Q, WEATHER_RESULT
 
 from lf_serve import RequestError
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 import yaml
-from conftest import IDENTITY_A, IDENTITY_Q
+from serve_helpers import IDENTITY_A, IDENTITY_Q
 
 from lf_data.cli import main
 from lf_serve.chat_cli import chat_loop

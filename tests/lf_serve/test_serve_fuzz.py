@@ -13,7 +13,7 @@ schemathesis = pytest.importorskip("schemathesis")
 @pytest.fixture
 def api_schema(tiny_engine):
     """The schema the running server publishes, fuzzed over a real socket (streaming included)."""
-    from conftest import Server
+    from serve_helpers import Server
 
     from lf_serve.api.app import create_app
 

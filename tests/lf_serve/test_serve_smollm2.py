@@ -27,7 +27,7 @@ def test_inference_examples_are_valid_configs(name, tmp_path):
 @pytest.mark.slow
 def test_smollm2_answers_paris_through_the_openai_client(tmp_path_factory, monkeypatch):
     openai = pytest.importorskip("openai")
-    from conftest import Server
+    from serve_helpers import Server
 
     from lf_serve import load_engine
     from lf_serve.api.app import create_app

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import Server
+from serve_helpers import Server
 
 from lf_serve import RequestError, load_engine
 from lf_serve.images import ImagePolicy, load_image
