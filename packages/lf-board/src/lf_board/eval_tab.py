@@ -75,7 +75,7 @@ def build(board: Board) -> None:
 
     from lf_board.chat_tab import engine_config
     from lf_board.data_preview import dataset_names
-    from lf_board.train_tab import message
+    from lf_board.train_tab import abort_folder_job, message
 
     L, runs = board.labels, board.runs
     with gr.Row():
@@ -128,12 +128,7 @@ def build(board: Board) -> None:
     start.click(on_start, [source, task, batch_size, dataset_dir, dataset, max_samples, max_new, task_dir, n_shot,
                            board.lang], [current, note])
 
-    def on_abort(folder: str, lang: str):
-        if folder and jobs.abort(jobs.Job(Path(folder))):
-            return message(lang, "msg.aborted", folder)
-        return message(lang, "msg.not_running", "", error=True)
-
-    stop.click(on_abort, [current, board.lang], note)
+    stop.click(abort_folder_job, [current, board.lang], note)
 
     def on_tick(folder: str, lang: str):
         if not folder:

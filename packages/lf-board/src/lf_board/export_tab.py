@@ -61,7 +61,7 @@ def exported_files(export_dir: Path) -> list[tuple[str, int]]:
 def build(board: Board) -> None:
     import gradio as gr
 
-    from lf_board.train_tab import message
+    from lf_board.train_tab import abort_folder_job, message
 
     L, runs = board.labels, board.runs
     with gr.Row():
@@ -121,12 +121,7 @@ def build(board: Board) -> None:
     start.click(on_start, [source, export_dir, export_format, gguf_type, dtype, size, overwrite, board.lang],
                 [current, note])
 
-    def on_abort(folder: str, lang: str):
-        if folder and jobs.abort(jobs.Job(Path(folder))):
-            return message(lang, "msg.aborted", folder)
-        return message(lang, "msg.not_running", "", error=True)
-
-    stop.click(on_abort, [current, board.lang], note)
+    stop.click(abort_folder_job, [current, board.lang], note)
 
     def on_tick(folder: str, lang: str):
         if not folder:

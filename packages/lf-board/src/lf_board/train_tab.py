@@ -43,6 +43,13 @@ def message(lang: str, key: str, detail: str = "", error: bool = False) -> str:
     return body + (f"\n\n```text\n{detail}\n```" if detail else "")
 
 
+def abort_folder_job(folder: str, lang: str) -> str:
+    """Abort the export or evaluation job started from the page (its job folder); the message to show."""
+    if folder and jobs.abort(jobs.Job(Path(folder))):
+        return message(lang, "msg.aborted", folder)
+    return message(lang, "msg.not_running", "", error=True)
+
+
 def _badam_supported() -> bool:
     from lf_train.args import TrainArguments
 
