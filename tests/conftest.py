@@ -138,3 +138,36 @@ def data_dir(tmp_path) -> Path:
     }
     (folder / "dataset_info.json").write_text(json.dumps(info, indent=2))
     return folder
+
+
+VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_vl(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    """A tiny random Qwen2-VL folder: the tiny tokenizer plus Qwen2-VL's vision tokens, and its image
+    processor (the PIL one: the full processor also wants torchvision for videos; images of 56x56 to
+    112x112 pixels give 4 to 16 image tokens)."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    path = tmp_path_factory.mktemp("tiny-qwen2-vl")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    tokenizer.add_tokens(VISION_TOKENS, special_tokens=True)
+    ids = dict(zip(["vision_start_token_id", "vision_end_token_id", "image_token_id", "video_token_id"],
+                   tokenizer.convert_tokens_to_ids(VISION_TOKENS), strict=True))
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                head_dim=8, max_position_embeddings=512, initializer_range=0.2, vocab_size=len(tokenizer),
+                pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]})
+    vision = dict(depth=2, embed_dim=32, hidden_size=32, num_heads=4, mlp_ratio=2, patch_size=14,
+                  spatial_merge_size=2, temporal_patch_size=2, initializer_range=0.2)
+    config = Qwen2VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False, **ids)
+    torch.manual_seed(0)
+    Qwen2VLForConditionalGeneration(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=112 * 112, patch_size=14, merge_size=2,
+                             temporal_patch_size=2).save_pretrained(path)
+    return path

@@ -16,7 +16,6 @@ from lf_serve import RequestError, load_engine
 from lf_serve.images import ImagePolicy, load_image
 
 openai = pytest.importorskip("openai")
-VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
 QUESTION = "What is in this picture?"
 
 
@@ -34,37 +33,8 @@ def data_url(image) -> str:
 
 
 @pytest.fixture(scope="module")
-def tiny_vlm(tmp_path_factory, tiny_tokenizer_dir) -> Path:
-    """A tiny random Qwen2-VL folder: the tiny tokenizer plus Qwen2-VL's vision tokens, and its image
-    processor (the PIL one; images of 56x56 to 112x112 pixels give 4 to 16 image tokens)."""
-    import torch
-    from transformers import AutoTokenizer, Qwen2VLConfig, Qwen2VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    path = tmp_path_factory.mktemp("tiny-qwen2-vl")
-    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
-    tokenizer.add_tokens(VISION_TOKENS, special_tokens=True)
-    ids = dict(zip(["vision_start_token_id", "vision_end_token_id", "image_token_id", "video_token_id"],
-                   tokenizer.convert_tokens_to_ids(VISION_TOKENS), strict=True))
-    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                head_dim=8, max_position_embeddings=512, initializer_range=0.2, vocab_size=len(tokenizer),
-                pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]})
-    vision = dict(depth=2, embed_dim=32, hidden_size=32, num_heads=4, mlp_ratio=2, patch_size=14,
-                  spatial_merge_size=2, temporal_patch_size=2, initializer_range=0.2)
-    config = Qwen2VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False, **ids)
-    torch.manual_seed(0)
-    Qwen2VLForConditionalGeneration(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=112 * 112, patch_size=14, merge_size=2,
-                             temporal_patch_size=2).save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def vlm_engine(tiny_vlm):
-    engine = load_engine({"model_name_or_path": str(tiny_vlm), "template": "qwen2_vl", "temperature": 0,
+def vlm_engine(tiny_qwen2_vl):
+    engine = load_engine({"model_name_or_path": str(tiny_qwen2_vl), "template": "qwen2_vl", "temperature": 0,
                           "max_new_tokens": 12, "batch_wait_ms": 150, "served_model_name": "tiny-vl"})
     yield engine
     engine.close()
@@ -92,7 +62,7 @@ def reference_answer(model_dir: Path, image, question: str, max_new_tokens: int 
     return tokenizer.decode(out[0, width:], skip_special_tokens=True), width
 
 
-def test_openai_client_image_reaches_the_vision_tower(vlm_engine, tiny_vlm):
+def test_openai_client_image_reaches_the_vision_tower(vlm_engine, tiny_qwen2_vl):
     import torch
     from transformers import AutoImageProcessor
 
@@ -114,11 +84,11 @@ def test_openai_client_image_reaches_the_vision_tower(vlm_engine, tiny_vlm):
 
             with_image = ask(image)
             assert len(seen) == 1
-            expected = AutoImageProcessor.from_pretrained(tiny_vlm)(images=[image], return_tensors="pt")
+            expected = AutoImageProcessor.from_pretrained(tiny_qwen2_vl)(images=[image], return_tensors="pt")
             assert torch.equal(seen[0][0], expected["pixel_values"])  # the vision tower got these pixels
             assert torch.equal(seen[0][1], expected["image_grid_thw"])
 
-            answer, prompt_tokens = reference_answer(tiny_vlm, image, QUESTION)
+            answer, prompt_tokens = reference_answer(tiny_qwen2_vl, image, QUESTION)
             assert with_image.choices[0].message.content == answer
             image_tokens = int(expected["image_grid_thw"].prod()) // 4  # 84x56 pixels: 6x4 patches, merged 2x2
             assert image_tokens == 6 and with_image.usage.prompt_tokens == prompt_tokens
@@ -126,7 +96,7 @@ def test_openai_client_image_reaches_the_vision_tower(vlm_engine, tiny_vlm):
             streamed = "".join(c.choices[0].delta.content or "" for c in ask(image, stream=True) if c.choices)
             assert streamed == answer
             other_answer = ask(other).choices[0].message.content
-            assert other_answer == reference_answer(tiny_vlm, other, QUESTION)[0]
+            assert other_answer == reference_answer(tiny_qwen2_vl, other, QUESTION)[0]
             assert other_answer != answer  # same question, another picture: another answer
             seen.clear()
             text_only = ask()
