@@ -254,12 +254,12 @@ def test_kto_never_pairs_a_row_with_its_own_answer(tmp_path, tiny_tokenizer):
     (tmp_path / "k.json").write_text(json.dumps([{"instruction": "q", "output": "a", "label": True},
                                                  {"instruction": "q2", "output": "b", "label": False}]))
     (tmp_path / "dataset_info.json").write_text(json.dumps({"k": {"file_name": "k.json", "columns": {"kto_tag": "label"}}}))
-    from lf_data.processors import PROCESSORS
     from lf_data.processors.base import Context
+    from lf_data.stages import DATA_STAGES
 
     batch = {"_prompt": [[{"role": "user", "content": "q"}]], "_response": [[{"role": "assistant", "content": "a"}]],
              "_system": [""], "_tools": [""], "_kto_tag": [True]}
-    out = PROCESSORS["kto"].tokenize(batch, Context(get_template("chatml"), tiny_tokenizer, 64))
+    out = DATA_STAGES["kto"].processor.tokenize(batch, Context(get_template("chatml"), tiny_tokenizer, 64))
     assert out["input_ids"] == [[]]  # alone in its batch: dropped, not paired with itself
     module = build_dataset(args(tmp_path, "k"), tiny_tokenizer, "kto")
     assert len(module.train_dataset) == 2

@@ -15,9 +15,10 @@ from lf_data.errors import ConfigError
 from lf_data.pipeline import DataReport, build_dataset
 from lf_data.processors import IGNORE_INDEX
 from lf_data.render import load_tokenizer
+from lf_data.run_folder import resolve_template
+from lf_data.stages import DATA_STAGES
 from lf_data.templates import Template, check_against_tokenizer, get_template
 
-LABEL_COLUMN = {"pt": "labels", "sft": "labels", "kto": "labels", "ppo": "labels"}
 BINS = (32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
 
 
@@ -40,9 +41,10 @@ class CheckResult:
 
 
 def _ids_and_labels(row: dict[str, Any], stage: str) -> tuple[list[int], list[int]]:
-    if stage in LABEL_COLUMN:
-        return row["input_ids"], row[LABEL_COLUMN[stage]] if stage != "ppo" else [IGNORE_INDEX] * len(row["input_ids"])
-    return row["chosen_input_ids"], row["chosen_labels"]
+    trained = DATA_STAGES[stage].trained
+    if trained is None:  # prompts only (ppo): nothing is trained on the data's tokens
+        return row["input_ids"], [IGNORE_INDEX] * len(row["input_ids"])
+    return row[trained[0]], row[trained[1]]
 
 
 def run_check(config: dict[str, Any]) -> CheckResult:
@@ -55,7 +57,7 @@ def run_check(config: dict[str, Any]) -> CheckResult:
         raise ConfigError("lf data check reads every row; set streaming: false to check the data.")
     data_args.skip_invalid = True  # collect every problem instead of stopping at the first
     tokenizer, default_template = load_tokenizer(config["model_name_or_path"], bool(config.get("trust_remote_code")))
-    template = get_template(data_args.template or default_template)
+    template = get_template(resolve_template(data_args.template, None, default_template))
     warning = check_against_tokenizer(template, tokenizer)  # before the template's own Jinja replaces it
     if isinstance(template, Template):
         tokenizer.chat_template = template.to_jinja()

@@ -1,8 +1,10 @@
 """One flat configuration: a YAML file plus ``key=value`` overrides, checked against typed sections.
 
 Each package owns a dataclass section (lf-data's ``DataArguments``, lf-models' ``ModelArguments``,
-...). ``parse_sections`` routes every key to the sections that declare it, coerces and checks its
-type, and refuses unknown keys with the closest valid name, all before anything expensive runs.
+...). ``parse_sections`` is the one path every command takes: it routes every key to the sections
+that declare it, coerces its type, checks its legal range (declared next to the field with
+``Annotated[int, Range(ge=1)]``, so a new field cannot forget it), and refuses unknown keys with the
+closest valid name, all before anything expensive runs.
 """
 
 from __future__ import annotations
@@ -13,14 +15,44 @@ import os
 import tempfile
 import types
 import typing
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
 from lf_data.errors import ConfigError
 
 T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The legal values of a number, declared on its field: ``Annotated[float, Range(gt=0)]``."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    hint: str = ""
+
+    def describe(self) -> str:
+        low = f"at least {self.ge:g}" if self.ge is not None else f"above {self.gt:g}" if self.gt is not None else ""
+        high = f"at most {self.le:g}" if self.le is not None else f"below {self.lt:g}" if self.lt is not None else ""
+        return " and ".join(part for part in (low, high) if part)
+
+    def check(self, key: str, value: Any) -> None:
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            return
+        if ((self.ge is not None and value < self.ge) or (self.gt is not None and value <= self.gt)
+                or (self.le is not None and value > self.le) or (self.lt is not None and value >= self.lt)):
+            raise ConfigError(f"{key}={value!r} must be {self.describe()}{'; ' + self.hint if self.hint else ''}.")
+
+
+Positive = Range(gt=0)
+AtLeastOne = Range(ge=1)
+NonNegative = Range(ge=0)
+Fraction = Range(ge=0, lt=1)
 
 
 def read_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> dict[str, Any]:
@@ -71,6 +103,13 @@ def _type_name(tp: Any) -> str:
 
 def _coerce(key: str, value: Any, tp: Any) -> Any:
     origin = get_origin(tp)
+    if origin is Annotated:
+        base, *extras = get_args(tp)
+        value = _coerce(key, value, base)
+        for extra in extras:
+            if isinstance(extra, Range):
+                extra.check(key, value)
+        return value
     if origin in (Union, types.UnionType):
         args = get_args(tp)
         if value is None and type(None) in args:
@@ -152,13 +191,22 @@ def unknown_keys_error(unknown: list[str], known: set[str], source: str = "",
     return ConfigError("\n  ".join(["several config keys are unknown:"] + lines))
 
 
-def build_section(section: type[T], config: dict[str, Any]) -> T:
-    """Build one section from the keys of ``config`` that it declares, with coerced types."""
-    hints = typing.get_type_hints(section)
+def coerce_section(section: type, config: dict[str, Any], ranges: dict[str, Range] | None = None) -> dict[str, Any]:
+    """The keys of ``config`` that ``section`` declares, typed and range-checked (``ranges`` adds
+    legal ranges to a section LF does not own, such as transformers' ``TrainingArguments``)."""
+    hints = typing.get_type_hints(section, include_extras=True)
     kwargs = {}
     for key in section_keys(section):
         if key in config:
             kwargs[key] = _coerce(key, config[key], hints.get(key, Any))
+            if ranges and key in ranges:
+                ranges[key].check(key, kwargs[key])
+    return kwargs
+
+
+def build_section(section: type[T], config: dict[str, Any]) -> T:
+    """Build one section from the keys of ``config`` that it declares, typed and range-checked."""
+    kwargs = coerce_section(section, config)
     try:
         return section(**kwargs)
     except ConfigError:
@@ -167,9 +215,11 @@ def build_section(section: type[T], config: dict[str, Any]) -> T:
         raise ConfigError(f"invalid {section.__name__}: {err}") from None
 
 
-def parse_sections(config: dict[str, Any], *sections: type, source: str = "") -> tuple:
-    """Split a flat config among sections; every key must belong to at least one of them."""
-    known: set[str] = set()
+def parse_sections(config: dict[str, Any], *sections: type, source: str = "",
+                   passthrough: Iterable[str] = ()) -> tuple:
+    """Split a flat config among sections; every key must belong to one of them or to `passthrough`
+    (keys that a later parser types, such as the Hugging Face `TrainingArguments`)."""
+    known: set[str] = set(passthrough)
     for section in sections:
         known.update(section_keys(section))
     unknown = [key for key in config if key not in known]

@@ -21,15 +21,15 @@ from lf_data.cache import cache_key, cache_root, load_cached, save_cached
 from lf_data.dataset_info import get_dataset_attr
 from lf_data.errors import ConfigError, DataError
 from lf_data.loading import load_aligned, non_empty
-from lf_data.processors import PROCESSORS, Context
+from lf_data.processors import Context
 from lf_data.processors.packing import pack
+from lf_data.stages import DATA_STAGES
 from lf_data.templates import get_template
 
 if TYPE_CHECKING:
     from datasets import Dataset
 
 logger = logging.getLogger(__name__)
-PACKABLE = ("pt", "sft")
 PACK_BATCH = 10_000
 
 
@@ -64,23 +64,26 @@ def _options(data_args: DataArguments, stage: str, names: list[str]) -> dict[str
 
 def check_stage_data(data_args: DataArguments, stage: str, names: list[str]) -> None:
     """Refuse a stage/data combination that cannot work, before reading any row."""
-    if stage not in PROCESSORS:
-        raise ConfigError(f"no preprocessing for stage {stage!r}; stages: {', '.join(PROCESSORS)}.")
-    if data_args.packing and stage not in PACKABLE:
-        raise ConfigError(f"packing works for the pt and sft stages, not {stage!r}; remove packing/neat_packing.")
-    if data_args.packing and stage == "sft" and any(get_dataset_attr(n, data_args.dataset_dir).columns.get(kind)
+    if stage not in DATA_STAGES:
+        raise ConfigError(f"no preprocessing for stage {stage!r}; stages: {', '.join(DATA_STAGES)}.")
+    spec = DATA_STAGES[stage]
+    if data_args.packing and not spec.packable:
+        packable = " and ".join(name for name, s in DATA_STAGES.items() if s.packable)
+        raise ConfigError(f"packing works for the {packable} stages, not {stage!r}; remove packing/neat_packing.")
+    if data_args.packing and not spec.plain_text and any(get_dataset_attr(n, data_args.dataset_dir).columns.get(kind)
                                                     for n in names for kind in PLACEHOLDERS):
         raise ConfigError("packing is not supported for data with images, videos or audios yet; "
                           "remove packing/neat_packing.")
-    needs = PROCESSORS[stage].needs
     for name in names:
         attr = get_dataset_attr(name, data_args.dataset_dir)
-        if needs == "ranking" and not attr.ranking:
+        if spec.pairwise and not attr.ranking:
             raise ConfigError(f"stage {stage} needs preference data (chosen/rejected pairs) but {attr} is not "
                               "marked `\"ranking\": true` in dataset_info.json.")
-        if needs != "ranking" and attr.ranking and stage != "pt":
-            raise ConfigError(f"{attr} is preference data (ranking); use it with stage rm, dpo, orpo or simpo.")
-        if needs == "kto_tag" and not attr.columns.get("kto_tag"):
+        if not spec.pairwise and attr.ranking and not spec.plain_text:
+            pairwise = " or ".join(n for n, s in DATA_STAGES.items() if s.pairwise)
+            raise ConfigError(f"{attr} is preference data (ranking); use it with stage {pairwise} "
+                              "(pref_loss chooses DPO, ORPO, SimPO...).")
+        if spec.needs == "kto_tag" and not attr.columns.get("kto_tag"):
             raise ConfigError(f"stage kto needs a desirable/undesirable tag per row: map it with "
                               f"`\"columns\": {{\"kto_tag\": ...}}` in the entry of {attr}.")
 
@@ -150,8 +153,9 @@ def _cache_location(names: list[str], data_args: DataArguments, stage: str, temp
 
 def _prepare(names: list[str], data_args: DataArguments, stage: str, template: Any, tokenizer: Any,
              report: DataReport, split: str = "train") -> Dataset:
-    processor = PROCESSORS[stage]
-    packing = data_args.packing if data_args.packing is not None else stage == "pt"
+    spec = DATA_STAGES[stage]
+    processor = spec.processor
+    packing = data_args.packing if data_args.packing is not None else spec.plain_text
     ctx = Context(template=template, tokenizer=tokenizer, cutoff_len=data_args.cutoff_len,
                   train_on_prompt=data_args.train_on_prompt, mask_history=data_args.mask_history,
                   packing=packing, neat_packing=data_args.neat_packing, enable_thinking=data_args.enable_thinking)
@@ -167,7 +171,7 @@ def _prepare(names: list[str], data_args: DataArguments, stage: str, template: A
                         " (tokenized_path: the data options are not applied again)" if key is None else "")
             return splits["train"]
 
-    carry_media = stage != "pt" and any(get_dataset_attr(name, data_args.dataset_dir).columns.get(kind)
+    carry_media = not spec.plain_text and any(get_dataset_attr(name, data_args.dataset_dir).columns.get(kind)
                                         for name in names for kind in PLACEHOLDERS)
     tokenized = load_aligned(names, data_args.dataset_dir, max_samples=data_args.max_samples,
                              num_proc=data_args.preprocessing_num_workers, streaming=data_args.streaming,
@@ -201,7 +205,7 @@ def _prepare(names: list[str], data_args: DataArguments, stage: str, template: A
             raise DataError(f"no example of {', '.join(names)} is left to train on "
                             f"({'; '.join(reasons) or processor.drop_reason}); check the data and "
                             f"cutoff_len={data_args.cutoff_len}.")
-    if packing and stage == "sft":
+    if packing and not spec.plain_text:  # plain text is packed while it is tokenised
         kept = kept.map(pack, batched=True, batch_size=PACK_BATCH,
                         fn_kwargs={"cutoff_len": data_args.cutoff_len, "neat": data_args.neat_packing},
                         **({} if data_args.streaming else {"desc": "Packing"}))
