@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from lf_data.messages import to_openai
 from lf_data.templates import TEMPLATES, check_against_tokenizer
-from lf_data.templates.template import to_openai
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "templates"
 FAMILIES = ["qwen3", "llama3", "smollm2"]

@@ -3,10 +3,10 @@ import json
 import pytest
 
 from lf_data.errors import ConfigError, DataError
+from lf_data.messages import to_openai
 from lf_data.processors import IGNORE_INDEX
 from lf_data.processors.supervised import encode_supervised
 from lf_data.templates import TEMPLATES, get_template
-from lf_data.templates.template import to_openai
 
 CONVERSATION = [
     {"role": "user", "content": "Who are you?"},

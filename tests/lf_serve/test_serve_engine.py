@@ -108,7 +108,7 @@ def test_tool_call_text_of_every_format_parses_back():
     calls = [{"name": "get_weather", "arguments": {"city": "Paris", "days": 2}}, {"name": "now", "arguments": {}}]
     for name, fmt in TOOL_FORMATS.items():
         expected = calls[:1] if name == "glm4" else calls
-        assert parse_tool_calls(fmt.call_text(expected), name) == expected, name
+        assert parse_tool_calls(fmt.format_calls(expected), name) == expected, name
         assert parse_tool_calls("The capital of France is Paris.", name) is None, name
     assert parse_tool_calls('Call {"name": "x", "arguments": {}} now', "default") is None
 
@@ -120,7 +120,7 @@ def test_forced_call_openings_are_the_start_of_each_formats_call_text():
 
     call = [{"name": "get_weather", "arguments": {"city": "Paris"}}]
     for name, fmt in TOOL_FORMATS.items():
-        text = fmt.call_text(call)
+        text = fmt.format_calls(call)
         named = forced_call_prefix(name, "get_weather")
         assert text.startswith(named) and "get_weather" in named and "Paris" not in named, name
         anyone = forced_call_prefix(name)

@@ -17,12 +17,20 @@ from typing import TYPE_CHECKING, Any
 
 from lf_data.dataset_info import DatasetAttr
 from lf_data.errors import DataError
+from lf_data.messages import (
+    ASSISTANT,
+    ASSISTANT_SIDE,
+    FUNCTION,
+    OBSERVATION,
+    SYSTEM,
+    USER,
+    MessageError,
+    check_turns,
+)
 
 if TYPE_CHECKING:
     from datasets import Dataset
 
-USER_SIDE = ("user", "observation")
-ASSISTANT_SIDE = ("assistant", "function")
 MEDIA = ("images", "videos", "audios")
 PLACEHOLDERS = {"images": "<image>", "videos": "<video>", "audios": "<audio>"}
 
@@ -68,14 +76,6 @@ def _media(attr: DatasetAttr, column: str, value: Any, media_dir: Path) -> list[
     return out
 
 
-def _alternating(messages: list[dict[str, str]], where: str) -> None:
-    for i, message in enumerate(messages):
-        expected = USER_SIDE if i % 2 == 0 else ASSISTANT_SIDE
-        if message["role"] not in expected:
-            raise RowError(f"{where}message {i}: role {message['role']!r} is out of order; user (or observation) "
-                           "and assistant (or function) messages must alternate, starting with the user")
-
-
 def _alpaca(attr: DatasetAttr, row: dict[str, Any]) -> tuple[list, list]:
     cols = attr.columns
     prompt: list[dict[str, str]] = []
@@ -83,22 +83,22 @@ def _alpaca(attr: DatasetAttr, row: dict[str, Any]) -> tuple[list, list]:
         for turn in row[cols["history"]]:
             if not (isinstance(turn, (list, tuple)) and len(turn) == 2):
                 raise RowError(f"column {cols['history']!r} must be a list of [instruction, response] pairs")
-            prompt += [{"role": "user", "content": _text(cols["history"], turn[0])},
-                       {"role": "assistant", "content": _text(cols["history"], turn[1])}]
+            prompt += [{"role": USER, "content": _text(cols["history"], turn[0])},
+                       {"role": ASSISTANT, "content": _text(cols["history"], turn[1])}]
     instruction = _text(cols["prompt"], row.get(cols["prompt"]))
     query = _text(cols["query"], row.get(cols["query"])) if cols.get("query") else ""
     content = "\n".join(part for part in (instruction, query) if part)
     if not content:
         raise RowError(f"empty prompt (column {cols['prompt']!r})")
-    prompt.append({"role": "user", "content": content})
+    prompt.append({"role": USER, "content": content})
     if attr.ranking:
-        response = [{"role": "assistant", "content": _text(cols["chosen"], row.get(cols["chosen"]))},
-                    {"role": "assistant", "content": _text(cols["rejected"], row.get(cols["rejected"]))}]
+        response = [{"role": ASSISTANT, "content": _text(cols["chosen"], row.get(cols["chosen"]))},
+                    {"role": ASSISTANT, "content": _text(cols["rejected"], row.get(cols["rejected"]))}]
     elif cols.get("response") and row.get(cols["response"]) not in (None, ""):
         value = row[cols["response"]]
         if isinstance(value, list):  # alpaca-style ranking data stored as [chosen, rejected]
             value = value[0] if value else ""
-        response = [{"role": "assistant", "content": _text(cols["response"], value)}]
+        response = [{"role": ASSISTANT, "content": _text(cols["response"], value)}]
     else:
         response = []
     return prompt, response
@@ -109,13 +109,13 @@ def _sharegpt_message(attr: DatasetAttr, turn: Any, where: str) -> dict[str, str
     if not isinstance(turn, dict) or tags["role_tag"] not in turn or tags["content_tag"] not in turn:
         raise RowError(f"{where}each message needs the keys {tags['role_tag']!r} and {tags['content_tag']!r} "
                        "(set `tags` in dataset_info.json if your data uses other names)")
-    role_of = {tags["user_tag"]: "user", tags["assistant_tag"]: "assistant", tags["observation_tag"]: "observation",
-               tags["function_tag"]: "function", tags["system_tag"]: "system"}
+    role_of = {tags["user_tag"]: USER, tags["assistant_tag"]: ASSISTANT, tags["observation_tag"]: OBSERVATION,
+               tags["function_tag"]: FUNCTION, tags["system_tag"]: SYSTEM}
     role = role_of.get(turn[tags["role_tag"]])
     if role is None:
         raise RowError(f"{where}unknown role {turn[tags['role_tag']]!r}; expected one of {sorted(role_of)}")
     content = turn[tags["content_tag"]]
-    if role == "function" and isinstance(content, (dict, list)):
+    if role == FUNCTION and isinstance(content, (dict, list)):
         content = json.dumps(content, ensure_ascii=False)
     return {"role": role, "content": _text(tags["content_tag"], content)}
 
@@ -127,11 +127,14 @@ def _sharegpt(attr: DatasetAttr, row: dict[str, Any]) -> tuple[list, list, str]:
         raise RowError(f"column {column!r} must be a non-empty list of messages")
     messages = [_sharegpt_message(attr, turn, f"message {i}: ") for i, turn in enumerate(raw)]
     system = ""
-    if messages[0]["role"] == "system":
+    if messages[0]["role"] == SYSTEM:
         system = messages.pop(0)["content"]
-    if any(m["role"] == "system" for m in messages):
+    if any(m["role"] == SYSTEM for m in messages):
         raise RowError("a system message may only come first")
-    _alternating(messages, "")
+    try:
+        check_turns(messages)
+    except MessageError as err:
+        raise RowError(str(err)) from None
     if attr.ranking:
         if len(messages) % 2 != 1:
             raise RowError("preference data must end with a user message; the answers go in the chosen and "

@@ -11,6 +11,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from lf_data.errors import DataError
+from lf_data.messages import check_turns, from_openai
 from lf_data.processors import IGNORE_INDEX
 from lf_data.processors.supervised import encode_supervised
 from lf_data.templates import get_template
@@ -34,44 +35,18 @@ def load_tokenizer(reference: str, trust_remote_code: bool = False) -> tuple[Any
         raise DataError(f"could not load a tokenizer from {reference!r}: {err}") from None
 
 
-def standardize(messages: list[dict[str, Any]]) -> tuple[list[dict[str, str]], str]:
-    """OpenAI-style messages -> (LF standard messages, system prompt)."""
-    system, out = "", []
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or "role" not in message:
-            raise DataError(f"message {i} must be an object with a `role`")
-        role = message["role"]
-        content = message.get("content") or ""
-        if role == "system":
-            if i != 0:
-                raise DataError(f"message {i}: a system message may only come first")
-            system = content
-        elif role == "tool":
-            out.append({"role": "observation", "content": content})
-        elif role == "assistant" and message.get("tool_calls"):
-            calls = [c.get("function", c) for c in message["tool_calls"]]
-            calls = [{"name": c["name"], "arguments": json.loads(c["arguments"]) if isinstance(c.get("arguments"), str)
-                      else c.get("arguments", {})} for c in calls]
-            out.append({"role": "function", "content": json.dumps(calls[0] if len(calls) == 1 else calls,
-                                                                  ensure_ascii=False)})
-        elif role in ("user", "assistant", "observation", "function"):
-            out.append({"role": role, "content": content})
-        else:
-            raise DataError(f"message {i}: unknown role {role!r}")
-    return out, system
-
-
 def render_conversation(template: str | Any, tokenizer: Any, messages: list[dict[str, Any]], *,
                         tools: str | list | None = None, system: str | None = None,
                         add_generation_prompt: bool = False) -> dict[str, Any]:
     """Token ids, labels and text of a conversation as LF trains on it (or prompts with it)."""
     template = get_template(template) if isinstance(template, str) or template is None else template
-    standard, own_system = standardize(messages)
+    standard, own_system = from_openai(messages)
     system = system if system is not None else own_system
     if isinstance(tools, list):
         tools = json.dumps(tools, ensure_ascii=False)
     if not standard:
         raise DataError("the conversation has no user or assistant message")
+    check_turns(standard)
     if add_generation_prompt != (len(standard) % 2 == 1):
         raise DataError("with --add-generation-prompt the conversation must end with a user message; "
                         "without it, with an assistant message")

@@ -15,14 +15,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from lf_data.messages import USER_SIDE, Message, MessageError, check_turns, from_openai
 from lf_serve.args import GeneratingArguments, ServePlan
 from lf_serve.errors import ContextLengthError, RequestError, UnsupportedError
 from lf_serve.tool_calls import parse_tool_calls
-
-USER_SIDE = ("user", "observation")
-ASSISTANT_SIDE = ("assistant", "function")
-ROLE_NAMES = {"user": "user", "tool": "observation", "observation": "observation", "assistant": "assistant",
-              "function": "function"}
 
 
 @dataclass
@@ -109,38 +105,23 @@ class ChatEngine:
         self._start(request, sink)
 
     # -- building requests --------------------------------------------------------------------------
-    def standard_messages(self, messages: list[dict[str, Any]], system: str | None) -> tuple[list[dict[str, str]], str | None]:
-        """OpenAI role names -> the template's roles, with the alternation a template needs."""
+    def standard_messages(self, messages: list[dict[str, Any]], system: str | None) -> tuple[list[Message], str | None]:
+        """OpenAI-style messages (`lf_data.messages`) -> the template's turns and the system prompt
+        (`system` if given, else the messages' own, else the configured default)."""
         if not isinstance(messages, list) or not messages:
             raise RequestError("messages must be a non-empty list of {role, content} objects.", "messages")
-        out = []
-        for i, message in enumerate(messages):
-            role = message.get("role") if isinstance(message, dict) else None
-            content = message.get("content") if isinstance(message, dict) else None
-            if role == "system":
-                if i != 0:
-                    raise RequestError(f"messages[{i}]: a system message may only come first.", "messages")
-                system = system if system is not None else (content or "")
-                continue
-            if role not in ROLE_NAMES:
-                raise RequestError(f"messages[{i}]: unknown role {role!r}; use system, user, assistant or tool.",
-                                   "messages")
-            if not isinstance(content, str):
-                raise RequestError(f"messages[{i}]: content must be text.", "messages")
-            out.append({"role": ROLE_NAMES[role], "content": content})
+        try:
+            out, own_system = from_openai(messages)
+            check_turns(out)
+        except MessageError as err:
+            raise RequestError(str(err), "messages") from None
         if not out:
             raise RequestError("messages holds only a system prompt; add a user message.", "messages")
-        for i, message in enumerate(out):
-            expected = USER_SIDE if i % 2 == 0 else ASSISTANT_SIDE
-            if message["role"] not in expected:
-                raise RequestError(
-                    f"message {i + 1} (after the system prompt) has role {message['role']!r} but "
-                    f"{' or '.join(expected)} must come here: turns alternate user (or tool), assistant.", "messages")
         if out[-1]["role"] not in USER_SIDE:
             raise RequestError("the last message must be from the user (or a tool result), so the model has "
                                "something to answer.", "messages")
         if system is None:
-            system = self.generating.default_system
+            system = own_system if own_system is not None else self.generating.default_system
         return out, system
 
     def encode_chat(self, messages: list[dict[str, Any]], system: str | None = None,

@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from lf_data.templates.tools import TOOL_FORMATS, jinja_fill, jinja_literal, parse_calls, parse_tools
+from lf_data.messages import FUNCTION, OBSERVATION, USER, Message, load_calls, to_openai
+from lf_data.templates.tools import TOOL_FORMATS, jinja_fill, jinja_literal, parse_tools
 
 Pairs = list[tuple[list[int], list[int]]]
 _SLOT = re.compile(r"\{(content|bos|eos)\}")
@@ -97,10 +98,10 @@ class Template:
             system = fmt.with_system(system, fmt.tool_text(functions))
         return system
 
-    def _answer(self, message: dict[str, str], is_last: bool, history: bool, thinking: bool) -> str:
+    def _answer(self, message: Message, is_last: bool, history: bool, thinking: bool) -> str:
         """The text of one assistant-side turn, reasoning written (or dropped) as the family does."""
-        if message["role"] == "function":
-            reasoning, body = "", TOOL_FORMATS[self.tool_format].call_text(parse_calls(message["content"]))
+        if message["role"] == FUNCTION:
+            reasoning, body = "", TOOL_FORMATS[self.tool_format].format_calls(load_calls(message["content"]))
         elif self.thought is None:
             return message["content"]
         else:
@@ -116,13 +117,13 @@ class Template:
             return t.open + reasoning.strip("\n") + t.close + body.lstrip("\n")
         return t.answer_prefix + body
 
-    def render_pairs(self, messages: list[dict[str, str]], system: str | None, tokenizer: Tokenizer,
+    def render_pairs(self, messages: list[Message], system: str | None, tokenizer: Tokenizer,
                      tools: str | list | None = None, *, enable_thinking: bool | None = None) -> list[tuple[str, str]]:
         """Text of each (prompt, response) pair; when `messages` ends with a user-side message the
         last pair's response is empty and its prompt is the generation prompt."""
         system = self.system_prompt(system, tools)
         thinking = self.enable_thinking if enable_thinking is None else enable_thinking
-        last_query = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=-1)
+        last_query = max((i for i, m in enumerate(messages) if m["role"] == USER), default=-1)
         generation = self._fill(self.generation_prompt, "", tokenizer)
         nothink = self.thought.nothink_text if self.thought is not None and not thinking else ""
         pairs = []
@@ -135,7 +136,7 @@ class Template:
                     content = system_text + content
                 else:
                     prompt += system_text
-            fmt = self.format_observation if messages[start]["role"] == "observation" and self.format_observation \
+            fmt = self.format_observation if messages[start]["role"] == OBSERVATION and self.format_observation \
                 else self.format_user
             prompt += self._fill(fmt, content, tokenizer) + generation
             is_last = start + 2 >= len(messages)
@@ -145,19 +146,19 @@ class Template:
             if start + 1 < len(messages):
                 answer = messages[start + 1]
                 text = self._answer(answer, is_last, start + 1 < last_query, thinking)
-                fmt = self.format_function if answer["role"] == "function" and self.format_function \
+                fmt = self.format_function if answer["role"] == FUNCTION and self.format_function \
                     else self.format_assistant
                 response = self._fill(fmt, text, tokenizer)
             pairs.append((prompt, response))
         return pairs
 
-    def encode_pairs(self, tokenizer: Tokenizer, messages: list[dict[str, str]], system: str | None = None,
+    def encode_pairs(self, tokenizer: Tokenizer, messages: list[Message], system: str | None = None,
                      tools: str | list | None = None, *, enable_thinking: bool | None = None) -> Pairs:
         """Token ids of each (prompt, response) pair, each piece tokenised on its own."""
         return [(tokenizer.encode(p, add_special_tokens=False), tokenizer.encode(r, add_special_tokens=False))
                 for p, r in self.render_pairs(messages, system, tokenizer, tools, enable_thinking=enable_thinking)]
 
-    def encode_prompt(self, tokenizer: Tokenizer, messages: list[dict[str, str]], system: str | None = None,
+    def encode_prompt(self, tokenizer: Tokenizer, messages: list[Message], system: str | None = None,
                       tools: str | list | None = None, *, enable_thinking: bool | None = None) -> list[int]:
         """Token ids that ask the model for the next answer (`messages` ends with a user-side turn)."""
         return _prompt_ids(self.encode_pairs(tokenizer, _for_prompt(messages), system, tools,
@@ -197,7 +198,7 @@ class Template:
         nothink = ("{%- if not thinking -%}" + jinja_literal(t.nothink_text) + "{%- endif -%}") if t else ""
         user = ("{%- set content = (system_text + message['content']) if loop.first else message['content'] -%}"
                 if self.system_in_user else "{%- set content = message['content'] -%}")
-        body = ("{%- if message.tool_calls -%}{%- set body -%}" + tools.jinja_call_text() + "{%- endset -%}"
+        body = ("{%- if message.tool_calls -%}{%- set body -%}" + tools.jinja_format_calls() + "{%- endset -%}"
                 "{%- else -%}{%- set body = message['content'] -%}{%- endif -%}")
         if t is not None:
             block = f"{_jinja_string(t.open)} + reasoning.strip('\\n') + {_jinja_string(t.close)} + body.lstrip('\\n')"
@@ -240,7 +241,7 @@ def _jinja_string(text: str) -> str:
     return f"'{escaped}'"
 
 
-def _for_prompt(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+def _for_prompt(messages: list[Message]) -> list[Message]:
     if not messages or len(messages) % 2 == 0:
         from lf_data.errors import DataError
 
@@ -250,20 +251,6 @@ def _for_prompt(messages: list[dict[str, str]]) -> list[dict[str, str]]:
 
 def _prompt_ids(pairs: Pairs) -> list[int]:
     return [t for p, r in pairs[:-1] for t in p + r] + pairs[-1][0]
-
-
-def to_openai(messages: list[dict[str, str]], system: str | None = None) -> list[dict[str, Any]]:
-    """LF standard messages -> the Hugging Face chat shape (tool_calls, role `tool`)."""
-    out: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
-    for message in messages:
-        role = message["role"]
-        if role == "function":
-            calls = [{"type": "function", "function": {"name": c["name"], "arguments": c.get("arguments", {})}}
-                     for c in parse_calls(message["content"])]
-            out.append({"role": "assistant", "content": "", "tool_calls": calls})
-        else:
-            out.append({"role": "tool" if role == "observation" else role, "content": message["content"]})
-    return out
 
 
 @dataclass(frozen=True)
@@ -277,7 +264,7 @@ class AutoTemplate:
     name: str = "auto"
     stop_words: tuple[str, ...] = ()
 
-    def render_pairs(self, messages: list[dict[str, str]], system: str | None, tokenizer: Any,
+    def render_pairs(self, messages: list[Message], system: str | None, tokenizer: Any,
                      tools: str | list | None = None, *, enable_thinking: bool | None = None) -> list[tuple[str, str]]:
         from lf_data.errors import DataError
 
@@ -304,12 +291,12 @@ class AutoTemplate:
             done = full
         return pairs
 
-    def encode_pairs(self, tokenizer: Any, messages: list[dict[str, str]], system: str | None = None,
+    def encode_pairs(self, tokenizer: Any, messages: list[Message], system: str | None = None,
                      tools: str | list | None = None, *, enable_thinking: bool | None = None) -> Pairs:
         return [(tokenizer.encode(p, add_special_tokens=False), tokenizer.encode(r, add_special_tokens=False))
                 for p, r in self.render_pairs(messages, system, tokenizer, tools, enable_thinking=enable_thinking)]
 
-    def encode_prompt(self, tokenizer: Any, messages: list[dict[str, str]], system: str | None = None,
+    def encode_prompt(self, tokenizer: Any, messages: list[Message], system: str | None = None,
                       tools: str | list | None = None, *, enable_thinking: bool | None = None) -> list[int]:
         return _prompt_ids(self.encode_pairs(tokenizer, _for_prompt(messages), system, tools,
                                              enable_thinking=enable_thinking))

@@ -13,7 +13,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from lf_data.messages import Message, MessageError, from_openai
 from lf_serve.api.protocol import (
     ChatChoice,
     ChatCompletion,
@@ -226,45 +227,22 @@ def create_app(engine: ChatEngine, api_key: str | None = None, max_body_bytes: i
 
 
 # -- request conversion -------------------------------------------------------------------------------
-def convert_messages(messages: list[ChatMessage], policy: ImagePolicy) -> tuple[list[dict[str, str]], str | None, list]:
-    """OpenAI messages -> (engine messages, system prompt, images): content parts flattened (an `<image>`
-    placeholder where each image was), images loaded under the policy, assistant tool calls written as LF function messages."""
-    out, system, images = [], None, []
-    for i, message in enumerate(messages):
-        text = ""
-        if isinstance(message.content, str):
-            text = message.content
-        elif message.content:
-            for part in message.content:
-                if part.type == "text":
-                    text += part.text or ""
-                elif part.image_url is not None:
-                    images.append(load_image(part.image_url.url, policy))
-                    text += IMAGE_PLACEHOLDER  # the image sits here in the prompt (lf_serve.vision)
-                else:
-                    raise RequestError(f"messages[{i}]: an image_url part needs image_url.url.", "messages")
-        role = "system" if message.role == "developer" else message.role
-        if role == "system":
-            if i != 0:
-                raise RequestError(f"messages[{i}]: a system message may only come first.", "messages")
-            if images:
-                raise RequestError(f"messages[{i}]: images go in user messages, not in the system prompt.", "messages")
-            system = text
-            continue
-        if role == "assistant" and message.tool_calls:
-            calls = []
-            for call in message.tool_calls:
-                arguments = call.function.arguments
-                if isinstance(arguments, str):
-                    try:
-                        arguments = json.loads(arguments) if arguments.strip() else {}
-                    except json.JSONDecodeError:
-                        raise RequestError(f"messages[{i}]: tool call arguments must be JSON.", "messages") from None
-                calls.append({"name": call.function.name, "arguments": arguments})
-            out.append({"role": "function", "content": json.dumps(calls[0] if len(calls) == 1 else calls,
-                                                                  ensure_ascii=False)})
-            continue
-        out.append({"role": role, "content": text})
+def convert_messages(messages: list[ChatMessage], policy: ImagePolicy) -> tuple[list[Message], str | None, list]:
+    """Request messages -> (template turns, system prompt, images) by `lf_data.messages.from_openai`;
+    each image is loaded under the policy and leaves an `<image>` placeholder where it was."""
+    images: list = []
+
+    def image(i: int, part: Mapping[str, Any]) -> str:
+        url = (part.get("image_url") or {}).get("url")
+        if not url:
+            raise RequestError(f"messages[{i}]: an image_url part needs image_url.url.", "messages")
+        images.append(load_image(url, policy))
+        return IMAGE_PLACEHOLDER  # the image sits here in the prompt (lf_serve.vision)
+
+    try:
+        out, system = from_openai([m.model_dump(exclude_none=True) for m in messages], image)
+    except MessageError as err:
+        raise RequestError(str(err), "messages") from None
     return out, system, images
 
 
