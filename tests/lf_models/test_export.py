@@ -207,8 +207,11 @@ def test_gguf_writes_qwen2_and_mistral(tmp_path, tiny_model_factory, arch):
         expected = AutoModelForCausalLM.from_pretrained(base)(ids).logits
         got = AutoModelForCausalLM.from_pretrained(out, gguf_file=f"{arch}-f32.gguf", dtype=torch.float32)(ids).logits
     assert (got - expected).abs().max() < 1e-4
-    modelfile = (out / "Modelfile").read_text()  # no template known: ChatML, said so
-    assert "No LF template is known" in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
+    modelfile = (out / "Modelfile").read_text()
+    if arch == "qwen2":  # no chat template in the tokenizer: the family's (qwen), as `lf train` would use
+        assert 'SYSTEM """You are Qwen' in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
+    else:  # mistral's family template, [INST] turns
+        assert "[INST]" in modelfile and "No LF template is known" not in modelfile
 
 
 def test_gguf_refuses_architectures_it_cannot_write(tmp_path, tiny_model_factory, capsys):

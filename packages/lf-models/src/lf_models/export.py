@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from lf_data.config import build_section, section_keys, unknown_keys_error, write_config_atomic
+from lf_data.config import parse_sections, write_config_atomic
 from lf_data.errors import ConfigError
+from lf_data.run_folder import ADAPTER_CONFIG, base_model, resolve_template
 from lf_models.args import ModelArguments
 
 logger = logging.getLogger(__name__)
@@ -72,21 +73,14 @@ EXPORT_SECTIONS = (ModelArguments, ExportArguments)
 
 def parse_export_config(config: dict[str, Any], source: str = "") -> tuple[ModelArguments, ExportArguments]:
     """Keys checked and typed; the model reference filled from the adapter's run when it is missing."""
-    known = set().union(*(section_keys(s) for s in EXPORT_SECTIONS))
-    unknown = [key for key in config if key not in known]
-    if unknown:
-        raise unknown_keys_error(unknown, known, f" in {source}" if source else "", config)
     config = dict(config)
     raw = config.get("adapter_name_or_path") or []
     adapters = [str(a).strip() for a in (raw.split(",") if isinstance(raw, str) else raw) if str(a).strip()]
     for adapter in adapters:
         _check_adapter(adapter)
-    if not config.get("model_name_or_path"):  # `lf export adapter_name_or_path=saves/run ...`: the adapter's base
-        trained = _adapter_run_config(adapters)
-        if trained.get("model_name_or_path"):
-            config["model_name_or_path"] = trained["model_name_or_path"]
-    model_args = build_section(ModelArguments, config)
-    export_args = build_section(ExportArguments, config)
+    if not config.get("model_name_or_path") and adapters:  # `lf export adapter_name_or_path=saves/run ...`
+        config["model_name_or_path"] = base_model(adapters)
+    model_args, export_args = parse_sections(config, *EXPORT_SECTIONS, source=source)
     if model_args.quantization_bit is not None:
         raise ConfigError(f"quantization_bit={model_args.quantization_bit}: adapters cannot be merged into a "
                           "quantised model, and the export would be quantised. Remove quantization_bit: the "
@@ -99,26 +93,11 @@ def _check_adapter(adapter: str) -> None:
 
     path = Path(adapter).expanduser()
     if path.is_dir():
-        if not (path / "adapter_config.json").is_file():
+        if not (path / ADAPTER_CONFIG).is_file():
             raise ConfigError(f"adapter_name_or_path {adapter!r} is not a LoRA adapter folder (no adapter_config.json).")
     elif path.exists() or not HUB_ID.match(adapter) or adapter.startswith((".", "~")) or "/" not in adapter:
         raise ConfigError(f"adapter_name_or_path {adapter!r} does not exist; give the folder `lf train` wrote "
                           "(output_dir) or a hub id of a peft adapter.")
-
-
-def _adapter_run_config(adapters: list[str] | None) -> dict[str, Any]:
-    """The `lf_config.yaml` that `lf train` left next to the last adapter, if any."""
-    import yaml
-
-    adapters = adapters or []
-    path = Path(adapters[-1]) / "lf_config.yaml" if adapters else None
-    if path is None or not path.is_file():
-        return {}
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError:
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
 
 
 def _check_export_dir(export_args: ExportArguments, model_args: ModelArguments) -> Path:
@@ -148,10 +127,6 @@ def _check_not_quantised(hf_config: Any, model_args: ModelArguments) -> None:
 
 
 # -- tokenizer, template and Modelfile -------------------------------------------------------------
-def _template_name(export_args: ExportArguments, model_args: ModelArguments, default: str | None) -> str | None:
-    return export_args.template or _adapter_run_config(model_args.adapter_name_or_path).get("template") or default
-
-
 def prepare_tokenizer(model_args: ModelArguments, source: Any, template_name: str | None,
                       explicit_template: bool) -> Any:
     """The adapter's tokenizer when it saved one (it carries the chat template it was trained with),
@@ -291,7 +266,8 @@ def run_export(config: dict[str, Any], source: str = "") -> Path:
         from lf_models.gguf_export import check_gguf_supported
 
         check_gguf_supported(hf_config, export_args.export_quantization)
-    template_name = _template_name(export_args, model_args, model_source.default_template)
+    template_name = resolve_template(export_args.template, model_args.adapter_name_or_path,
+                                     model_source.default_template)
     if template_name:
         from lf_data.templates import get_template
 

@@ -36,11 +36,13 @@ class ModelSource:
 
     path: str
     default_template: str | None = None
+    """What `lf_models.default_template` says for this model; `lf_data.run_folder.resolve_template` uses it."""
     local: bool = True
 
 
 def resolve_model(model_args: ModelArguments) -> ModelSource:
     """Turn `model_name_or_path` into a loadable folder or hub id; check local paths exist (cheap)."""
+    from lf_models.default_template import default_template
     from lf_models.gguf_import import converted_dir
 
     ref = model_args.model_name_or_path
@@ -49,18 +51,19 @@ def resolve_model(model_args: ModelArguments) -> ModelSource:
         return ModelSource(str(converted_dir(bundled.path(), bundled.eos_token)), bundled.template)
     path = Path(ref).expanduser()
     if ref.endswith(".gguf"):
-        return ModelSource(str(converted_dir(path)))
+        converted = str(converted_dir(path))
+        return ModelSource(converted, default_template(converted))
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ConfigError(f"model folder {ref!r} has no config.json; point model_name_or_path at a "
                               "Hugging Face model folder (config.json + weights).")
-        return ModelSource(str(path))
+        return ModelSource(str(path), default_template(ref))
     if path.exists():
         raise ConfigError(f"model_name_or_path {ref!r} is a file; give a model folder, a .gguf file or a hub id.")
     if not HUB_ID.match(ref) or ref.startswith((".", "~")):
         raise ConfigError(f"model path {ref!r} does not exist. Give an existing folder, a .gguf file, a hub id "
                           f"(org/name) or a bundled model: {', '.join(BUNDLED_MODELS)}.")
-    return ModelSource(ref, local=False)
+    return ModelSource(ref, default_template(ref), local=False)
 
 
 def _hub_kwargs(model_args: ModelArguments, source: ModelSource) -> dict[str, Any]:

@@ -13,7 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
-VALUE_HEAD_FILE = "value_head.safetensors"
+from lf_data.run_folder import VALUE_HEAD_FILE
+
+__all__ = ["VALUE_HEAD_FILE", "ValueHeadModel"]
 
 
 class ValueHeadModel(nn.Module):

@@ -8,12 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from lf_data.run_folder import resolve_template
 from lf_serve.args import ServePlan
 
 logger = logging.getLogger(__name__)
-TRAINED_CONFIG = "lf_config.yaml"  # written by `lf train` next to the adapter
 
 
 @dataclass
@@ -23,19 +21,6 @@ class ModelSetup:
     template: Any
     tool_format: str | None
     eos_ids: set[int]
-
-
-def trained_template(adapters: list[str] | None) -> str | None:
-    """The template the last adapter was trained with, from the run's resolved config."""
-    for adapter in reversed(adapters or []):
-        path = Path(adapter) / TRAINED_CONFIG
-        if path.is_file():
-            try:
-                template = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("template")
-            except yaml.YAMLError:
-                return None
-            return template if isinstance(template, str) else None
-    return None
 
 
 def setup_model(plan: ServePlan) -> ModelSetup:
@@ -48,8 +33,7 @@ def setup_model(plan: ServePlan) -> ModelSetup:
     if adapters and (Path(adapters[-1]) / "tokenizer_config.json").is_file():
         tokenizer_source = ModelSource(str(adapters[-1]))  # the tokenizer the adapter was trained with
     tokenizer = load_tokenizer(plan.model, tokenizer_source)
-    name = plan.data.template or trained_template(adapters) or source.default_template
-    template = get_template(name)
+    template = get_template(resolve_template(plan.data.template, adapters, source.default_template))
     logger.info("chat template: %s", template.name)
     eos_ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
     for word in getattr(template, "stop_words", ()):

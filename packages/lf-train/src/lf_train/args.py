@@ -7,14 +7,16 @@ from pathlib import Path
 from typing import Literal
 
 from lf_data.errors import ConfigError
+from lf_data.run_folder import VALUE_HEAD_FILE
+from lf_data.stages import StageName
 
 
 @dataclass
 class TrainArguments:
-    stage: Literal["pt", "sft", "rm", "dpo", "kto", "ppo"] = "sft"
-    """Training stage: `pt` (language modelling on plain text), `sft` (supervised fine-tuning on
-    conversations), `rm` (pairwise reward model with a value head), `dpo` (preference optimisation,
-    see `pref_loss`), `kto` (desirable/undesirable answers)."""
+    stage: StageName = "sft"
+    """Training stage (`lf_data.stages`): `pt` (language modelling on plain text), `sft` (supervised
+    fine-tuning on conversations), `rm` (pairwise reward model with a value head), `dpo` (preference
+    optimisation, see `pref_loss`), `kto` (desirable/undesirable answers), `ppo` (RL from a reward model)."""
     pref_loss: Literal["sigmoid", "hinge", "ipo", "orpo", "simpo"] = "sigmoid"
     """dpo stage loss: sigmoid (DPO), hinge, ipo, orpo or simpo (the last two need no reference model)."""
     pref_beta: float = 0.1
@@ -91,13 +93,11 @@ class TrainArguments:
             self.galore_target = ["all"]
         if self.galore_rank < 1:
             raise ConfigError(f"galore_rank={self.galore_rank} must be at least 1.")
-        if self.stage == "ppo" and not self.reward_model:
-            raise ConfigError("stage ppo needs reward_model: the output_dir of an `lf train stage=rm` run.")
         if self.reward_model and self.reward_model_type == "api":
             if not self.reward_model.startswith(("http://", "https://")):
                 raise ConfigError(f"reward_model_type: api needs reward_model to be the URL of an `lf api` reward "
                                   f"server (http://host:port), not {self.reward_model!r}.")
-        elif self.reward_model and not (Path(self.reward_model) / "value_head.safetensors").is_file():
+        elif self.reward_model and not (Path(self.reward_model) / VALUE_HEAD_FILE).is_file():
             raise ConfigError(f"reward_model {self.reward_model!r} has no value_head.safetensors; give the "
                               "output_dir of an `lf train stage=rm` run.")
         elif self.reward_model and self.reward_model_type == "full" \

@@ -9,8 +9,9 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-LOG_FILE = "trainer_log.jsonl"
-LOSS_PLOT = "training_loss.png"
+from lf_data.run_folder import LOG_FILE, LOSS_PLOT, read_log
+
+__all__ = ["LOG_FILE", "LOSS_PLOT", "JsonlLogCallback", "plot_loss", "read_log"]
 
 
 class JsonlLogCallback(TrainerCallback):
@@ -53,13 +54,6 @@ class JsonlLogCallback(TrainerCallback):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
-
-
-def read_log(output_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(output_dir) / LOG_FILE
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def plot_loss(output_dir: str | Path) -> Path | None:

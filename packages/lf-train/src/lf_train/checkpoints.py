@@ -16,7 +16,7 @@ from typing import Any
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-STAGING_DIR = ".staging"
+from lf_data.run_folder import STAGING_DIR
 
 
 def _flush_tree(folder: Path) -> None:

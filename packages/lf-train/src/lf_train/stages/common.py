@@ -7,9 +7,10 @@ from typing import Any
 
 from lf_train.checkpoints import atomic_checkpoints
 from lf_train.optimizers import badam_optimizer, loraplus_optimizer, muon_optimizer
+from lf_train.plan import TrainPlan
 
 
-def custom_optimizer(model: Any, plan: Any) -> Any:
+def custom_optimizer(model: Any, plan: TrainPlan) -> Any:
     """LoRA+, BAdam or Muon when asked for; None lets the Trainer build the one `optim` names."""
     if plan.train.use_badam:
         return badam_optimizer(model, plan.training_args, plan.train)
@@ -19,7 +20,7 @@ def custom_optimizer(model: Any, plan: Any) -> Any:
     return loraplus_optimizer(model, plan.training_args, ratio) if ratio else None
 
 
-def build_trainer(trainer_class: Any, model: Any, tokenizer: Any, data: Any, plan: Any, callbacks: list,
+def build_trainer(trainer_class: Any, model: Any, tokenizer: Any, data: Any, plan: TrainPlan, callbacks: list,
                   collator_class: Any, collator_options: dict[str, Any] | None = None, **extra: Any) -> Any:
     """A Trainer (or subclass) over the stage's data, collator and LF's optimizer choice, saving
     checkpoints atomically."""
@@ -38,7 +39,7 @@ def build_trainer(trainer_class: Any, model: Any, tokenizer: Any, data: Any, pla
     )
 
 
-def train_and_save(trainer: Any, plan: Any, data: Any, before_save: Any = None) -> Any:
+def train_and_save(trainer: Any, plan: TrainPlan, data: Any, before_save: Any = None) -> Any:
     result = trainer.train(resume_from_checkpoint=plan.resume_from_checkpoint)
     trainer.save_model()
     if before_save is not None:

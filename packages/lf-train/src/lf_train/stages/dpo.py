@@ -16,10 +16,16 @@ import torch.nn.functional as F
 from transformers import Trainer
 
 from lf_data.processors import IGNORE_INDEX
+from lf_train.args import TrainArguments
 from lf_train.collators import PairwiseCollator
+from lf_train.plan import TrainPlan
 from lf_train.stages.common import build_trainer, train_and_save
 
 REFERENCE_FREE = ("orpo", "simpo")
+
+
+def needs_reference(train: TrainArguments) -> bool:
+    return train.pref_loss not in REFERENCE_FREE
 
 
 def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,7 +91,7 @@ class PreferenceTrainer(Trainer):
         return (loss, {"logits": logits}) if return_outputs else loss
 
 
-def run_dpo(model: Any, tokenizer: Any, data: Any, plan: Any, callbacks: list, reference: Any = None) -> Trainer:
+def run_dpo(model: Any, tokenizer: Any, data: Any, plan: TrainPlan, callbacks: list, reference: Any = None) -> Trainer:
     plan.training_args.remove_unused_columns = False  # the pairwise columns are not the model's forward arguments
     trainer = build_trainer(PreferenceTrainer, model, tokenizer, data, plan, callbacks, PairwiseCollator,
                             train_args=plan.train, reference=reference)

@@ -14,6 +14,7 @@ import torch
 from transformers import Trainer
 
 from lf_train.collators import KTOCollator
+from lf_train.plan import TrainPlan
 from lf_train.stages.common import build_trainer, train_and_save
 from lf_train.stages.dpo import PreferenceTrainer, sequence_logps
 
@@ -49,7 +50,7 @@ class KTOTrainer(PreferenceTrainer):
         return (loss, {}) if return_outputs else loss
 
 
-def run_kto(model: Any, tokenizer: Any, data: Any, plan: Any, callbacks: list, reference: Any = None) -> Trainer:
+def run_kto(model: Any, tokenizer: Any, data: Any, plan: TrainPlan, callbacks: list, reference: Any = None) -> Trainer:
     plan.training_args.remove_unused_columns = False
     trainer = build_trainer(KTOTrainer, model, tokenizer, data, plan, callbacks, KTOCollator,
                             train_args=plan.train, reference=reference)

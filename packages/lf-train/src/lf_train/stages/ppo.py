@@ -18,7 +18,9 @@ from typing import Any
 
 import torch
 
-from lf_models.value_head import VALUE_HEAD_FILE
+from lf_data.errors import ConfigError
+from lf_data.run_folder import FINISHED_MARKER, LOG_FILE, VALUE_HEAD_FILE
+from lf_train.plan import TrainPlan
 
 logger = logging.getLogger(__name__)
 POLICY, REWARD = "default", "reward"
@@ -163,12 +165,18 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     return advantages * mask
 
 
-def run_ppo(model: Any, tokenizer: Any, data: Any, plan: Any, callbacks: list) -> Any:
-    args, t = plan.training_args, plan.train
-    if not t.reward_model:
-        from lf_data.errors import ConfigError
-
+def check_ppo(plan: TrainPlan) -> None:
+    if plan.finetuning.finetuning_type != "lora":
+        raise ConfigError("stage ppo shares one base model between policy, reference and reward adapters; "
+                          "it needs finetuning_type: lora.")
+    if plan.training_args.max_steps <= 0:
+        raise ConfigError("stage ppo needs max_steps (the number of PPO steps to take).")
+    if not plan.train.reward_model:
         raise ConfigError("stage ppo needs reward_model: the output_dir of an `lf train stage=rm` run.")
+
+
+def run_ppo(model: Any, tokenizer: Any, data: Any, plan: TrainPlan, callbacks: list) -> Any:
+    args, t = plan.training_args, plan.train
     shared = SharedRLHFModel(model, t.reward_model if t.reward_model_type == "lora" else None)
     if t.reward_model_type == "lora":
         scorer: Any = shared
@@ -180,7 +188,7 @@ def run_ppo(model: Any, tokenizer: Any, data: Any, plan: Any, callbacks: list) -
     prompts = data.train_dataset["input_ids"]
     batch_size, output_dir = args.per_device_train_batch_size, Path(args.output_dir)
     generator = torch.Generator().manual_seed(args.seed)
-    log_path, start = output_dir / "trainer_log.jsonl", time.time()
+    log_path, start = output_dir / LOG_FILE, time.time()
     for step in range(1, args.max_steps + 1):
         chosen = torch.randint(len(prompts), (batch_size,), generator=generator).tolist()
         query, query_mask = left_pad([prompts[i] for i in chosen], tokenizer.pad_token_id)
@@ -234,5 +242,5 @@ def run_ppo(model: Any, tokenizer: Any, data: Any, plan: Any, callbacks: list) -
     shared.peft.save_pretrained(output_dir, selected_adapters=[POLICY])
     model.save_value_head(output_dir)
     tokenizer.save_pretrained(output_dir)
-    (output_dir / "train_results.json").write_text(json.dumps({"steps": args.max_steps}))
+    (output_dir / FINISHED_MARKER).write_text(json.dumps({"steps": args.max_steps}))
     return shared

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from transformers import Trainer
 
 from lf_train.collators import PairwiseCollator
+from lf_train.plan import TrainPlan
 from lf_train.stages.common import build_trainer, train_and_save
 
 
@@ -60,7 +61,7 @@ def pairwise_accuracy(prediction: Any) -> dict[str, float]:
     return {"accuracy": float((scores[:, 0] > scores[:, 1]).mean())}
 
 
-def run_rm(model: Any, tokenizer: Any, data: Any, plan: Any, callbacks: list) -> Trainer:
+def run_rm(model: Any, tokenizer: Any, data: Any, plan: TrainPlan, callbacks: list) -> Trainer:
     plan.training_args.remove_unused_columns = False  # the pairwise columns are not the model's forward arguments
     trainer = build_trainer(PairwiseTrainer, model, tokenizer, data, plan, callbacks, PairwiseCollator,
                             compute_metrics=pairwise_accuracy)

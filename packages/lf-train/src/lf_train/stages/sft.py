@@ -8,12 +8,13 @@ from typing import Any
 from transformers import Trainer
 
 from lf_train.collators import SupervisedCollator
+from lf_train.plan import TrainPlan
 from lf_train.stages.common import build_trainer, train_and_save
 
 PISSA_INIT = "pissa_init"
 
 
-def run_sft(model: Any, tokenizer: Any, data: Any, plan: Any, callbacks: list) -> Trainer:
+def run_sft(model: Any, tokenizer: Any, data: Any, plan: TrainPlan, callbacks: list) -> Trainer:
     trainer = build_trainer(Trainer, model, tokenizer, data, plan, callbacks, SupervisedCollator,
                             collator_options={"neat_packing": plan.data.neat_packing})
     output_dir = Path(plan.training_args.output_dir)
