@@ -95,6 +95,30 @@ def test_form_builds_the_flat_config_lf_train_reads():
         build_config(form(), "- a list")
 
 
+def test_choice_fields_offer_exactly_what_the_config_types_allow():
+    """The board's choices are the Literals `lf train` checks, read from the config dataclasses (never
+    a copy that drifts when a stage or loss is added), both in the field list and in the page."""
+    from typing import get_args, get_type_hints
+
+    from lf_board import create_app
+    from lf_board.train_form import FIELDS, field, literal_choices
+    from lf_models.args import FinetuningArguments, ModelArguments
+    from lf_train.args import TrainArguments
+
+    expected = {"stage": get_args(get_type_hints(TrainArguments)["stage"]),
+                "pref_loss": get_args(get_type_hints(TrainArguments)["pref_loss"]),
+                "finetuning_type": get_args(get_type_hints(FinetuningArguments)["finetuning_type"])}
+    demo = create_app(runs_root="/nonexistent-runs-root")
+    shown = {keys["label"]: component for component, keys in demo.board.labels.entries if "label" in keys}
+    for key, choices in expected.items():
+        assert choices and field(key).choices == choices, key
+        assert [value for _, value in shown[f"train.{key}"].choices] == list(choices), key
+        assert field(key).default in choices, key
+    with pytest.raises(TypeError, match="not a Literal"):
+        literal_choices(ModelArguments, "quantization_bit")
+    assert len({f.elem_id for f in FIELDS}) == len(FIELDS)  # the page finds each widget by its id
+
+
 @pytest.mark.parametrize("recipe", ["quickstart.yaml", "train/sft_lora.yaml", "train/dpo_lora.yaml",
                                     "train/sft_loraplus.yaml", "train/sft_full.yaml"])
 def test_save_and_load_round_trip_every_recipe(recipe):
@@ -143,7 +167,7 @@ def test_a_good_config_passes(runs, tiny_llama, data_dir):
     ({"use_galore": True}, "use_galore projects the gradients of full weights"),
     ({"dataset": ["identiti"]}, "Did you mean 'identity'"),
     ({"template": "chatmll"}, "Did you mean 'chatml'"),
-    ({"stage": "ppo"}, "reward_model"),
+    ({"stage": "ppo", "max_steps": 4}, "reward_model"),
     ({"output_dir": "/elsewhere/run"}, "outside the runs root"),
     ({"model_name_or_path": ""}, "no model chosen"),
 ])
@@ -319,8 +343,8 @@ def test_eval_results_table_for_both_kinds_of_task(tmp_path):
 
 
 def test_chat_and_eval_load_a_run_on_its_base(tmp_path):
-    from lf_board.chat_tab import engine_config
     from lf_board.eval_tab import eval_config
+    from lf_board.serve_config import engine_config
 
     saves = tmp_path / "saves"
     run = write_run(saves, "m/lora/done", 2, finished=True)
@@ -371,8 +395,8 @@ def test_lf_board_command_is_registered():
 def test_evaluate_tab_runs_lf_eval_and_shows_its_results(tmp_path, tiny_llama, data_dir):
     """What the Evaluate tab's Start does, end to end: its config, lf eval's own checks, the job,
     and the table read back from what `lf eval` wrote."""
-    from lf_board.chat_tab import engine_config
     from lf_board.eval_tab import check_eval, eval_config, results_table
+    from lf_board.serve_config import engine_config
 
     save_dir = tmp_path / "evals" / "predict"
     config = eval_config(engine_config(str(tiny_llama), tmp_path, template="chatml"), "predict", save_dir,

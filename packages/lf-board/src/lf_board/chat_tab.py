@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lf_board.runs import ADAPTER_CONFIG, RUN_CONFIG
+from lf_board.messages import message
+from lf_board.serve_config import engine_config
 from lf_board.translations import text
 
 if TYPE_CHECKING:
@@ -43,33 +43,6 @@ class ChatSession:
         return True
 
 
-def engine_config(reference: str, runs_root: Path, template: str = "") -> dict[str, Any]:
-    """The lf-serve config for a run folder (adapter on its base, or full weights), or a model reference."""
-    import yaml
-
-    path = Path(reference).expanduser()
-    if not path.is_dir() and (runs_root / reference).is_dir():
-        path = runs_root / reference
-    config: dict[str, Any] = {"infer_backend": "huggingface"}
-    trained: dict[str, Any] = {}
-    if path.is_dir() and (path / RUN_CONFIG).is_file():
-        trained = yaml.safe_load((path / RUN_CONFIG).read_text(encoding="utf-8")) or {}
-    if path.is_dir() and (path / ADAPTER_CONFIG).is_file():
-        base = trained.get("model_name_or_path")
-        if not base:
-            base = json.loads((path / ADAPTER_CONFIG).read_text(encoding="utf-8")).get("base_model_name_or_path")
-        if not base:
-            raise ValueError(f"{reference!r} holds an adapter but its base model is unknown.")
-        config["model_name_or_path"] = base
-        config["adapter_name_or_path"] = [str(path)]
-    else:
-        config["model_name_or_path"] = str(path) if path.is_dir() else reference
-    chosen = template or trained.get("template")
-    if chosen:
-        config["template"] = chosen
-    return config
-
-
 def _plain(content: Any) -> str:
     """Chatbot message content (a string, or gradio's list of typed parts) as text."""
     if isinstance(content, str):
@@ -84,7 +57,6 @@ def _plain(content: Any) -> str:
 def build(board: Board) -> None:
     import gradio as gr
 
-    from lf_board.train_tab import message
     from lf_data.templates import TEMPLATES
 
     L, runs = board.labels, board.runs

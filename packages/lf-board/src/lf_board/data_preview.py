@@ -6,8 +6,6 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-PREF_STAGES = ("rm", "dpo")
-
 
 @lru_cache(maxsize=4)
 def _tokenizer(reference: str, trust_remote_code: bool) -> tuple[Any, str | None]:
@@ -40,26 +38,32 @@ def preview_row(config: dict[str, Any], index: int) -> dict[str, Any]:
     from lf_data.errors import DataError
     from lf_data.loading import load_aligned
     from lf_data.render import render_conversation
+    from lf_data.run_folder import resolve_template
+    from lf_data.stages import DATA_STAGES
     from lf_data.templates import get_template
 
     names = config.get("dataset") or []
     if not names:
         raise DataError("choose at least one dataset to preview.")
     stage = config.get("stage", "sft")
+    if stage not in DATA_STAGES:
+        raise DataError(f"unknown stage {stage!r}; stages: {', '.join(DATA_STAGES)}.")
+    spec = DATA_STAGES[stage]
     reference = config.get("model_name_or_path")
     if not reference:
         raise DataError("choose a model first: the preview uses its tokenizer.")
     max_samples = config.get("max_samples")
     aligned = load_aligned(list(names), config.get("dataset_dir", "data"), skip_invalid=True,
-                           max_samples=max_samples, needs_response=stage != "pt").dataset
+                           max_samples=max_samples, needs_response=spec.processor.needs_response).dataset
     if len(aligned) == 0:
         raise DataError(f"dataset(s) {', '.join(names)} have no valid rows.")
     if not 0 <= index < len(aligned):
         raise DataError(f"row {index} does not exist; the chosen data has rows 0 to {len(aligned) - 1}.")
     row = aligned[index]
     tokenizer, default_template = _tokenizer(reference, bool(config.get("trust_remote_code")))
-    template = get_template(config.get("template") or default_template)
-    if stage == "pt":  # plain text: every token is trained, no template
+    template = get_template(resolve_template(config.get("template"), config.get("adapter_name_or_path"),
+                                             default_template))
+    if spec.plain_text:  # plain text: every token is trained, no template
         text = "".join(m["content"] for m in row["_prompt"])
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         return {"pieces": [(text, True)], "template": "none (pt)", "tokens": len(ids), "trained": len(ids),
@@ -75,7 +79,7 @@ def preview_row(config: dict[str, Any], index: int) -> dict[str, Any]:
     cutoff = int(config.get("cutoff_len") or 1 << 30)
     return {"pieces": pieces, "template": rendered["template"], "tokens": len(ids), "trained": sum(trained),
             "rows": len(aligned), "truncated": len(ids) > cutoff,
-            "chosen_only": stage in PREF_STAGES}
+            "chosen_only": spec.pairwise}
 
 
 def check_summary(config: dict[str, Any]) -> str:

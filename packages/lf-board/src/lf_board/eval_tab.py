@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lf_board import jobs
+from lf_board.messages import JOB_STATE_KEYS, abort_folder_job, message
 from lf_board.runs import BOARD_DIR, slug
+from lf_board.serve_config import engine_config
 from lf_board.translations import text
 
 if TYPE_CHECKING:
@@ -18,8 +20,6 @@ if TYPE_CHECKING:
 PREDICT = "predict"
 BENCHMARKS = ("mmlu_test", "cmmlu_test", "ceval_val")
 RESULTS_FILES = ("results.json", "predict_results.json")  # multiple choice, predict
-STATE_KEYS = {"running": "status.running", "done": "status.finished", "failed": "status.failed",
-              "aborted": "status.aborted", "unknown": "status.stopped", "new": "status.new"}
 
 
 def eval_config(model: dict[str, Any], task: str, save_dir: Path, *, task_dir: str, n_shot: int,
@@ -73,9 +73,7 @@ def results_table(save_dir: Path) -> tuple[list[str], list[list[Any]]]:
 def build(board: Board) -> None:
     import gradio as gr
 
-    from lf_board.chat_tab import engine_config
     from lf_board.data_preview import dataset_names
-    from lf_board.train_tab import abort_folder_job, message
 
     L, runs = board.labels, board.runs
     with gr.Row():
@@ -135,7 +133,7 @@ def build(board: Board) -> None:
             return gr.skip(), gr.skip(), gr.skip()
         job = jobs.Job(Path(folder))
         state = job.state()
-        status = f"**{text(lang, 'msg.eval_status', status=text(lang, STATE_KEYS[state]))}**"
+        status = f"**{text(lang, 'msg.eval_status', status=text(lang, JOB_STATE_KEYS[state]))}**"
         table_update: Any = gr.skip()
         if state == "done":
             from lf_data.config import read_config

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lf_board import jobs
+from lf_board.messages import JOB_STATE_KEYS, abort_folder_job, message
 from lf_board.runs import ADAPTER_CONFIG, BOARD_DIR, slug
 from lf_board.translations import text
 
@@ -17,8 +18,6 @@ if TYPE_CHECKING:
 EXPORT_FORMATS = ("safetensors", "gguf")
 GGUF_TYPES = ("f16", "q8_0", "f32")
 DTYPES = ("auto", "float16", "bfloat16", "float32")
-STATE_KEYS = {"running": "status.running", "done": "status.finished", "failed": "status.failed",
-              "aborted": "status.aborted", "unknown": "status.stopped", "new": "status.new"}
 
 
 def export_config(source: Path, export_dir: Path, export_format: str, gguf_type: str, dtype: str, size: float,
@@ -60,8 +59,6 @@ def exported_files(export_dir: Path) -> list[tuple[str, int]]:
 
 def build(board: Board) -> None:
     import gradio as gr
-
-    from lf_board.train_tab import abort_folder_job, message
 
     L, runs = board.labels, board.runs
     with gr.Row():
@@ -128,7 +125,7 @@ def build(board: Board) -> None:
             return gr.skip(), gr.skip()
         job = jobs.Job(Path(folder))
         state = job.state()
-        headline = text(lang, "msg.export_status", status=text(lang, STATE_KEYS[state]))
+        headline = text(lang, "msg.export_status", status=text(lang, JOB_STATE_KEYS[state]))
         if state == "done":
             from lf_data.config import read_config
 

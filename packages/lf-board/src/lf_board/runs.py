@@ -9,21 +9,25 @@ output_dir that holds files it does not know.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from lf_board.jobs import Job
+from lf_data.run_folder import (
+    ADAPTER_CONFIG,
+    CHECKPOINT,
+    FINISHED_MARKER,
+    LOG_FILE,
+    RESOLVED_CONFIG,
+    checkpoints,
+    read_log,
+)
 
 BOARD_DIR = ".board"
-RUN_CONFIG = "lf_config.yaml"  # lf_train.run.RESOLVED_CONFIG
-TRAIN_LOG = "trainer_log.jsonl"  # lf_train.callbacks.LOG_FILE
-FINISHED = "train_results.json"  # lf_train.run.FINISHED_MARKER
-ADAPTER_CONFIG = "adapter_config.json"
-CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 MAX_DEPTH = 4
+
 
 
 class PathOutsideRoot(ValueError):
@@ -57,33 +61,8 @@ def slug(text: str) -> str:
     return re.sub(r"[^\w.-]+", "_", text).strip("._") or "model"
 
 
-def read_log(run_dir: Path) -> list[dict]:
-    """trainer_log.jsonl records; a line still being written is skipped, not an error."""
-    try:
-        lines = (run_dir / TRAIN_LOG).read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return []
-    records = []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
-
-
 def loss_points(run_dir: Path) -> list[tuple[int, float]]:
     return [(int(r["step"]), float(r["loss"])) for r in read_log(run_dir) if "loss" in r and "step" in r]
-
-
-def checkpoints(run_dir: Path) -> list[Path]:
-    try:
-        found = [p for p in run_dir.iterdir() if p.is_dir() and CHECKPOINT.match(p.name)]
-    except OSError:
-        return []
-    return sorted(found, key=lambda p: int(CHECKPOINT.match(p.name).group(1)))
 
 
 class RunsRoot:
@@ -120,7 +99,7 @@ class RunsRoot:
             depth = len(here.relative_to(self.root).parts)
             dirnames[:] = [d for d in dirnames if not d.startswith(".") and not CHECKPOINT.match(d)
                            and depth < MAX_DEPTH]
-            if depth and (RUN_CONFIG in filenames or TRAIN_LOG in filenames):
+            if depth and (RESOLVED_CONFIG in filenames or LOG_FILE in filenames):
                 found[here.relative_to(self.root).as_posix()] = here.stat().st_mtime
                 dirnames[:] = []
         jobs = self.root / BOARD_DIR / "runs"
@@ -139,7 +118,7 @@ class RunsRoot:
         found = checkpoints(path)
         if state == "running":
             status = "running"
-        elif (path / FINISHED).is_file():
+        elif (path / FINISHED_MARKER).is_file():
             status = "finished"
         elif state in ("aborted", "failed"):
             status = state
@@ -155,5 +134,5 @@ class RunsRoot:
         job = self.job(name)
         if job.config_path.is_file():
             return job.config_path
-        resolved = self.inside(name) / RUN_CONFIG
+        resolved = self.inside(name) / RESOLVED_CONFIG
         return resolved if resolved.is_file() else None

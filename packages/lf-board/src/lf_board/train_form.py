@@ -6,18 +6,30 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
 from lf_board.runs import PathOutsideRoot, RunsRoot
+from lf_models.args import FinetuningArguments
+from lf_train.args import TrainArguments
 
-STAGES = ("sft", "pt", "rm", "dpo", "kto", "ppo")
-FINETUNING_TYPES = ("lora", "freeze", "full")
-QUANTIZATION_BITS = ("none", "4", "8")
-SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "polynomial")
-PREF_LOSSES = ("sigmoid", "hinge", "ipo", "orpo", "simpo")
+QUANTIZATION_BITS = ("none", "4", "8")  # ModelArguments.quantization_bit is an int, not a Literal
+SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "polynomial")  # of transformers' many
 DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+def literal_choices(config_class: type, name: str) -> tuple[Any, ...]:
+    """The values a config dataclass field's `Literal` type allows (`X | None` too).
+
+    The form offers exactly what `lf train` accepts, read from the same types the CLI checks, so a
+    stage or loss added to the library appears in the board without touching it."""
+    hint = get_type_hints(config_class)[name]
+    arms = (hint,) if get_origin(hint) is Literal else get_args(hint)
+    choices = tuple(value for arm in arms if get_origin(arm) is Literal for value in get_args(arm))
+    if not choices:
+        raise TypeError(f"{config_class.__name__}.{name} is not a Literal field: {hint!r}")
+    return choices
 
 
 def _lora(values: dict[str, Any]) -> bool:
@@ -39,45 +51,86 @@ class FormField:
     library: Any = ...
     """What `lf train` uses when the key is absent, where the board suggests another default: a
     loaded config that lacks the key shows this, so it trains exactly as it would from the CLI."""
+    minimum: float | None = None
+    """The smallest number the widget accepts (None: any)."""
+    widget_id: str = ""
+    """The page's element id where it is not the usual one (see elem_id)."""
 
     @property
     def absent(self) -> Any:
         return self.default if self.library is ... else self.library
 
+    @property
+    def elem_id(self) -> str:
+        """The widget's id in the page: numbers keep the key's underscores, other widgets use hyphens.
 
-FIELDS: tuple[FormField, ...] = (
-    FormField("model_name_or_path", DEFAULT_MODEL, "text"),
-    FormField("template", "", "choice", unset=("", None)),
-    FormField("stage", "sft", "choice", STAGES),
-    FormField("finetuning_type", "lora", "choice", FINETUNING_TYPES),
-    FormField("quantization_bit", "none", "choice", QUANTIZATION_BITS, unset=("none", "", None)),
-    FormField("dataset_dir", "data", "text"),
-    FormField("dataset", [], "multi", unset=([], None)),
-    FormField("cutoff_len", 1024, "int", library=2048),
-    FormField("max_samples", 0, "int", unset=(0, None)),
-    FormField("val_size", 0.0, "float", unset=(0, 0.0, None)),
-    FormField("learning_rate", 1e-4, "float", library=5e-5),
-    FormField("num_train_epochs", 3.0, "float"),
-    FormField("max_steps", 0, "int", unset=(0, -1, None)),
-    FormField("per_device_train_batch_size", 2, "int", library=8),
-    FormField("gradient_accumulation_steps", 8, "int", library=1),
-    FormField("lr_scheduler_type", "cosine", "choice", SCHEDULERS, library="linear"),
-    FormField("warmup_ratio", 0.0, "float", unset=(0, 0.0, None)),
-    FormField("logging_steps", 5, "int"),
-    FormField("save_steps", 100, "int"),
-    FormField("lora_rank", 8, "int", when=_lora),
-    FormField("lora_alpha", 16, "int", when=_lora, unset=(0, None), library=0),
-    FormField("lora_dropout", 0.0, "float", when=_lora, unset=(0, 0.0, None)),
-    FormField("lora_target", "all", "text", when=_lora),
-    FormField("loraplus_lr_ratio", 0.0, "float", when=_lora, unset=(0, 0.0, None)),
-    FormField("use_galore", False, "bool", unset=(False, None)),
-    FormField("use_badam", False, "bool", unset=(False, None)),
-    FormField("deepspeed", "", "choice", unset=("", None)),
-    FormField("pref_loss", "sigmoid", "choice", PREF_LOSSES, when=lambda v: v.get("stage") == "dpo"),
-    FormField("reward_model", "", "text", when=lambda v: v.get("stage") == "ppo", unset=("", None)),
-    FormField("output_dir", "", "text"),
-)
+        The browser test (and anyone scripting the page) finds widgets by these ids, so they never change."""
+        if self.widget_id:
+            return self.widget_id
+        return f"train-{self.key if self.kind in ('int', 'float') else self.key.replace('_', '-')}"
+
+
+def _dpo(values: dict[str, Any]) -> bool:
+    return values.get("stage") == "dpo"
+
+
+def _ppo(values: dict[str, Any]) -> bool:
+    return values.get("stage") == "ppo"
+
+
+GROUPS: dict[str, tuple[FormField, ...]] = {
+    "model": (
+        FormField("model_name_or_path", DEFAULT_MODEL, "text", widget_id="train-model"),
+        FormField("template", "", "choice", unset=("", None)),
+        FormField("stage", "sft", "choice", literal_choices(TrainArguments, "stage")),
+        FormField("finetuning_type", "lora", "choice", literal_choices(FinetuningArguments, "finetuning_type")),
+        FormField("quantization_bit", "none", "choice", QUANTIZATION_BITS, unset=("none", "", None)),
+    ),
+    "data": (
+        FormField("dataset_dir", "data", "text"),
+        FormField("dataset", [], "multi", unset=([], None)),
+        FormField("cutoff_len", 1024, "int", library=2048),
+        FormField("max_samples", 0, "int", unset=(0, None)),
+        FormField("val_size", 0.0, "float", unset=(0, 0.0, None)),
+    ),
+    "hyper": (
+        FormField("learning_rate", 1e-4, "float", library=5e-5),
+        FormField("num_train_epochs", 3.0, "float"),
+        FormField("max_steps", 0, "int", unset=(0, -1, None)),
+        FormField("per_device_train_batch_size", 2, "int", library=8, minimum=1),
+        FormField("gradient_accumulation_steps", 8, "int", library=1, minimum=1),
+        FormField("lr_scheduler_type", "cosine", "choice", SCHEDULERS, library="linear"),
+        FormField("warmup_ratio", 0.0, "float", unset=(0, 0.0, None)),
+        FormField("logging_steps", 5, "int", minimum=1),
+        FormField("save_steps", 100, "int", minimum=1),
+    ),
+    "lora": (
+        FormField("lora_rank", 8, "int", when=_lora, minimum=1),
+        FormField("lora_alpha", 16, "int", when=_lora, unset=(0, None), library=0, minimum=0),
+        FormField("lora_dropout", 0.0, "float", when=_lora, unset=(0, 0.0, None), minimum=0),
+        FormField("lora_target", "all", "text", when=_lora),
+        FormField("loraplus_lr_ratio", 0.0, "float", when=_lora, unset=(0, 0.0, None), minimum=0),
+    ),
+    "extra": (
+        FormField("use_galore", False, "bool", unset=(False, None)),
+        FormField("use_badam", False, "bool", unset=(False, None)),
+        FormField("deepspeed", "", "choice", unset=("", None)),
+        FormField("pref_loss", "sigmoid", "choice", literal_choices(TrainArguments, "pref_loss"), when=_dpo),
+        FormField("reward_model", "", "text", when=_ppo, unset=("", None)),
+    ),
+    "output": (
+        FormField("output_dir", "", "text"),
+    ),
+}
+"""The form's fields by section of the page, in the order the page shows them."""
+FIELDS: tuple[FormField, ...] = tuple(f for section in GROUPS.values() for f in section)
 FIELD_KEYS = tuple(f.key for f in FIELDS)
+_BY_KEY = {f.key: f for f in FIELDS}
+
+
+def field(key: str) -> FormField:
+    """The form field editing config key `key`."""
+    return _BY_KEY[key]
 
 
 class BoardConfigError(ValueError):

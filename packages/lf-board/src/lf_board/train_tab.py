@@ -1,5 +1,8 @@
 """The Train tab: the form, data preview, command preview, save/load, start/abort/resume, and the
-live log and loss curve of the run chosen in the runs list."""
+live log and loss curve of the run chosen in the runs list.
+
+Each section of the page has its own builder; the form's widgets are made from the field list in
+train_form (kind, default, choices, element id), so a field is described once, there."""
 
 from __future__ import annotations
 
@@ -10,12 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from lf_board import jobs
 from lf_board.data_preview import check_summary, dataset_names, preview_row
+from lf_board.messages import RUN_STATUS_KEYS, message
 from lf_board.model_info import bundled_models, suggest_template
 from lf_board.train_form import (
     DEFAULT_MODEL,
     FIELD_KEYS,
-    FIELDS,
+    GROUPS,
     BoardConfigError,
+    FormField,
     build_config,
     form_values,
     to_yaml,
@@ -23,36 +28,16 @@ from lf_board.train_form import (
     validate,
 )
 from lf_board.translations import text
+from lf_train.args import TrainArguments
 
 if TYPE_CHECKING:
     from lf_board.app import Board
+    from lf_board.labels import Labels
 
-STATUS_KEYS = {"running": "status.running", "finished": "status.finished", "aborted": "status.aborted",
-               "failed": "status.failed", "stopped": "status.stopped", "new": "status.new"}
 TRAINED_LABEL = "trained"
 
 
-def message(lang: str, key: str, detail: str = "", error: bool = False) -> str:
-    """A message box text: a localised headline, then the details (library messages are English)."""
-    import gradio as gr
-
-    headline = text(lang, key)
-    if error:
-        gr.Warning(f"{headline} {detail}".strip())
-    body = f"**{'⚠️ ' if error else ''}{headline}**"
-    return body + (f"\n\n```text\n{detail}\n```" if detail else "")
-
-
-def abort_folder_job(folder: str, lang: str) -> str:
-    """Abort the export or evaluation job started from the page (its job folder); the message to show."""
-    if folder and jobs.abort(jobs.Job(Path(folder))):
-        return message(lang, "msg.aborted", folder)
-    return message(lang, "msg.not_running", "", error=True)
-
-
 def _badam_supported() -> bool:
-    from lf_train.args import TrainArguments
-
     return any(f.name == "use_badam" for f in dataclasses.fields(TrainArguments))
 
 
@@ -64,129 +49,253 @@ def run_name_now() -> str:
     return time.strftime("train-%Y%m%d-%H%M%S")
 
 
-def build(board: Board) -> None:
+# -- the page's parts -------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Form:
+    """The widgets that make up the config, kept by config key so handlers never depend on layout."""
+
+    widgets: dict[str, Any]
+    extra: Any
+    lang: Any
+
+    def __getitem__(self, key: str) -> Any:
+        return self.widgets[key]
+
+    @property
+    def inputs(self) -> set[Any]:
+        return {*self.widgets.values(), self.extra, self.lang}
+
+    @property
+    def in_order(self) -> list[Any]:
+        return [self.widgets[key] for key in FIELD_KEYS]
+
+    def read(self, data: dict) -> tuple[dict[str, Any], str, str]:
+        """The field values, the extra YAML and the language, from a handler's dict of inputs."""
+        return {key: data[self.widgets[key]] for key in FIELD_KEYS}, data[self.extra], data[self.lang]
+
+
+@dataclasses.dataclass
+class Preview:
+    index: Any
+    row_button: Any
+    check_button: Any
+    pieces: Any
+    check: Any
+
+
+@dataclasses.dataclass
+class ConfigFiles:
+    chosen: Any
+    save_button: Any
+    load_button: Any
+
+
+@dataclasses.dataclass
+class Launch:
+    command_button: Any
+    start_button: Any
+    note: Any
+    yaml_box: Any
+    command_box: Any
+
+
+@dataclasses.dataclass
+class RunView:
+    chosen: Any
+    refresh_button: Any
+    abort_button: Any
+    resume_button: Any
+    status: Any
+    log_box: Any
+    loss_plot: Any
+    seen: Any
+    timer: Any
+
+
+# -- builders: one per section of the page, in the order the page shows them ---------------------
+def _widget(L: Labels, spec: FormField, **overrides: Any) -> Any:
+    """A form field's component from its kind, default and choices; overrides carry what only the
+    page knows (choices found on disk, layout)."""
+    import gradio as gr
+
+    options: dict[str, Any] = {"value": spec.default, "elem_id": spec.elem_id}
+    if spec.kind in ("int", "float"):
+        cls: type = gr.Number
+        options["precision"] = 0 if spec.kind == "int" else None
+        if spec.minimum is not None:
+            options["minimum"] = spec.minimum
+    elif spec.kind == "bool":
+        cls = gr.Checkbox
+    elif spec.kind in ("choice", "multi"):
+        cls = gr.Dropdown
+        options["choices"] = list(spec.choices)
+        if spec.kind == "multi":
+            options.update(multiselect=True, value=list(spec.default))
+    else:
+        cls = gr.Textbox
+    options.update(overrides)
+    cls = options.pop("cls", cls)
+    return L.make(cls, f"train.{spec.key}", **options)
+
+
+def _add_group(L: Labels, widgets: dict[str, Any], group: str, **overrides: dict[str, Any]) -> None:
+    for spec in GROUPS[group]:
+        widgets[spec.key] = _widget(L, spec, **overrides.get(spec.key, {}))
+
+
+def _model_row(board: Board, widgets: dict[str, Any]) -> None:
     import gradio as gr
 
     from lf_data.templates import TEMPLATES
 
-    L, runs = board.labels, board.runs
-    form: dict[str, Any] = {}
-    defaults = {f.key: f.default for f in FIELDS}
+    with gr.Row():
+        _add_group(board.labels, widgets, "model",
+                   model_name_or_path={"cls": gr.Dropdown, "choices": bundled_models(), "allow_custom_value": True,
+                                       "scale": 3},
+                   template={"choices": [("—", "")] + sorted(TEMPLATES),
+                             "value": suggest_template(DEFAULT_MODEL) or ""})
 
-    def number(key: str, integer: bool = False, **kw: Any) -> Any:
-        form[key] = L.make(gr.Number, f"train.{key}", value=defaults[key], precision=0 if integer else None,
-                           elem_id=f"train-{key}", **kw)
-        return form[key]
+
+def _data_row(board: Board, widgets: dict[str, Any]) -> None:
+    import gradio as gr
 
     with gr.Row():
-        form["model_name_or_path"] = L.make(gr.Dropdown, "train.model_name_or_path", choices=bundled_models(),
-                                            value=DEFAULT_MODEL, allow_custom_value=True, scale=3,
-                                            elem_id="train-model")
-        form["template"] = L.make(gr.Dropdown, "train.template", choices=[("—", "")] + sorted(TEMPLATES),
-                                  value=suggest_template(DEFAULT_MODEL) or "", elem_id="train-template")
-        form["stage"] = L.make(gr.Dropdown, "train.stage", choices=list(FIELDS[2].choices), value="sft",
-                               elem_id="train-stage")
-        form["finetuning_type"] = L.make(gr.Dropdown, "train.finetuning_type", choices=list(FIELDS[3].choices),
-                                         value="lora", elem_id="train-finetuning-type")
-        form["quantization_bit"] = L.make(gr.Dropdown, "train.quantization_bit", choices=list(FIELDS[4].choices),
-                                          value="none", elem_id="train-quantization-bit")
-    with gr.Row():
-        form["dataset_dir"] = L.make(gr.Textbox, "train.dataset_dir", value=board.dataset_dir, scale=1,
-                                     elem_id="train-dataset-dir")
-        form["dataset"] = L.make(gr.Dropdown, "train.dataset", choices=dataset_names(board.dataset_dir), value=[],
-                                 multiselect=True, scale=2, elem_id="train-dataset")
-        number("cutoff_len", integer=True)
-        number("max_samples", integer=True)
-        number("val_size")
+        _add_group(board.labels, widgets, "data", dataset_dir={"value": board.dataset_dir, "scale": 1},
+                   dataset={"choices": dataset_names(board.dataset_dir), "scale": 2})
+
+
+def _preview_section(L: Labels) -> Preview:
+    """A row as it will be trained, and `lf data check`'s summary: seen before a run is started."""
+    import gradio as gr
+
     with L.make(gr.Accordion, "train.preview_section", open=True):
         with gr.Row():
-            preview_index = L.make(gr.Number, "train.preview_index", value=0, precision=0, minimum=0,
-                                   elem_id="train-preview-index")
-            preview_button = L.make(gr.Button, "train.preview_row", attr="value", elem_id="train-preview-row")
+            index = L.make(gr.Number, "train.preview_index", value=0, precision=0, minimum=0,
+                           elem_id="train-preview-index")
+            row_button = L.make(gr.Button, "train.preview_row", attr="value", elem_id="train-preview-row")
             check_button = L.make(gr.Button, "train.check_data", attr="value", elem_id="train-check-data")
-        preview = L.make(gr.HighlightedText, "train.preview", color_map={TRAINED_LABEL: "green"},
-                         show_legend=True, combine_adjacent=True, elem_id="train-preview")
+        pieces = L.make(gr.HighlightedText, "train.preview", color_map={TRAINED_LABEL: "green"},
+                        show_legend=True, combine_adjacent=True, elem_id="train-preview")
         check = L.make(gr.Textbox, "train.check", lines=8, max_lines=30, elem_id="train-check")
+    return Preview(index, row_button, check_button, pieces, check)
+
+
+def _hyper_section(L: Labels, widgets: dict[str, Any]) -> None:
+    import gradio as gr
+
     with L.make(gr.Accordion, "train.hyper_section", open=True), gr.Row():
-        number("learning_rate")
-        number("num_train_epochs")
-        number("max_steps", integer=True)
-        number("per_device_train_batch_size", integer=True, minimum=1)
-        number("gradient_accumulation_steps", integer=True, minimum=1)
-        form["lr_scheduler_type"] = L.make(gr.Dropdown, "train.lr_scheduler_type", choices=list(FIELDS[15].choices),
-                                           value="cosine", elem_id="train-lr-scheduler-type")
-        number("warmup_ratio")
-        number("logging_steps", integer=True, minimum=1)
-        number("save_steps", integer=True, minimum=1)
+        _add_group(L, widgets, "hyper")
+
+
+def _lora_section(L: Labels, widgets: dict[str, Any]) -> None:
+    import gradio as gr
+
     with L.make(gr.Accordion, "train.lora_section", open=False), gr.Row():
-        number("lora_rank", integer=True, minimum=1)
-        number("lora_alpha", integer=True, minimum=0)
-        number("lora_dropout", minimum=0)
-        form["lora_target"] = L.make(gr.Textbox, "train.lora_target", value="all", elem_id="train-lora-target")
-        number("loraplus_lr_ratio", minimum=0)
+        _add_group(L, widgets, "lora")
+
+
+def _extra_section(L: Labels, widgets: dict[str, Any]) -> Any:
+    """Less used methods and stage options, and free YAML for any key the form lacks; the YAML box."""
+    import gradio as gr
+
     with L.make(gr.Accordion, "train.extra_section", open=False):
         with gr.Row():
-            form["use_galore"] = L.make(gr.Checkbox, "train.use_galore", value=False, elem_id="train-use-galore")
-            form["use_badam"] = L.make(gr.Checkbox, "train.use_badam", value=False, visible=_badam_supported(),
-                                       elem_id="train-use-badam")
-            form["deepspeed"] = L.make(gr.Dropdown, "train.deepspeed", choices=[("—", "")] + deepspeed_configs(),
-                                       value="", elem_id="train-deepspeed")
-            form["pref_loss"] = L.make(gr.Dropdown, "train.pref_loss", choices=list(FIELDS[27].choices),
-                                       value="sigmoid", elem_id="train-pref-loss")
-            form["reward_model"] = L.make(gr.Textbox, "train.reward_model", value="", elem_id="train-reward-model")
-        extra = L.make(gr.Code, "train.extra_keys", language="yaml", value="", elem_id="train-extra")
-    first_output = runs.default_output_dir(DEFAULT_MODEL, "lora", run_name_now())
+            _add_group(L, widgets, "extra", use_badam={"visible": _badam_supported()},
+                       deepspeed={"choices": [("—", "")] + deepspeed_configs()})
+        return L.make(gr.Code, "train.extra_keys", language="yaml", value="", elem_id="train-extra")
+
+
+def _output_row(board: Board, widgets: dict[str, Any]) -> ConfigFiles:
+    """Where the run is written, and the config files the form is saved to and loaded from."""
+    import gradio as gr
+
+    L = board.labels
+    first_output = board.runs.default_output_dir(DEFAULT_MODEL, "lora", run_name_now())
     with gr.Row():
-        form["output_dir"] = L.make(gr.Textbox, "train.output_dir", value=str(first_output), scale=3,
-                                    elem_id="train-output-dir")
-        config_file = L.make(gr.Dropdown, "train.config_file", choices=board.config_choices(), value=None,
-                             allow_custom_value=True, scale=2, elem_id="train-config-file")
+        _add_group(L, widgets, "output", output_dir={"value": str(first_output), "scale": 3})
+        chosen = L.make(gr.Dropdown, "train.config_file", choices=board.config_choices(), value=None,
+                        allow_custom_value=True, scale=2, elem_id="train-config-file")
         save_button = L.make(gr.Button, "train.save_config", attr="value", elem_id="train-save")
         load_button = L.make(gr.Button, "train.load_config", attr="value", elem_id="train-load")
+    return ConfigFiles(chosen, save_button, load_button)
+
+
+def _launch_section(L: Labels) -> Launch:
+    """The buttons that check or start the form's run, the tab's message box, the YAML and command."""
+    import gradio as gr
+
     with gr.Row():
         command_button = L.make(gr.Button, "train.preview_command", attr="value", elem_id="train-preview-command")
         start_button = L.make(gr.Button, "train.start", attr="value", variant="primary", elem_id="train-start")
-    assert set(form) == set(FIELD_KEYS), set(FIELD_KEYS) ^ set(form)
-    train_message = gr.Markdown(elem_id="train-message")
+    note = gr.Markdown(elem_id="train-message")
     with gr.Row():
         yaml_box = L.make(gr.Code, "train.yaml", language="yaml", interactive=False, elem_id="train-yaml")
         command_box = L.make(gr.Textbox, "train.command", interactive=False, elem_id="train-command")
+    return Launch(command_button, start_button, note, yaml_box, command_box)
 
+
+def _run_view(board: Board) -> RunView:
+    """The runs list with its controls, and the chosen run's status, console log and loss curve."""
+    import gradio as gr
+
+    L = board.labels
     with gr.Row():
-        run_list = L.make(gr.Dropdown, "train.runs", choices=runs.names(), value=None, scale=3, elem_id="train-runs")
+        chosen = L.make(gr.Dropdown, "train.runs", choices=board.runs.names(), value=None, scale=3,
+                        elem_id="train-runs")
         refresh_button = L.make(gr.Button, "train.refresh", attr="value", elem_id="train-refresh")
         abort_button = L.make(gr.Button, "train.abort", attr="value", variant="stop", elem_id="train-abort")
         resume_button = L.make(gr.Button, "train.resume", attr="value", elem_id="train-resume")
-    run_status = gr.Markdown(elem_id="train-status")
+    status = gr.Markdown(elem_id="train-status")
     with gr.Row():
         log_box = L.make(gr.Textbox, "train.log", lines=16, max_lines=16, autoscroll=True, interactive=False,
                          elem_id="train-log", scale=3)
         loss_plot = L.make(gr.LinePlot, "train.loss", x="step", y="loss", elem_id="train-loss", scale=2)
-    seen = gr.State("")
-    timer = gr.Timer(1.5)
+    return RunView(chosen, refresh_button, abort_button, resume_button, status, log_box, loss_plot,
+                   seen=gr.State(""), timer=gr.Timer(1.5))
 
-    form_inputs = {*form.values(), extra, board.lang}
 
-    def read_form(data: dict) -> tuple[dict[str, Any], str, str]:
-        return {key: data[form[key]] for key in FIELD_KEYS}, data[extra], data[board.lang]
+def build(board: Board) -> None:
+    """Lay out the tab section by section, then connect each section's events."""
+    L = board.labels
+    widgets: dict[str, Any] = {}
+    _model_row(board, widgets)
+    _data_row(board, widgets)
+    preview = _preview_section(L)
+    _hyper_section(L, widgets)
+    _lora_section(L, widgets)
+    extra = _extra_section(L, widgets)
+    files = _output_row(board, widgets)
+    launch = _launch_section(L)
+    assert set(widgets) == set(FIELD_KEYS), set(FIELD_KEYS) ^ set(widgets)
+    view = _run_view(board)
 
-    def job_config_path(config: dict[str, Any]) -> str:
-        try:
-            return str(runs.job(runs.name_of(config.get("output_dir") or "")).config_path)
-        except ValueError:
-            return "config.yaml"
+    form = Form(widgets, extra, board.lang)
+    _on_model_and_data(board, form, launch.note)
+    _on_preview(form, preview, launch.note)
+    _on_command_and_files(board, form, files, launch)
+    _on_start(board, form, launch, view)
+    _on_run_controls(board, view, launch.note)
+    _on_live(board, form, view)
 
-    # -- model, method, data ---------------------------------------------------------------------
+
+# -- events -------------------------------------------------------------------------------------------
+def _on_model_and_data(board: Board, form: Form, note: Any) -> None:
+    """A new model suggests its template; model and method name the output folder; a new data folder
+    lists its datasets."""
+    import gradio as gr
+
+    runs = board.runs
+
     def on_model(model: str, finetuning_type: str, output_dir: str, lang: str):
         name = Path(output_dir).name if output_dir else run_name_now()
         suggested = suggest_template(model)
         out = str(runs.default_output_dir(model or "model", finetuning_type or "lora", name))
-        note = message(lang, "msg.template_suggested", suggested) if suggested else ""
-        return (gr.update(value=suggested) if suggested else gr.skip()), out, note
+        shown = message(lang, "msg.template_suggested", suggested) if suggested else ""
+        return (gr.update(value=suggested) if suggested else gr.skip()), out, shown
 
     form["model_name_or_path"].change(on_model, [form["model_name_or_path"], form["finetuning_type"],
                                                  form["output_dir"], board.lang],
-                                      [form["template"], form["output_dir"], train_message])
+                                      [form["template"], form["output_dir"], note])
     form["finetuning_type"].change(
         lambda model, ft, out: str(runs.default_output_dir(model or "model", ft or "lora",
                                                            Path(out).name if out else run_name_now())),
@@ -198,11 +307,15 @@ def build(board: Board) -> None:
 
     form["dataset_dir"].change(on_dataset_dir, [form["dataset_dir"], form["dataset"]], form["dataset"])
 
+
+def _on_preview(form: Form, preview: Preview, note: Any) -> None:
+    import gradio as gr
+
     def on_preview(data: dict):
-        values, extra_yaml, lang = read_form(data)
+        values, extra_yaml, lang = form.read(data)
         try:
             config = build_config(values, extra_yaml)
-            result = preview_row(config, int(data[preview_index] or 0))
+            result = preview_row(config, int(data[preview.index] or 0))
         except Exception as err:  # bad input: shown in the page, never a crash
             return gr.skip(), message(lang, "msg.preview_failed", str(err), error=True)
         pieces = [(piece, TRAINED_LABEL if trained else None) for piece, trained in result["pieces"]]
@@ -210,38 +323,50 @@ def build(board: Board) -> None:
                        trained=result["trained"], rows=result["rows"])
         return pieces, f"**{summary}**"
 
-    preview_button.click(on_preview, {*form_inputs, preview_index}, [preview, train_message])
+    preview.row_button.click(on_preview, {*form.inputs, preview.index}, [preview.pieces, note])
 
     def on_check(data: dict):
-        values, extra_yaml, lang = read_form(data)
+        values, extra_yaml, lang = form.read(data)
         try:
             summary = check_summary(build_config(values, extra_yaml))
         except Exception as err:
             return gr.skip(), message(lang, "msg.check_failed", str(err), error=True)
         return summary, message(lang, "msg.check_done")
 
-    check_button.click(on_check, form_inputs, [check, train_message])
+    preview.check_button.click(on_check, form.inputs, [preview.check, note])
 
-    # -- command preview, save and load ------------------------------------------------------------
+
+def _on_command_and_files(board: Board, form: Form, files: ConfigFiles, launch: Launch) -> None:
+    """Command preview, and saving the form to a config file or loading one into it."""
+    import gradio as gr
+
+    runs = board.runs
+
+    def job_config_path(config: dict[str, Any]) -> str:
+        try:
+            return str(runs.job(runs.name_of(config.get("output_dir") or "")).config_path)
+        except ValueError:
+            return "config.yaml"
+
     def on_command(data: dict):
-        values, extra_yaml, lang = read_form(data)
+        values, extra_yaml, lang = form.read(data)
         try:
             config = build_config(values, extra_yaml)
         except BoardConfigError as err:
             return gr.skip(), gr.skip(), message(lang, "msg.invalid_config", str(err), error=True)
         try:
             validate(config, runs)
-            note = message(lang, "msg.config_ok")
+            shown = message(lang, "msg.config_ok")
         except BoardConfigError as err:
-            note = message(lang, "msg.invalid_config", str(err), error=True)
-        return to_yaml(config), train_command(job_config_path(config)), note
+            shown = message(lang, "msg.invalid_config", str(err), error=True)
+        return to_yaml(config), train_command(job_config_path(config)), shown
 
-    command_button.click(on_command, form_inputs, [yaml_box, command_box, train_message])
+    launch.command_button.click(on_command, form.inputs, [launch.yaml_box, launch.command_box, launch.note])
 
     def on_save(data: dict):
-        values, extra_yaml, lang = read_form(data)
+        values, extra_yaml, lang = form.read(data)
         try:
-            path = board.config_path(data[config_file] or Path(values["output_dir"]).name)
+            path = board.config_path(data[files.chosen] or Path(values["output_dir"]).name)
             config = build_config(values, extra_yaml)
         except (BoardConfigError, ValueError) as err:
             return gr.skip(), message(lang, "msg.save_failed", str(err), error=True)
@@ -251,7 +376,7 @@ def build(board: Board) -> None:
         return (gr.update(choices=board.config_choices(), value=board.display_path(path)),
                 message(lang, "msg.saved", str(path)))
 
-    save_button.click(on_save, {*form_inputs, config_file}, [config_file, train_message])
+    files.save_button.click(on_save, {*form.inputs, files.chosen}, [files.chosen, launch.note])
 
     def on_load(chosen: str, lang: str):
         from lf_data.config import read_config
@@ -270,11 +395,16 @@ def build(board: Board) -> None:
                 updates.append(values[key])
         return updates + [rest, message(lang, "msg.loaded", chosen)]
 
-    load_button.click(on_load, [config_file, board.lang], [form[k] for k in FIELD_KEYS] + [extra, train_message])
+    files.load_button.click(on_load, [files.chosen, board.lang], form.in_order + [form.extra, launch.note])
 
-    # -- start, abort, resume -------------------------------------------------------------------------
+
+def _on_start(board: Board, form: Form, launch: Launch, view: RunView) -> None:
+    import gradio as gr
+
+    runs = board.runs
+
     def on_start(data: dict):
-        values, extra_yaml, lang = read_form(data)
+        values, extra_yaml, lang = form.read(data)
         try:
             config = build_config(values, extra_yaml)
             validate(config, runs)
@@ -285,7 +415,14 @@ def build(board: Board) -> None:
         return (gr.update(choices=runs.names(), value=name), message(lang, "msg.started", name),
                 to_yaml(config), train_command(job.config_path))
 
-    start_button.click(on_start, form_inputs, [run_list, train_message, yaml_box, command_box])
+    launch.start_button.click(on_start, form.inputs, [view.chosen, launch.note, launch.yaml_box, launch.command_box])
+
+
+def _on_run_controls(board: Board, view: RunView, note: Any) -> None:
+    """Abort, resume and refresh act on the run chosen in the list, whoever started it."""
+    import gradio as gr
+
+    runs = board.runs
 
     def on_abort(name: str, lang: str):
         if not name:
@@ -294,7 +431,7 @@ def build(board: Board) -> None:
             return message(lang, "msg.aborted", name)
         return message(lang, "msg.not_running", name, error=True)
 
-    abort_button.click(on_abort, [run_list, board.lang], train_message)
+    view.abort_button.click(on_abort, [view.chosen, board.lang], note)
 
     def on_resume(name: str, lang: str):
         from lf_data.config import read_config
@@ -304,7 +441,8 @@ def build(board: Board) -> None:
         info = runs.info(name)
         source = runs.resume_config(name)
         if not info.resumable or source is None:
-            return message(lang, "msg.not_resumable", f"{name}: {text(lang, STATUS_KEYS[info.status])}", error=True)
+            return message(lang, "msg.not_resumable", f"{name}: {text(lang, RUN_STATUS_KEYS[info.status])}",
+                           error=True)
         config = read_config(source)
         config["output_dir"] = str(info.path)
         try:
@@ -314,10 +452,17 @@ def build(board: Board) -> None:
         jobs.launch(runs.job(name).folder, "train", config)
         return message(lang, "msg.resumed", f"{name} ({info.checkpoints} checkpoint(s))")
 
-    resume_button.click(on_resume, [run_list, board.lang], train_message)
-    refresh_button.click(lambda chosen: gr.update(choices=runs.names(), value=chosen), run_list, run_list)
+    view.resume_button.click(on_resume, [view.chosen, board.lang], note)
+    view.refresh_button.click(lambda chosen: gr.update(choices=runs.names(), value=chosen), view.chosen,
+                              view.chosen)
 
-    # -- live log and loss curve ------------------------------------------------------------------------
+
+def _on_live(board: Board, form: Form, view: RunView) -> None:
+    """The chosen run's log, loss curve and status, polled from disk; a fresh output folder per page load."""
+    import gradio as gr
+
+    runs = board.runs
+
     def on_tick(name: str, lang: str, last: str):
         """Re-send only what changed: the console log, the loss curve, the status line."""
         if not name:
@@ -334,7 +479,7 @@ def build(board: Board) -> None:
         from lf_board.runs import loss_points
 
         points = loss_points(info.path)
-        status = text(lang, "msg.run_status", name=name, status=text(lang, STATUS_KEYS[info.status]),
+        status = text(lang, "msg.run_status", name=name, status=text(lang, RUN_STATUS_KEYS[info.status]),
                       step=info.step if info.step is not None else "-", total=info.total_steps or "-",
                       loss=f"{info.loss:.4f}" if info.loss is not None else "-", points=len(points),
                       checkpoints=info.checkpoints)
@@ -343,11 +488,12 @@ def build(board: Board) -> None:
         plot = gr.skip() if same_run and now[4] == before[4] else _frame(points)
         return "|".join(now), f"**{status}**", log, plot
 
-    timer.tick(on_tick, [run_list, board.lang, seen], [seen, run_status, log_box, loss_plot])
+    view.timer.tick(on_tick, [view.chosen, board.lang, view.seen], [view.seen, view.status, view.log_box,
+                                                                    view.loss_plot])
     board.demo.load(lambda: (gr.update(choices=runs.names()),
                              str(runs.default_output_dir(DEFAULT_MODEL, "lora", run_name_now()))),
-                    None, [run_list, form["output_dir"]])
-    board.run_lists.append(run_list)
+                    None, [view.chosen, form["output_dir"]])
+    board.run_lists.append(view.chosen)
 
 
 def _size(path: Path) -> int:
