@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
+from lf_data.config import AtLeastOne, NonNegative, Range, section
 from lf_data.errors import ConfigError
 
 
-@dataclass
+@section
 class DataArguments:
     template: str | None = None
     """Chat template name (see `lf_data.templates.TEMPLATES`), or `auto`/unset for the tokenizer's own."""
@@ -16,23 +16,23 @@ class DataArguments:
     """Comma-separated names from `dataset_info.json`, merged in order."""
     dataset_dir: str = "data"
     """Folder holding `dataset_info.json` and the local dataset files."""
-    cutoff_len: int = 2048
+    cutoff_len: Annotated[int, Range(ge=2, hint="use at least a few hundred tokens")] = 2048
     """Maximum tokens per example after tokenisation; longer conversations are truncated."""
-    max_samples: int | None = None
+    max_samples: Annotated[int, AtLeastOne] | None = None
     """Keep at most this many rows of each dataset (for quick runs)."""
     train_on_prompt: bool = False
     """Also compute the loss on prompt tokens (normally only assistant tokens are trained)."""
     mask_history: bool = False
     """Train only on the last assistant turn of each conversation."""
-    preprocessing_num_workers: int | None = None
+    preprocessing_num_workers: Annotated[int, AtLeastOne] | None = None
     """Processes used to tokenise the dataset."""
     eval_dataset: list[str] | None = None
     """Datasets for evaluation (names from dataset_info.json)."""
-    val_size: float = 0.0
+    val_size: Annotated[float, NonNegative] = 0.0
     """Hold out this fraction (< 1) or number (>= 1) of training rows for evaluation."""
     streaming: bool = False
     """Read datasets lazily instead of preparing them on disk (for data larger than the disk)."""
-    buffer_size: int = 16384
+    buffer_size: Annotated[int, AtLeastOne] = 16384
     """Shuffle buffer when streaming."""
     mix_strategy: Literal["concat", "interleave_under", "interleave_over"] = "concat"
     """How several datasets are merged: one after another, or interleaved until the shortest
@@ -58,10 +58,6 @@ class DataArguments:
     """Seed for splitting, interleaving and shuffling (shared with training)."""
 
     def __post_init__(self) -> None:
-        if self.cutoff_len < 2:
-            raise ConfigError(f"cutoff_len={self.cutoff_len} is too small; use at least a few hundred tokens.")
-        if self.max_samples is not None and self.max_samples < 1:
-            raise ConfigError(f"max_samples={self.max_samples} must be a positive number of rows.")
         if self.template == "":
             self.template = None
         if self.val_size < 0 or (self.val_size >= 1 and not float(self.val_size).is_integer()):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import os
 import tempfile
 import types
@@ -47,6 +48,33 @@ class Range:
         if ((self.ge is not None and value < self.ge) or (self.gt is not None and value <= self.gt)
                 or (self.le is not None and value > self.le) or (self.lt is not None and value >= self.lt)):
             raise ConfigError(f"{key}={value!r} must be {self.describe()}{'; ' + self.hint if self.hint else ''}.")
+
+
+def section(cls: type[T]) -> type[T]:
+    """Make ``cls`` a configuration section: a dataclass whose ``Range`` fields are checked on every
+    construction (from a config file or typed, by another package), before its own ``__post_init__``."""
+    own = cls.__dict__.get("__post_init__")
+
+    def __post_init__(self: Any) -> None:
+        for key, limit in _ranges(type(self)).items():
+            limit.check(key, getattr(self, key))
+        if own is not None:
+            own(self)
+
+    cls.__post_init__ = __post_init__  # type: ignore[attr-defined]
+    return dataclasses.dataclass(cls)
+
+
+@functools.cache
+def _ranges(cls: type) -> dict[str, Range]:
+    found = {}
+    for key, tp in typing.get_type_hints(cls, include_extras=True).items():
+        for arg in (tp, *get_args(tp)):  # Annotated[...] itself, or inside `| None`
+            if get_origin(arg) is Annotated:
+                for extra in get_args(arg)[1:]:
+                    if isinstance(extra, Range):
+                        found[key] = extra
+    return found
 
 
 Positive = Range(gt=0)
@@ -103,13 +131,8 @@ def _type_name(tp: Any) -> str:
 
 def _coerce(key: str, value: Any, tp: Any) -> Any:
     origin = get_origin(tp)
-    if origin is Annotated:
-        base, *extras = get_args(tp)
-        value = _coerce(key, value, base)
-        for extra in extras:
-            if isinstance(extra, Range):
-                extra.check(key, value)
-        return value
+    if origin is Annotated:  # the Range is checked when the section is built (`section`)
+        return _coerce(key, value, get_args(tp)[0])
     if origin in (Union, types.UnionType):
         args = get_args(tp)
         if value is None and type(None) in args:

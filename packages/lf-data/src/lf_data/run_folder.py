@@ -70,22 +70,28 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     return config if isinstance(config, dict) else {}
 
 
-def trained_with(adapters: list[str] | None, key: str) -> Any:
+def _folders(adapters: list[str] | str | None) -> list[str]:
+    if isinstance(adapters, str):  # a comma-separated list, as in a config file
+        return [part.strip() for part in adapters.split(",") if part.strip()]
+    return list(adapters or [])
+
+
+def trained_with(adapters: list[str] | str | None, key: str) -> Any:
     """A key (`template`, `model_name_or_path`) of the run that trained the last adapter that has one."""
-    for adapter in reversed(adapters or []):
+    for adapter in reversed(_folders(adapters)):
         config = read_run_config(adapter)
         if config:
             return config.get(key)
     return None
 
 
-def base_model(adapters: list[str] | None) -> str | None:
+def base_model(adapters: list[str] | str | None) -> str | None:
     """The model the last adapter was trained on: its run's model_name_or_path, else peft's record
     (`base_model_name_or_path` in adapter_config.json)."""
     trained = trained_with(adapters, "model_name_or_path")
     if isinstance(trained, str) and trained:
         return trained
-    for adapter in reversed(adapters or []):
+    for adapter in reversed(_folders(adapters)):
         try:
             config = json.loads((Path(adapter).expanduser() / ADAPTER_CONFIG).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
@@ -95,7 +101,7 @@ def base_model(adapters: list[str] | None) -> str | None:
     return None
 
 
-def resolve_template(explicit: str | None, adapters: list[str] | None = None,
+def resolve_template(explicit: str | None, adapters: list[str] | str | None = None,
                      model_default: str | None = None) -> str | None:
     """The chat template a command uses, everywhere the same: the one asked for, else the one the
     adapter was trained with, else the model's default (`ModelSource.default_template`: a bundled

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
+from lf_data.config import AtLeastOne, NonNegative, section
 from lf_data.errors import ConfigError
 
 PREDICT_TASK = "predict"
 
 
-@dataclass
+@section
 class EvalArguments:
     task: str | None = None
     """`NAME_SPLIT` for a multiple-choice benchmark (mmlu_test, cmmlu_test, ceval_val, or any local task
     folder in the same layout), or `predict` to generate an answer for every row of `dataset`."""
     task_dir: str = "evaluation"
     """Folder holding one sub-folder per multiple-choice task (`{task_dir}/mmlu/data/test/...`)."""
-    n_shot: int = 5
+    n_shot: Annotated[int, NonNegative] = 5
     """Solved examples from the subject's dev split placed before each question, as prior chat turns."""
     lang: Literal["en", "zh"] | None = None
     """Language of the prompt's instruction and answer cue (default: the benchmark's own; en otherwise)."""
@@ -27,16 +27,12 @@ class EvalArguments:
     """Folder for results.json (multiple choice) or generated_predictions.jsonl and predict_results.json."""
     overwrite_save_dir: bool = False
     """Replace results already in save_dir."""
-    batch_size: int = 4
+    batch_size: Annotated[int, AtLeastOne] = 4
     """Prompts scored (or generated) together."""
 
     def __post_init__(self) -> None:
         if not self.task:
             raise ConfigError("`task` is required: a benchmark and split such as mmlu_test, ceval_val or "
                               "cmmlu_test, or `predict` to generate answers for `dataset`.")
-        if self.n_shot < 0:
-            raise ConfigError(f"n_shot={self.n_shot} must be 0 or more.")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size={self.batch_size} must be at least 1.")
         if self.task == PREDICT_TASK and not self.save_dir:
             raise ConfigError("task: predict needs `save_dir`, the folder where generated_predictions.jsonl goes.")

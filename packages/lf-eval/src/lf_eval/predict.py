@@ -13,12 +13,15 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lf_data.errors import ConfigError, DataError
 from lf_eval.args import EvalArguments
 from lf_eval.atomic_files import write_json_atomic, write_jsonl_atomic
 from lf_eval.metrics import compute_generation_metrics
+
+if TYPE_CHECKING:
+    from lf_serve.args import ServePlan
 
 logger = logging.getLogger(__name__)
 PREDICTIONS_FILE = "generated_predictions.jsonl"
@@ -64,7 +67,8 @@ def dataset_conversations(plan: Any) -> tuple[list[list[dict[str, str]]], list[s
     return conversations, labels
 
 
-def run_predict(args: EvalArguments, plan: Any, serve_config: dict[str, Any]) -> dict[str, Any]:
+def run_predict(args: EvalArguments, plan: ServePlan) -> dict[str, Any]:
+    """Answer every row of the plan's datasets with its model and score the answers against the labels."""
     from lf_eval.run import check_save_dir
     from lf_serve import load_engine
 
@@ -75,11 +79,7 @@ def run_predict(args: EvalArguments, plan: Any, serve_config: dict[str, Any]) ->
     conversations, labels = dataset_conversations(plan)
     logger.info("predict: %d rows of %s", len(conversations), ", ".join(plan.data.dataset))
 
-    engine_config = dict(serve_config)
-    if "do_sample" not in engine_config and "temperature" not in engine_config:
-        engine_config["do_sample"] = False  # scores should not depend on luck: greedy unless asked otherwise
-    engine_config.setdefault("max_batch_size", args.batch_size)
-    engine = load_engine(engine_config)
+    engine = load_engine(plan)
     try:
         prompt_ids = [engine.encode_chat(c) for c in conversations]
         too_long = [i for i, ids in enumerate(prompt_ids) if len(ids) > plan.data.cutoff_len]

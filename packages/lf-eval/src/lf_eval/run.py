@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lf_data.config import build_section, section_keys, unknown_keys_error
+from lf_data.config import parse_sections, section_keys
 from lf_data.errors import ConfigError
 from lf_eval.args import PREDICT_TASK, EvalArguments
 from lf_eval.results import RESULTS_FILE
@@ -28,19 +28,20 @@ def serve_sections() -> tuple[type, ...]:
     return DataArguments, ModelArguments, FinetuningArguments, GeneratingArguments, InferArguments
 
 
-def parse_eval_config(config: dict[str, Any], source: str = "") -> tuple[EvalArguments, Any, dict[str, Any]]:
-    """(evaluation keys, lf-serve's plan of the model keys, the config lf-serve gets)."""
+def parse_eval_config(config: dict[str, Any], source: str = "") -> tuple[EvalArguments, Any]:
+    """(evaluation keys, lf-serve's plan of the model keys); for `task: predict` the plan decodes
+    greedily unless the config asks for sampling, and batches `batch_size` prompts."""
     from lf_serve.args import parse_serve_config
 
     eval_keys = set(section_keys(EvalArguments))
-    known = eval_keys.union(*(section_keys(s) for s in serve_sections()))
-    unknown = [key for key in config if key not in known]
-    if unknown:
-        raise unknown_keys_error(unknown, known, f" in {source}" if source else "", config)
-    args = build_section(EvalArguments, config)
+    serve_keys = {key for section in serve_sections() for key in section_keys(section)}
+    (args,) = parse_sections(config, EvalArguments, source=source, passthrough=serve_keys)
     serve_config = {k: v for k, v in config.items() if k not in eval_keys}
-    plan = parse_serve_config(serve_config, source)
-    return args, plan, serve_config
+    if args.task == PREDICT_TASK:
+        if "do_sample" not in serve_config and "temperature" not in serve_config:
+            serve_config["do_sample"] = False  # scores should not depend on luck
+        serve_config.setdefault("max_batch_size", args.batch_size)
+    return args, parse_serve_config(serve_config, source)
 
 
 def check_save_dir(save_dir: str | None, files: list[str], overwrite: bool) -> None:
@@ -57,11 +58,11 @@ def check_save_dir(save_dir: str | None, files: list[str], overwrite: bool) -> N
 
 def run_eval(config: dict[str, Any], source: str = "") -> dict[str, Any]:
     """Run the configured task; returns what was written (results.json's or predict_results.json's content)."""
-    args, plan, serve_config = parse_eval_config(config, source)
+    args, plan = parse_eval_config(config, source)
     if args.task == PREDICT_TASK:
         from lf_eval.predict import run_predict
 
-        return run_predict(args, plan, serve_config)
+        return run_predict(args, plan)
     return run_choice_eval(args, plan)
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
+from lf_data.config import AtLeastOne, Fraction, Positive, Range, section
 from lf_data.errors import ConfigError
 
 
-@dataclass
+@section
 class ModelArguments:
     model_name_or_path: str | None = None
     """A hub id, a local directory, a `.gguf` file, or a bundled model name (`lf_models.bundled`)."""
@@ -51,15 +51,15 @@ class ModelArguments:
             raise ConfigError(f"quantization_bit={self.quantization_bit}: bitsandbytes quantises to 4 or 8 bits.")
 
 
-@dataclass
+@section
 class FinetuningArguments:
     finetuning_type: Literal["lora", "freeze", "full"] = "lora"
     """`lora`: low-rank adapters on a frozen model; `freeze`: train some layers; `full`: train every weight."""
-    lora_rank: int = 8
+    lora_rank: Annotated[int, AtLeastOne] = 8
     """Rank of the LoRA matrices."""
-    lora_alpha: int | None = None
+    lora_alpha: Annotated[int, Positive] | None = None
     """LoRA scaling numerator; defaults to twice the rank."""
-    lora_dropout: float = 0.0
+    lora_dropout: Annotated[float, Fraction] = 0.0
     """Dropout on the LoRA input."""
     lora_target: list[str] | None = None
     """Module names to adapt, or `all` for every linear layer except the output head (the default)."""
@@ -71,11 +71,11 @@ class FinetuningArguments:
     """DoRA: learn a magnitude per output feature on top of the LoRA direction update."""
     pissa_init: bool = False
     """Initialise LoRA from the principal singular vectors of each weight (PiSSA)."""
-    pissa_iter: int = 16
+    pissa_iter: Annotated[int, Range(ge=-1, hint="-1 is an exact SVD")] = 16
     """Iterations of the fast SVD for PiSSA (-1: exact SVD)."""
     pissa_convert: bool = False
     """Save the PiSSA adapter as a plain LoRA adapter that applies to the original base model."""
-    loraplus_lr_ratio: float | None = None
+    loraplus_lr_ratio: Annotated[float, Range(gt=0, hint="typically 16")] | None = None
     """LoRA+: the B matrices learn this many times faster than the A matrices."""
     create_new_adapter: bool = False
     """With adapter_name_or_path: merge all given adapters and train a fresh one on top."""
@@ -87,12 +87,8 @@ class FinetuningArguments:
     """Freeze tuning: modules outside the layers that are trained too (for example embed_tokens)."""
 
     def __post_init__(self) -> None:
-        if self.lora_rank < 1:
-            raise ConfigError(f"lora_rank={self.lora_rank} must be at least 1.")
         if self.lora_alpha is None:
             self.lora_alpha = self.lora_rank * 2
-        if not 0.0 <= self.lora_dropout < 1.0:
-            raise ConfigError(f"lora_dropout={self.lora_dropout} must be in [0, 1).")
         if not self.lora_target:
             self.lora_target = ["all"]
         if "all" in self.lora_target and len(self.lora_target) > 1:
@@ -104,8 +100,6 @@ class FinetuningArguments:
                               "(negative counts from the first layer).")
         if self.pissa_convert and not self.pissa_init:
             raise ConfigError("pissa_convert needs pissa_init: true.")
-        if self.loraplus_lr_ratio is not None and self.loraplus_lr_ratio <= 0:
-            raise ConfigError(f"loraplus_lr_ratio={self.loraplus_lr_ratio} must be positive (typically 16).")
         if self.finetuning_type != "lora":
             used = [k for k in ("use_dora", "use_rslora", "pissa_init", "create_new_adapter") if getattr(self, k)]
             if used or self.loraplus_lr_ratio is not None:

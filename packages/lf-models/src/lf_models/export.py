@@ -14,11 +14,10 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from lf_data.config import parse_sections, write_config_atomic
+from lf_data.config import Range, parse_sections, section, write_config_atomic
 from lf_data.errors import ConfigError
 from lf_data.run_folder import ADAPTER_CONFIG, base_model, resolve_template
 from lf_models.args import ModelArguments
@@ -32,11 +31,11 @@ CHATML_TEMPLATE = ('{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\
                    '<|im_start|>assistant\n')
 
 
-@dataclass
+@section
 class ExportArguments:
     export_dir: str | None = None
     """Folder to write the merged model to (required; written under a temporary name, then renamed)."""
-    export_size: float = 5.0
+    export_size: Annotated[float, Range(gt=0, hint="a number of GB, for example 5")] = 5.0
     """Largest safetensors shard, in GB."""
     export_dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     """dtype of the saved weights; auto keeps the base model's."""
@@ -54,8 +53,6 @@ class ExportArguments:
     def __post_init__(self) -> None:
         if not self.export_dir:
             raise ConfigError("`export_dir` is required: the folder the merged model is written to.")
-        if self.export_size <= 0:
-            raise ConfigError(f"export_size={self.export_size} must be a positive number of GB (for example 5).")
         if self.template == "":
             self.template = None
         if self.export_format == "gguf":

@@ -8,26 +8,27 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from lf_data.config import AtLeastOne, NonNegative, Range, section
 from lf_data.errors import ConfigError
 
 
-@dataclass
+@section
 class GeneratingArguments:
     do_sample: bool = True
     """Sample the next token (false: greedy decoding)."""
-    temperature: float = 0.95
+    temperature: Annotated[float, Range(ge=0, hint="0 is greedy decoding")] = 0.95
     """Sampling temperature; 0 means greedy."""
-    top_p: float = 0.7
+    top_p: Annotated[float, Range(gt=0, le=1)] = 0.7
     """Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p."""
-    top_k: int = 50
+    top_k: Annotated[int, NonNegative] = 50
     """Keep only the k most likely tokens when sampling (0: no limit)."""
-    num_beams: int = 1
+    num_beams: Annotated[int, AtLeastOne] = 1
     """Beam search width (1: no beam search; beams are not streamed token by token)."""
-    max_new_tokens: int = 1024
+    max_new_tokens: Annotated[int, AtLeastOne] = 1024
     """Default cap on generated tokens (a request's max_tokens overrides it, within the context)."""
-    repetition_penalty: float = 1.0
+    repetition_penalty: Annotated[float, Range(gt=0, hint="1.0 is none")] = 1.0
     """Penalty (>1) on tokens already present."""
     length_penalty: float = 1.0
     """Beam search length penalty."""
@@ -35,29 +36,13 @@ class GeneratingArguments:
     """Drop special tokens from the decoded answer."""
     default_system: str | None = None
     """System prompt used when a conversation has none (else the template's default)."""
-    num_return_sequences: int = 1
+    num_return_sequences: Annotated[int, AtLeastOne] = 1
     """Answers per request (the API's `n` overrides it)."""
     stop: list[str] | None = None
     """Extra strings that end generation, besides the template's stop words and eos."""
 
-    def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ConfigError(f"temperature={self.temperature} must be >= 0 (0 is greedy decoding).")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"top_p={self.top_p} must be in (0, 1].")
-        if self.top_k < 0:
-            raise ConfigError(f"top_k={self.top_k} must be >= 0.")
-        if self.num_beams < 1:
-            raise ConfigError(f"num_beams={self.num_beams} must be at least 1.")
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"max_new_tokens={self.max_new_tokens} must be at least 1.")
-        if self.repetition_penalty <= 0:
-            raise ConfigError(f"repetition_penalty={self.repetition_penalty} must be positive (1.0 is none).")
-        if self.num_return_sequences < 1:
-            raise ConfigError(f"num_return_sequences={self.num_return_sequences} must be at least 1.")
 
-
-@dataclass
+@section
 class InferArguments:
     infer_backend: Literal["huggingface", "vllm"] = "huggingface"
     """Engine: `huggingface` (transformers, CPU or GPU) or `vllm` (GPU, `pip install lf-serve[vllm]`)."""
@@ -65,46 +50,32 @@ class InferArguments:
     """Weights dtype at inference: auto is bf16/fp16 on a GPU that supports it, fp32 on CPU."""
     stage: Literal["sft", "rm"] = "sft"
     """`rm` loads the reward model's value head (saved with its adapter) for /v1/score/evaluation."""
-    max_batch_size: int = 16
+    max_batch_size: Annotated[int, AtLeastOne] = 16
     """huggingface: most sequences generated together in one batched generate call."""
-    batch_wait_ms: float = 5.0
+    batch_wait_ms: Annotated[float, NonNegative] = 5.0
     """huggingface: how long the batcher waits for more requests once one has arrived."""
-    vllm_maxlen: int = 4096
+    vllm_maxlen: Annotated[int, Range(ge=16, hint="room for a prompt and an answer")] = 4096
     """vllm: maximum sequence length (prompt + answer)."""
-    vllm_gpu_util: float = 0.7
+    vllm_gpu_util: Annotated[float, Range(gt=0, le=1)] = 0.7
     """vllm: fraction of GPU memory vLLM may take."""
     vllm_enforce_eager: bool = False
     """vllm: disable CUDA graphs (less memory, slower)."""
-    vllm_max_lora_rank: int = 32
+    vllm_max_lora_rank: Annotated[int, AtLeastOne] = 32
     """vllm: the largest LoRA rank it must hold."""
-    vllm_tensor_parallel_size: int = 1
+    vllm_tensor_parallel_size: Annotated[int, AtLeastOne] = 1
     """vllm: GPUs one model is split across."""
     vllm_config: dict[str, Any] | None = None
     """vllm: extra engine arguments passed through unchanged."""
     served_model_name: str | None = None
     """The model id the API answers to (default: the adapter's or model's folder name)."""
-    api_max_body_bytes: int = 8 * 1024 * 1024
+    api_max_body_bytes: Annotated[int, Range(ge=1024, hint="smaller fits no request")] = 8 * 1024 * 1024
     """Largest request body the API accepts (413 beyond it)."""
     image_dir: str | None = None
     """Folder from which requests may name local image files (unset: local paths are refused)."""
     allow_image_urls: bool = False
     """Let requests name http(s) image URLs that the server fetches."""
-    image_max_bytes: int = 20 * 1024 * 1024
+    image_max_bytes: Annotated[int, AtLeastOne] = 20 * 1024 * 1024
     """Largest image (decoded data: URL, file or download) a request may bring."""
-
-    def __post_init__(self) -> None:
-        if self.max_batch_size < 1:
-            raise ConfigError(f"max_batch_size={self.max_batch_size} must be at least 1.")
-        if self.batch_wait_ms < 0:
-            raise ConfigError(f"batch_wait_ms={self.batch_wait_ms} must be >= 0.")
-        if not 0 < self.vllm_gpu_util <= 1:
-            raise ConfigError(f"vllm_gpu_util={self.vllm_gpu_util} must be a fraction in (0, 1].")
-        if self.vllm_maxlen < 16:
-            raise ConfigError(f"vllm_maxlen={self.vllm_maxlen} is too small for a prompt and an answer.")
-        if self.vllm_tensor_parallel_size < 1:
-            raise ConfigError(f"vllm_tensor_parallel_size={self.vllm_tensor_parallel_size} must be at least 1.")
-        if self.api_max_body_bytes < 1024:
-            raise ConfigError(f"api_max_body_bytes={self.api_max_body_bytes} is too small for any request.")
 
 
 @dataclass

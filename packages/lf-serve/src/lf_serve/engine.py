@@ -364,11 +364,12 @@ class ChatEngine:
                                "reward adapter (infer_backend: huggingface).", "model")
 
 
-def load_engine(config: dict[str, Any], source: str = "") -> ChatEngine:
+def load_engine(config: dict[str, Any] | ServePlan, source: str = "") -> ChatEngine:
     """A chat engine for a flat config (model_name_or_path, adapter_name_or_path, template,
-    infer_backend, generation keys ...); every key is checked before the model loads."""
+    infer_backend, generation keys ...), every key checked before the model loads; or for a plan
+    another package built typed (`lf train ... do_predict`)."""
     from lf_serve.args import parse_serve_config
     from lf_serve.engines import ENGINES
 
-    plan = parse_serve_config(config, source)
+    plan = config if isinstance(config, ServePlan) else parse_serve_config(config, source)
     return ENGINES[plan.infer.infer_backend](plan)

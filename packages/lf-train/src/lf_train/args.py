@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
+from lf_data.config import AtLeastOne, Fraction, NonNegative, Positive, Range, section
 from lf_data.errors import ConfigError
 from lf_data.run_folder import VALUE_HEAD_FILE
 from lf_data.stages import StageName
 
 
-@dataclass
+@section
 class TrainArguments:
     stage: StageName = "sft"
     """Training stage (`lf_data.stages`): `pt` (language modelling on plain text), `sft` (supervised
@@ -19,9 +19,9 @@ class TrainArguments:
     optimisation, see `pref_loss`), `kto` (desirable/undesirable answers), `ppo` (RL from a reward model)."""
     pref_loss: Literal["sigmoid", "hinge", "ipo", "orpo", "simpo"] = "sigmoid"
     """dpo stage loss: sigmoid (DPO), hinge, ipo, orpo or simpo (the last two need no reference model)."""
-    pref_beta: float = 0.1
+    pref_beta: Annotated[float, Positive] = 0.1
     """Strength of the preference term (DPO's beta; ORPO's lambda)."""
-    pref_ftx: float = 0.0
+    pref_ftx: Annotated[float, NonNegative] = 0.0
     """Weight of an extra language-modelling loss on the chosen answers."""
     simpo_gamma: float = 0.5
     """SimPO's target reward margin."""
@@ -29,11 +29,11 @@ class TrainArguments:
     """GaLore: project full-parameter gradients to a low rank, so optimizer state stays small."""
     galore_target: list[str] | None = None
     """GaLore: module names whose weights are projected (`all` = every linear layer but the head)."""
-    galore_rank: int = 16
+    galore_rank: Annotated[int, AtLeastOne] = 16
     """GaLore: rank of the gradient projection."""
-    galore_update_interval: int = 200
+    galore_update_interval: Annotated[int, AtLeastOne] = 200
     """GaLore: steps between recomputing the projection (SVD of the gradient)."""
-    galore_scale: float = 2.0
+    galore_scale: Annotated[float, Positive] = 2.0
     """GaLore: scale of the projected update."""
     galore_layerwise: bool = False
     """GaLore: update layer by layer during the backward pass (lower peak memory; no gradient accumulation)."""
@@ -46,9 +46,9 @@ class TrainArguments:
     """BAdam layer mode: the block to start from (default: set by badam_switch_mode)."""
     badam_switch_mode: Literal["ascending", "descending", "random", "fixed"] = "ascending"
     """BAdam layer mode: the order in which blocks take turns."""
-    badam_switch_interval: int = 50
+    badam_switch_interval: Annotated[int, AtLeastOne] = 50
     """BAdam: optimizer steps before switching to the next block (or new sparse mask in ratio mode)."""
-    badam_update_ratio: float = 0.05
+    badam_update_ratio: Annotated[float, Range(gt=0, le=1)] = 0.05
     """BAdam ratio mode: share of each weight's entries updated."""
     badam_mask_mode: Literal["adjacent", "scatter"] = "adjacent"
     """BAdam ratio mode: contiguous (`adjacent`) or random (`scatter`) entries."""
@@ -62,21 +62,21 @@ class TrainArguments:
     """ppo: `lora` (reward_model is an rm run's adapter, switched in on the shared base: one copy of
     the weights), `full` (reward_model is an rm run with full or freeze tuning, loaded as a second
     model) or `api` (reward_model is the URL of an `lf api` server running a reward model)."""
-    ppo_epochs: int = 1
+    ppo_epochs: Annotated[int, AtLeastOne] = 1
     """ppo: optimisation passes over each batch of samples."""
-    ppo_kl_coef: float = 0.05
+    ppo_kl_coef: Annotated[float, NonNegative] = 0.05
     """ppo: weight of the per-token KL penalty against the reference model."""
-    max_new_tokens: int = 32
-    """ppo: length of sampled answers."""
-    ppo_top_p: float = 1.0
+    max_new_tokens: Annotated[int, AtLeastOne] | None = None
+    """Longest generated answer: ppo's samples (default 32) and do_predict's answers (default 1024)."""
+    ppo_top_p: Annotated[float, Range(gt=0, le=1)] = 1.0
     """ppo: nucleus sampling of answers."""
-    ppo_temperature: float = 1.0
+    ppo_temperature: Annotated[float, Positive] = 1.0
     """ppo: sampling temperature of answers."""
-    kto_chosen_weight: float = 1.0
+    kto_chosen_weight: Annotated[float, NonNegative] = 1.0
     """KTO: weight of desirable examples."""
-    kto_rejected_weight: float = 1.0
+    kto_rejected_weight: Annotated[float, NonNegative] = 1.0
     """KTO: weight of undesirable examples."""
-    dpo_label_smoothing: float = 0.0
+    dpo_label_smoothing: Annotated[float, Range(ge=0, lt=0.5)] = 0.0
     """Conservative DPO: the assumed probability that a preference label is flipped (sigmoid loss)."""
     predict_with_generate: bool = True
     """do_predict: generate an answer for every row of eval_dataset (through lf-serve) and score it with
@@ -85,14 +85,12 @@ class TrainArguments:
     """Save the loss curve as training_loss.png in output_dir."""
     overwrite_output_dir: bool = False
     """Start over in an output_dir that already holds a finished run (its files are replaced)."""
-    warmup_ratio: float | None = None
+    warmup_ratio: Annotated[float, Fraction] | None = None
     """Fraction of the steps used for linear learning-rate warm-up (sets warmup_steps)."""
 
     def __post_init__(self) -> None:
         if not self.galore_target:
             self.galore_target = ["all"]
-        if self.galore_rank < 1:
-            raise ConfigError(f"galore_rank={self.galore_rank} must be at least 1.")
         if self.reward_model and self.reward_model_type == "api":
             if not self.reward_model.startswith(("http://", "https://")):
                 raise ConfigError(f"reward_model_type: api needs reward_model to be the URL of an `lf api` reward "
@@ -104,17 +102,7 @@ class TrainArguments:
                 and not (Path(self.reward_model) / "config.json").is_file():
             raise ConfigError(f"reward_model_type: full needs whole weights in {self.reward_model!r}; that run saved "
                               "an adapter: use reward_model_type: lora (or train the rm with finetuning_type: full).")
-        if self.badam_switch_interval < 1:
-            raise ConfigError(f"badam_switch_interval={self.badam_switch_interval} must be at least 1.")
-        if not 0.0 < self.badam_update_ratio <= 1.0:
-            raise ConfigError(f"badam_update_ratio={self.badam_update_ratio} must be in (0, 1].")
         if sum((self.use_badam, self.use_galore, self.use_muon)) > 1:
             raise ConfigError("use_badam, use_galore and use_muon each choose the optimizer; pick one.")
-        if self.pref_beta <= 0:
-            raise ConfigError(f"pref_beta={self.pref_beta} must be positive.")
-        if not 0.0 <= self.dpo_label_smoothing < 0.5:
-            raise ConfigError(f"dpo_label_smoothing={self.dpo_label_smoothing} must be in [0, 0.5).")
         if self.dpo_label_smoothing and self.pref_loss != "sigmoid":
             raise ConfigError("dpo_label_smoothing applies to pref_loss: sigmoid only.")
-        if self.warmup_ratio is not None and not 0.0 <= self.warmup_ratio < 1.0:
-            raise ConfigError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1).")

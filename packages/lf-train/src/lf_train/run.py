@@ -90,29 +90,33 @@ def run_train(config: dict[str, Any], source: str = "") -> Path:
             plot_loss(output_dir)
         if args.do_predict:
             del model, extra
-            predict_after_training(plan, config, output_dir)
+            predict_after_training(plan, output_dir)
         _print_summary(output_dir, plan, model_source.path)
     return output_dir
 
 
-def predict_after_training(plan: TrainPlan, config: dict[str, Any], output_dir: Path) -> dict[str, Any]:
+def predict_after_training(plan: TrainPlan, output_dir: Path) -> dict[str, Any]:
     """Answer every eval_dataset row with the trained model and score the answers (BLEU-4, ROUGE):
     the same engine and files as `lf eval task=predict`, written into output_dir."""
-    from lf_eval import run_eval
+    from lf_data.args import DataArguments
+    from lf_eval.args import PREDICT_TASK, EvalArguments
+    from lf_eval.predict import run_predict
+    from lf_models.args import ModelArguments
+    from lf_serve.args import GeneratingArguments, InferArguments, ServePlan
 
-    trained = {"adapter_name_or_path": str(output_dir)} if plan.finetuning.finetuning_type == "lora" \
-        else {"model_name_or_path": str(output_dir)}
-    predict_config = {
-        "model_name_or_path": plan.model.model_name_or_path, "template": plan.data.template,
-        "dataset": plan.data.eval_dataset, "dataset_dir": plan.data.dataset_dir, "cutoff_len": plan.data.cutoff_len,
-        "max_samples": plan.data.max_samples, "task": "predict", "save_dir": str(output_dir),
-        "overwrite_save_dir": True, "batch_size": plan.training_args.per_device_eval_batch_size,
-        "trust_remote_code": plan.model.trust_remote_code, **trained,
-    }
-    for key in ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "repetition_penalty"):
-        if key in config:  # generation settings of the run apply to its predictions
-            predict_config[key] = config[key]
-    return run_eval(predict_config, source="do_predict")
+    lora = plan.finetuning.finetuning_type == "lora"
+    model = ModelArguments(model_name_or_path=plan.model.model_name_or_path if lora else str(output_dir),
+                           adapter_name_or_path=[str(output_dir)] if lora else None,
+                           cache_dir=plan.model.cache_dir, model_revision=plan.model.model_revision,
+                           trust_remote_code=plan.model.trust_remote_code)
+    data = DataArguments(template=plan.data.template, dataset=plan.data.eval_dataset, dataset_dir=plan.data.dataset_dir,
+                         cutoff_len=plan.data.cutoff_len, max_samples=plan.data.max_samples, media_dir=plan.data.media_dir)
+    batch = plan.training_args.per_device_eval_batch_size
+    length = {"max_new_tokens": plan.train.max_new_tokens} if plan.train.max_new_tokens else {}
+    serve = ServePlan(data, model, type(plan.finetuning)(), GeneratingArguments(do_sample=False, **length),
+                      InferArguments(max_batch_size=batch))
+    args = EvalArguments(task=PREDICT_TASK, save_dir=str(output_dir), overwrite_save_dir=True, batch_size=batch)
+    return run_predict(args, serve)
 
 
 def _print_summary(output_dir: Path, plan: TrainPlan, base_path: str) -> None:

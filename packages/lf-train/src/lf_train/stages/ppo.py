@@ -22,6 +22,8 @@ from lf_data.errors import ConfigError
 from lf_data.run_folder import FINISHED_MARKER, LOG_FILE, VALUE_HEAD_FILE
 from lf_train.plan import TrainPlan
 
+PPO_MAX_NEW_TOKENS = 32
+
 logger = logging.getLogger(__name__)
 POLICY, REWARD = "default", "reward"
 
@@ -196,7 +198,7 @@ def run_ppo(model: Any, tokenizer: Any, data: Any, plan: TrainPlan, callbacks: l
         with torch.no_grad():
             sequences = shared.peft.generate(input_ids=query, attention_mask=query_mask, do_sample=True,
                                              top_p=t.ppo_top_p, temperature=t.ppo_temperature,
-                                             max_new_tokens=t.max_new_tokens, pad_token_id=tokenizer.pad_token_id)
+                                             max_new_tokens=t.max_new_tokens or PPO_MAX_NEW_TOKENS, pad_token_id=tokenizer.pad_token_id)
         response = sequences[:, query.shape[1]:]
         ended = (response == tokenizer.eos_token_id).long().cumsum(1)
         response_mask = ((ended == 0) | ((ended == 1) & (response == tokenizer.eos_token_id))).long()
