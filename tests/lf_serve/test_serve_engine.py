@@ -165,8 +165,8 @@ def test_base_plus_adapter_uses_the_trained_template(tiny_llama, tiny_tokenizer,
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    engine = load_engine({"model_name_or_path": str(tiny_llama), "adapter_name_or_path": str(adapter_dir),
-                          "temperature": 0, "max_new_tokens": 10})
+    # no model_name_or_path: the base the adapter was trained on (lf_data.run_folder.base_model)
+    engine = load_engine({"adapter_name_or_path": str(adapter_dir), "temperature": 0, "max_new_tokens": 10})
     try:
         assert engine.template.name == "default"  # from the adapter's training config
         assert engine.model_name == adapter_dir.name
