@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lf_data.args import DataArguments
-from lf_data.config import build_section
+from lf_data.config import build_section, coerce_value
 from lf_data.errors import ConfigError
 from lf_data.pipeline import DataReport, build_dataset
 from lf_data.processors import IGNORE_INDEX
 from lf_data.render import load_tokenizer
 from lf_data.run_folder import resolve_template
-from lf_data.stages import DATA_STAGES
+from lf_data.stages import DATA_STAGES, StageName
 from lf_data.templates import Template, check_against_tokenizer, get_template
 
 BINS = (32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
@@ -48,7 +48,7 @@ def _ids_and_labels(row: dict[str, Any], stage: str) -> tuple[list[int], list[in
 
 
 def run_check(config: dict[str, Any]) -> CheckResult:
-    stage = config.get("stage", "sft")
+    stage = coerce_value("stage", config.get("stage", "sft"), StageName)  # before the tokenizer loads
     if not config.get("model_name_or_path"):
         raise ConfigError("`model_name_or_path` is required: lf data check tokenises with the model's tokenizer.")
     data_keys = {f.name for f in dataclasses.fields(DataArguments)}

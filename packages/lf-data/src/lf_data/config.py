@@ -129,10 +129,12 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _coerce(key: str, value: Any, tp: Any) -> Any:
+def coerce_value(key: str, value: Any, tp: Any) -> Any:
+    """``value`` as type ``tp`` (a Literal's choices, lists from comma-separated text, YAML's strings
+    for numbers), or a ConfigError that names ``key``."""
     origin = get_origin(tp)
     if origin is Annotated:  # the Range is checked when the section is built (`section`)
-        return _coerce(key, value, get_args(tp)[0])
+        return coerce_value(key, value, get_args(tp)[0])
     if origin in (Union, types.UnionType):
         args = get_args(tp)
         if value is None and type(None) in args:
@@ -142,7 +144,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(key, value, arg)
+                return coerce_value(key, value, arg)
             except ConfigError as err:
                 errors.append(err)
         raise errors[0]
@@ -160,7 +162,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             value = [part.strip() for part in value.split(",") if part.strip()]
         if not isinstance(value, list):
             raise ConfigError(f"{key} must be a list (or a comma-separated string), got {value!r}.")
-        return [_coerce(key, item, item_tp) for item in value]
+        return [coerce_value(key, item, item_tp) for item in value]
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -221,7 +223,7 @@ def coerce_section(section: type, config: dict[str, Any], ranges: dict[str, Rang
     kwargs = {}
     for key in section_keys(section):
         if key in config:
-            kwargs[key] = _coerce(key, config[key], hints.get(key, Any))
+            kwargs[key] = coerce_value(key, config[key], hints.get(key, Any))
             if ranges and key in ranges:
                 ranges[key].check(key, kwargs[key])
     return kwargs

@@ -105,8 +105,8 @@ def parse_serve_config(config: dict[str, Any], source: str = "") -> ServePlan:
 
     from lf_data.args import DataArguments
     from lf_data.config import parse_sections
-    from lf_data.templates import get_template
     from lf_data.run_folder import base_model
+    from lf_data.templates import get_template
     from lf_models.args import FinetuningArguments, ModelArguments, check_model_combination
 
     if not config.get("model_name_or_path") and config.get("adapter_name_or_path"):
