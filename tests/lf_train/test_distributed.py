@@ -8,15 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from train_helpers import losses
 
 from lf_data.cli import main as lf
 
 LF = [sys.executable, "-m", "lf_data.cli"]
-
-
-def losses(output_dir: Path) -> list[float]:
-    records = [json.loads(line) for line in (output_dir / "trainer_log.jsonl").read_text().splitlines()]
-    return [r["loss"] for r in records if "loss" in r]
 
 
 def run_lf(args: list[str], **env: str) -> subprocess.CompletedProcess:
@@ -46,13 +42,16 @@ def test_two_processes_match_one_with_the_same_global_batch(base_config, write_c
     assert sorted(p.name for p in two.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
 
 
-def test_launch_environment_is_checked_before_anything_starts(base_config, write_config, tmp_path):
-    proc = run_lf(["train", str(write_config(**base_config))], NPROC_PER_NODE="two")
-    assert proc.returncode != 0
-    assert "NPROC_PER_NODE='two' must be a whole number" in proc.stderr
-    proc = run_lf(["train", str(write_config(**base_config)), "lora_rnak=4"], NPROC_PER_NODE="2")
-    assert proc.returncode != 0
-    assert proc.stderr.count("unknown config key 'lora_rnak'") == 1  # checked once, before launching
+def test_launch_environment_is_checked_before_anything_starts(base_config, write_config, tmp_path, monkeypatch,
+                                                             capsys):
+    # in this process: had the checks not run before launching, torchrun's workers would report the
+    # errors on their own stderr, not on this one (and the launch itself is tested above)
+    monkeypatch.setenv("NPROC_PER_NODE", "two")
+    assert lf(["train", str(write_config(**base_config))]) != 0
+    assert "NPROC_PER_NODE='two' must be a whole number" in capsys.readouterr().err
+    monkeypatch.setenv("NPROC_PER_NODE", "2")
+    assert lf(["train", str(write_config(**base_config)), "lora_rnak=4"]) != 0
+    assert capsys.readouterr().err.count("unknown config key 'lora_rnak'") == 1  # checked once, before launching
     assert not (tmp_path / "out").exists()
 
 

@@ -5,10 +5,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from train_helpers import LOSS_TOLERANCE, log_records, losses
 
 from lf_data.cli import main as lf
 from lf_data.config import read_config
 from lf_train.run import parse_train_config
+
+# Per-step losses of the LoRA sft run below (the tiny Llama, the identity data, seed 0), recorded on CPU;
+# the same with OMP_NUM_THREADS=1 and 2. A change in the template, the label mask, the optimizer or the
+# learning-rate schedule fails here even where the run still converges.
+SFT_LORA_LOSSES = [
+    6.252074, 5.179645, 4.018347, 3.265988, 2.552275, 2.349448, 1.914010, 1.689618, 1.476598, 1.311833,
+    1.218989, 1.158409, 1.076545, 1.083580, 1.018344, 0.996591, 0.978349, 0.958411, 0.936900, 0.929842,
+    0.912905, 0.911099, 0.898076, 0.892771, 0.887054, 0.881014, 0.880678, 0.871889, 0.875272, 0.866994,
+]
 
 
 def sequence_loss(model, tokenizer, question: str, answer: str) -> float:
@@ -33,11 +43,11 @@ def test_lora_sft_trains_and_leaves_standard_artefacts(base_config, write_config
         assert (out / name).exists(), name
     assert "Done. The LoRA adapter is in" in capsys.readouterr().out
 
-    log = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
-    losses = [r["loss"] for r in log if "loss" in r]
-    assert len(losses) == 30
-    assert sum(losses[-5:]) / 5 < 0.25 * sum(losses[:5]) / 5  # the identity answer is learned (fixed seed)
-    assert all(r["tokens_seen"] > 0 and "learning_rate" in r and "grad_norm" in r for r in log if "loss" in r)
+    seen = losses(out)
+    assert seen == pytest.approx(SFT_LORA_LOSSES, abs=LOSS_TOLERANCE), seen  # a numeric change fails here
+    assert sum(seen[-5:]) / 5 < 0.25 * sum(seen[:5]) / 5  # the identity answer is learned (fixed seed)
+    assert all(r["tokens_seen"] > 0 and "learning_rate" in r and "grad_norm" in r
+               for r in log_records(out) if "loss" in r)
 
     # plain transformers + peft, no LF code: the adapter lowers the loss of the taught answer
     tokenizer = AutoTokenizer.from_pretrained(out)
@@ -58,32 +68,6 @@ def test_lora_sft_trains_and_leaves_standard_artefacts(base_config, write_config
     # a finished run is not overwritten by accident
     assert lf(["train", str(write_config(**base_config))]) == 1
     assert "already holds a finished run" in capsys.readouterr().err
-
-
-def test_resumed_run_matches_an_uninterrupted_one(base_config, write_config, tmp_path):
-    from safetensors.torch import load_file
-
-    base_config.update(max_steps=8, save_steps=4)
-    straight = tmp_path / "straight"
-    assert lf(["train", str(write_config(**base_config)), f"output_dir={straight}"]) == 0
-
-    crashed = tmp_path / "crashed"
-    assert lf(["train", str(write_config(**base_config)), f"output_dir={crashed}"]) == 0
-    for path in crashed.iterdir():  # leave what a crash after step 4 would have left
-        if path.name not in ("checkpoint-4", "lf_config.yaml", "trainer_log.jsonl"):
-            if path.is_dir():
-                __import__("shutil").rmtree(path)
-            else:
-                path.unlink()
-    assert lf(["train", str(write_config(**base_config)), f"output_dir={crashed}"]) == 0
-
-    a = load_file(straight / "adapter_model.safetensors")
-    b = load_file(crashed / "adapter_model.safetensors")
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
-    records = [json.loads(line) for line in (crashed / "trainer_log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records if "loss" in r] == list(range(1, 9))  # resumed: no step logged twice
 
 
 BAD_INPUTS = [

@@ -1,18 +1,13 @@
 """Tuning methods through `lf train`, the way a user runs them."""
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
+from train_helpers import crash_after, losses
 
 from lf_data.cli import main as lf
 from lf_train.optimizers import loraplus_optimizer
-
-
-def losses(output_dir) -> list[float]:
-    lines = (Path(output_dir) / "trainer_log.jsonl").read_text().splitlines()
-    return [r["loss"] for r in map(json.loads, lines) if "loss" in r]
 
 
 def test_loraplus_gives_b_matrices_a_larger_learning_rate(tiny_llama):
@@ -201,17 +196,15 @@ def test_muon_trains_and_resumes_exactly(base_config, write_config, tmp_path):
     from safetensors.torch import load_file
 
     base_config.update(max_steps=12, save_steps=6, learning_rate=2e-2, finetuning_type="full", use_muon=True)
-    straight, crashed = tmp_path / "straight", tmp_path / "crashed"
-    for out in (straight, crashed):
-        assert lf(["train", str(write_config(**base_config)), f"output_dir={out}"]) == 0
+    straight = tmp_path / "straight"
+    assert lf(["train", str(write_config(**base_config)), f"output_dir={straight}"]) == 0
     seen = losses(straight)
     assert sum(seen[-3:]) / 3 < 0.6 * sum(seen[:3]) / 3, seen
     state = torch.load(straight / "checkpoint-12" / "optimizer.pt", weights_only=True)
     assert set(state) == {"muon", "adamw"} and state["muon"]["state"]  # Muon's momentum is checkpointed
-    for path in crashed.iterdir():  # what a crash after step 6 leaves
-        if path.name not in ("checkpoint-6", "lf_config.yaml", "trainer_log.jsonl"):
-            __import__("shutil").rmtree(path) if path.is_dir() else path.unlink()
+    crashed = crash_after(straight, 6, tmp_path / "crashed")
     assert lf(["train", str(write_config(**base_config)), f"output_dir={crashed}"]) == 0
+    assert losses(crashed) == seen  # steps 7-12 after the resume, exactly
     a, b = load_file(straight / "model.safetensors"), load_file(crashed / "model.safetensors")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
