@@ -55,3 +55,23 @@ def test_chat_loop_history_clear_and_exit(tool_engine):
 
 def first_answer(stdout: io.StringIO) -> str:
     return stdout.getvalue().split("Assistant: ")[1].split("\n")[0]
+
+
+def test_check_says_what_would_be_served_and_loads_nothing(tiny_llama, monkeypatch, capsys):
+    import lf_serve.engine
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("--check must not load the model")
+
+    monkeypatch.setattr(lf_serve.engine, "load_engine", no_loading)
+    monkeypatch.delenv("API_KEY", raising=False)
+    assert main(["chat", f"model_name_or_path={tiny_llama}", "temperature=0", "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "lf chat: the command line is valid." in out and "template llama3" in out  # the family's: no own template
+    assert yaml.safe_load(out.split("resolved config:\n", 1)[1])["temperature"] == 0
+    assert main(["api", f"model_name_or_path={tiny_llama}", "template=chatml", "--host", "0.0.0.0", "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "template chatml" in out and "listening on http://0.0.0.0:8000/v1, no API key" in out
+    assert "without API_KEY" in out
+    assert main(["api", f"model_name_or_path={tiny_llama}", "temprature=0", "--check"]) == 1
+    assert "Did you mean 'temperature'?" in capsys.readouterr().err

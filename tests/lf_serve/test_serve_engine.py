@@ -204,6 +204,11 @@ def test_reward_model_scores_are_the_value_head_at_the_last_token(tiny_llama, ad
                 assert score == pytest.approx(float(values[0, -1]))
         assert scores[0] != pytest.approx(scores[1])
         assert torch.equal(engine.model.v_head.weight, head.v_head.weight)
+        long = texts[1] * 10_000  # cut by characters before tokenising: the same first max_length tokens
+        assert engine.get_scores([long], max_length=8) == pytest.approx(
+            engine.get_scores([texts[1] * 3], max_length=8))
+        with pytest.raises(RequestError, match=r"messages\[1\].*surrogate"):
+            engine.get_scores(["fine", "bad \ud800"])
     finally:
         engine.close()
     with pytest.raises(RequestError, match="reward model"):

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from lf_data.config import AtLeastOne, NonNegative, Range, section
 from lf_data.errors import ConfigError
+from lf_serve.limits import REPETITION_PENALTY, stop_problem
 
 
 @section
@@ -28,7 +29,8 @@ class GeneratingArguments:
     """Beam search width (1: no beam search; beams are not streamed token by token)."""
     max_new_tokens: Annotated[int, AtLeastOne] = 1024
     """Default cap on generated tokens (a request's max_tokens overrides it, within the context)."""
-    repetition_penalty: Annotated[float, Range(gt=0, hint="1.0 is none")] = 1.0
+    repetition_penalty: Annotated[float, Range(ge=REPETITION_PENALTY[0], le=REPETITION_PENALTY[1],
+                                               hint="1.0 is none")] = 1.0
     """Penalty (>1) on tokens already present."""
     length_penalty: float = 1.0
     """Beam search length penalty."""
@@ -40,6 +42,11 @@ class GeneratingArguments:
     """Answers per request (the API's `n` overrides it)."""
     stop: list[str] | None = None
     """Extra strings that end generation, besides the template's stop words and eos."""
+
+    def __post_init__(self) -> None:
+        problem = stop_problem(self.stop)
+        if problem:
+            raise ConfigError(problem)
 
 
 @section
@@ -76,6 +83,11 @@ class InferArguments:
     """Let requests name http(s) image URLs that the server fetches."""
     image_max_bytes: Annotated[int, AtLeastOne] = 20 * 1024 * 1024
     """Largest image (decoded data: URL, file or download) a request may bring."""
+    image_max_pixels: Annotated[int, AtLeastOne] = 16 * 1024 * 1024
+    """Largest image in pixels (width x height), read from its header before any pixel is decoded."""
+    max_prompt_chars: Annotated[int, AtLeastOne] | None = None
+    """Longest prompt text (characters, messages and tools together) a request may bring, refused before
+    tokenising; unset: 16 x the model's context length."""
 
 
 @dataclass

@@ -50,10 +50,12 @@ class RowDecoder:
         safe = len(text)
         if text.endswith("\ufffd"):  # a multi-byte character is not complete yet
             safe = len(text.rstrip("\ufffd"))
+        head = text[:safe]
         for s in self.stop:  # the end of the text may be the start of a stop string
             for k in range(min(len(s) - 1, safe), 0, -1):
-                if text[:safe].endswith(s[:k]):
+                if head.endswith(s[:k]):
                     safe -= k
+                    head = text[:safe]
                     break
         if safe > self.sent:
             self.emit(text[self.sent:safe], None, self.generated)

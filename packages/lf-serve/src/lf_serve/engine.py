@@ -15,9 +15,11 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from lf_data.errors import ConfigError
 from lf_data.messages import USER_SIDE, Message, MessageError, check_turns, from_openai
 from lf_serve.args import GeneratingArguments, ServePlan
 from lf_serve.errors import ContextLengthError, RequestError, UnsupportedError
+from lf_serve.limits import CHARS_PER_TOKEN, MAX_IMAGES, MIN_SAMPLING_TEMPERATURE, SEED, scan, stop_problem
 from lf_serve.tool_calls import parse_tool_calls
 
 
@@ -73,6 +75,7 @@ class Event:
 
 
 Sink = Callable[[Event], None]
+GENERATING_KEYS = frozenset(f.name for f in fields(GeneratingArguments))
 OVERRIDES = {"do_sample", "temperature", "top_p", "top_k", "num_beams", "max_new_tokens", "repetition_penalty",
              "length_penalty", "skip_special_tokens", "num_return_sequences", "stop", "seed", "n", "max_tokens"}
 
@@ -105,6 +108,32 @@ class ChatEngine:
         self._start(request, sink)
 
     # -- building requests --------------------------------------------------------------------------
+    @property
+    def max_prompt_chars(self) -> int:
+        """The longest prompt text a request may bring (`max_prompt_chars`, else 16 x the context)."""
+        return getattr(self.plan.infer, "max_prompt_chars", None) or CHARS_PER_TOKEN * self.max_model_len
+
+    def check_prompt(self, messages: Any = None, system: str | None = None, tools: Any = None,
+                     prompt: str | None = None) -> None:
+        """Refuse lone surrogates and prompts longer than `max_prompt_chars`, by a character count taken
+        before any tokenising (a 5 MB message must not cost seconds of tokenizer time)."""
+        chars, what, param = 0, "the messages hold", "messages"
+        if isinstance(messages, list):
+            chars += sum(scan(m, f"messages[{i}]", "messages") for i, m in enumerate(messages))
+        if isinstance(system, str):
+            chars += scan(system, "the system prompt", "messages")
+        if tools:
+            chars += scan(tools, "tools", "tools")
+        if isinstance(prompt, str):
+            chars, what, param = scan(prompt, "the prompt", "prompt"), "the prompt holds", "prompt"
+        limit = self.max_prompt_chars
+        if chars > limit:
+            why = ("max_prompt_chars" if getattr(self.plan.infer, "max_prompt_chars", None) else
+                   f"{CHARS_PER_TOKEN} characters per token of the model's {self.max_model_len}-token context; "
+                   "max_prompt_chars sets another limit")
+            raise ContextLengthError(f"{what} {chars} characters, over this server's limit of {limit} "
+                                     f"characters ({why}); shorten the prompt.", param)
+
     def standard_messages(self, messages: list[dict[str, Any]], system: str | None) -> tuple[list[Message], str | None]:
         """OpenAI-style messages (`lf_data.messages`) -> the template's turns and the system prompt
         (`system` if given, else the messages' own, else the configured default)."""
@@ -130,6 +159,7 @@ class ChatEngine:
         model image marker each, expanded later by `vision.expand`)."""
         from lf_data.errors import DataError
 
+        self.check_prompt(messages, system, tools)
         standard, system = self.standard_messages(messages, system)
         if image_count:
             from lf_serve.vision import place_images
@@ -151,6 +181,13 @@ class ChatEngine:
             values["num_return_sequences"] = overrides["n"]
         if overrides.get("max_tokens") is not None:
             values["max_new_tokens"] = overrides["max_tokens"]
+        problem = stop_problem(values["stop"]) if isinstance(values["stop"], (str, list, tuple)) else None
+        if problem:
+            raise RequestError(problem, "stop")
+        try:  # a request's options meet the same legal ranges as the config's (repetition_penalty ...)
+            replace(self.generating, **{k: v for k, v in values.items() if k in GENERATING_KEYS})
+        except ConfigError as err:
+            raise RequestError(str(err)) from None
         values["explicit_max"] = overrides.get("max_tokens") is not None or overrides.get("max_new_tokens") is not None
         return values
 
@@ -173,7 +210,10 @@ class ChatEngine:
                     f"of {self.max_model_len} tokens; ask for at most {room} tokens.")
             max_new = room
         temperature = float(o["temperature"])
-        do_sample = bool(o["do_sample"]) and temperature > 0
+        do_sample = bool(o["do_sample"]) and temperature >= MIN_SAMPLING_TEMPERATURE
+        seed = o.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not SEED[0] <= seed <= SEED[1]):
+            raise RequestError(f"seed must be an integer from {SEED[0]} to {SEED[1]}.", "seed")
         stop = o["stop"] or []
         stop = [stop] if isinstance(stop, str) else list(stop)
         if not all(isinstance(s, str) for s in stop):
@@ -182,7 +222,7 @@ class ChatEngine:
             do_sample=do_sample, temperature=temperature if do_sample else 1.0,
             top_p=float(o["top_p"]) if do_sample else 1.0, top_k=int(o["top_k"]) if do_sample else 0,
             num_beams=int(o["num_beams"]), repetition_penalty=float(o["repetition_penalty"]),
-            length_penalty=float(o["length_penalty"]), seed=o.get("seed"))
+            length_penalty=float(o["length_penalty"]), seed=seed)
         if sampling.num_beams > 1 and n > sampling.num_beams:
             raise RequestError(f"n={n} answers need num_beams >= n (num_beams={sampling.num_beams}).", "n")
         words = tuple(getattr(self.template, "stop_words", ())) + tuple(stop)
@@ -190,13 +230,17 @@ class ChatEngine:
                                  sampling=sampling, skip_special_tokens=bool(o["skip_special_tokens"]),
                                  images=list(images or []))
 
-    def check_images(self, images: list | None) -> None:
-        if images and self.vision is None:
+    def check_images(self, images: list | int | None) -> None:
+        """Images (or their count) this model can take, checked before any is decoded."""
+        count = images if isinstance(images, int) else len(images or [])
+        if count and self.vision is None:
             from lf_serve.vision import VISION_FORMATS
 
             raise UnsupportedError(
                 f"model {self.model_name!r} does not take images; serve a vision-language model "
                 f"({', '.join(VISION_FORMATS)}) with infer_backend: huggingface to send images.", "messages")
+        if count > MAX_IMAGES:
+            raise RequestError(f"a request takes at most {MAX_IMAGES} images; this one has {count}.", "messages")
 
     def forced_prefix(self, tools: str | list | None, tool_choice: str | dict | None) -> str | None:
         """The answer opening that makes the model call a tool: a named function ({"type": "function",
@@ -246,6 +290,7 @@ class ChatEngine:
     def completion_request(self, prompt: str, **overrides: Any) -> GenerationRequest:
         if not isinstance(prompt, str) or not prompt:
             raise RequestError("prompt must be a non-empty string.", "prompt")
+        self.check_prompt(prompt=prompt)
         request = self.make_request(self.tokenizer.encode(prompt, add_special_tokens=True), **overrides)
         return replace(request, stop=tuple(s for s in request.stop if s not in getattr(self.template, "stop_words", ())),
                        prompt_text=prompt)

@@ -1,5 +1,6 @@
 """Images named in requests: data: URLs always; local files only inside `image_dir`; http(s) URLs
-only with `allow_image_urls`. Each is size-limited and must decode as an image."""
+only with `allow_image_urls`. Each is size-limited in bytes and in pixels (read from the header before
+any pixel is decoded, so a small file cannot unpack into gigabytes) and must decode as an image."""
 
 from __future__ import annotations
 
@@ -20,17 +21,24 @@ class ImagePolicy:
     allow_urls: bool = False
     max_bytes: int = 20 * 1024 * 1024
     timeout_s: float = 10.0
+    max_pixels: int = 16 * 1024 * 1024
 
 
-def _decode(data: bytes, what: str) -> Any:
+def _decode(data: bytes, what: str, policy: ImagePolicy) -> Any:
     from PIL import Image, UnidentifiedImageError
 
+    limit = f"this server's limit of {policy.max_pixels} (image_max_pixels)"
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data))  # reads the header only: the size is known, no pixel decoded yet
+        width, height = image.size
+        if width * height > policy.max_pixels:
+            raise RequestError(f"{what} is {width}x{height} = {width * height} pixels, over {limit}.", "messages")
         image.load()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
+        return image.convert("RGB")
+    except Image.DecompressionBombError:
+        raise RequestError(f"{what} has more pixels than {limit}.", "messages") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as err:
         raise RequestError(f"{what} is not a readable image ({type(err).__name__}).", "messages") from None
-    return image.convert("RGB")
 
 
 def _from_data_url(url: str, policy: ImagePolicy) -> Any:
@@ -43,7 +51,7 @@ def _from_data_url(url: str, policy: ImagePolicy) -> Any:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
         raise RequestError("an image data: URL holds invalid base64.", "messages") from None
-    return _decode(data, "an image data: URL")
+    return _decode(data, "an image data: URL", policy)
 
 
 def _from_file(ref: str, policy: ImagePolicy) -> Any:
@@ -59,7 +67,7 @@ def _from_file(ref: str, policy: ImagePolicy) -> Any:
         raise RequestError(f"image file {ref!r} does not exist in image_dir.", "messages")
     if path.stat().st_size > policy.max_bytes:
         raise RequestError(f"image file {ref!r} is larger than {policy.max_bytes} bytes.", "messages")
-    return _decode(path.read_bytes(), f"image file {ref!r}")
+    return _decode(path.read_bytes(), f"image file {ref!r}", policy)
 
 
 def _from_url(url: str, policy: ImagePolicy) -> Any:
@@ -75,7 +83,7 @@ def _from_url(url: str, policy: ImagePolicy) -> Any:
         raise RequestError(f"could not fetch image {url!r}: {err}", "messages") from None
     if len(data) > policy.max_bytes:
         raise RequestError(f"image {url!r} is larger than {policy.max_bytes} bytes.", "messages")
-    return _decode(data, f"image {url!r}")
+    return _decode(data, f"image {url!r}", policy)
 
 
 def load_image(ref: str, policy: ImagePolicy) -> Any:

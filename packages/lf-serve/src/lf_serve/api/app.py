@@ -3,18 +3,22 @@
 Every failure a client can cause is answered in OpenAI's error shape with a 4xx status: bad JSON
 or fields (400), a wrong key (401), an unknown model (404), an oversized body (413). Streaming
 answers are server-sent events in OpenAI's chunk format, ending with `data: [DONE]`; a client
-that disconnects cancels its generation.
+that disconnects, streaming or not, cancels its generation.
+
+No request holds the event loop: prompt encoding and image decoding run in a worker thread (after
+cheap size checks), so /health and the other clients keep their answers flowing meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from typing import Any, TypeVar
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -43,11 +47,13 @@ from lf_serve.api.protocol import (
 from lf_serve.engine import ChatEngine, Response
 from lf_serve.errors import RequestError
 from lf_serve.images import ImagePolicy, load_image
+from lf_serve.limits import count_images
 from lf_serve.tool_calls import to_openai_tool_calls
 from lf_serve.vision import IMAGE_PLACEHOLDER
 
 logger = logging.getLogger(__name__)
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413)}
+T = TypeVar("T")
 
 
 class APIError(Exception):
@@ -67,7 +73,8 @@ def _error_response(status: int, message: str, type_: str = "invalid_request_err
 
 
 class BodyLimit:
-    """Refuse request bodies over `limit` bytes with 413, by header or while they stream in."""
+    """Refuse request bodies over `limit` bytes with 413, by header or while they stream in (chunked
+    bodies have no length header): the body is read here, up to the limit, and handed on whole."""
 
     def __init__(self, app: Any, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -85,25 +92,46 @@ class BodyLimit:
             return await _error_response(400, "invalid Content-Length header.")(scope, receive, send)
         if declared_size is not None and declared_size > self.limit:
             return await too_big(scope, receive, send)
-        seen = 0
-
-        async def limited_receive() -> dict:
-            nonlocal seen
+        chunks, seen = [], 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
+            if message["type"] == "http.disconnect":
+                return None  # the client left before its body was complete: nobody to answer
+            if message["type"] != "http.request":
+                continue
+            chunks.append(message.get("body", b""))
+            seen += len(chunks[-1])
+            if seen > self.limit:
+                return await too_big(scope, receive, send)
+            if not message.get("more_body", False):
+                break
+        pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except _TooLarge:
-            await too_big(scope, receive, send)
+        async def replay() -> dict:
+            return pending.pop() if pending else await receive()  # then http.disconnect, when it comes
+
+        await self.app(scope, replay, send)
 
 
-class _TooLarge(Exception):
-    pass
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """`work`'s result; if the client goes away first, `work` is cancelled (which ends its generation,
+    as closing a stream does) and the answer is a 499 nobody reads."""
+    task = asyncio.ensure_future(work)
+
+    async def gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(gone())
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            return task.result()
+        logger.info("client went away; its generation is cancelled")
+        raise APIError(499, "the client closed the request.", code="client_closed_request")
+    finally:
+        watcher.cancel()
+        task.cancel()  # nothing when done; else (client gone, or this handler cancelled) ends the generation
 
 
 def _validation_message(err: RequestValidationError) -> tuple[str, str | None]:
@@ -115,14 +143,16 @@ def _validation_message(err: RequestValidationError) -> tuple[str, str | None]:
         return "the request body is not valid JSON.", None
     loc = [str(part) for part in first.get("loc", ()) if part != "body"]
     param = ".".join(loc) or None
-    return f"{param or 'body'}: {first.get('msg', 'invalid value')}", param
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    return f"{param or 'body'}: {message}", param
 
 
 def create_app(engine: ChatEngine, api_key: str | None = None, max_body_bytes: int | None = None,
                image_policy: ImagePolicy | None = None) -> FastAPI:
     """The API over one engine; `api_key` requires `Authorization: Bearer <key>` on all but /health."""
     infer = engine.plan.infer
-    policy = image_policy or ImagePolicy(infer.image_dir, infer.allow_image_urls, infer.image_max_bytes)
+    policy = image_policy or ImagePolicy(infer.image_dir, infer.allow_image_urls, infer.image_max_bytes,
+                                         max_pixels=infer.image_max_pixels)
     created = int(time.time())
     app = FastAPI(title="LF OpenAI-compatible API", version="0.1.0")
     app.add_middleware(BodyLimit, limit=max_body_bytes or infer.api_max_body_bytes)
@@ -174,38 +204,66 @@ def create_app(engine: ChatEngine, api_key: str | None = None, max_body_bytes: i
         return ModelList(data=[ModelCard(id=engine.model_name, created=created)])
 
     @app.post("/v1/chat/completions", response_model=ChatCompletion, dependencies=auth, responses=ERRORS)
-    async def chat_completions(body: ChatCompletionRequest) -> Any:
+    async def chat_completions(body: ChatCompletionRequest, http: Request) -> Any:
         check_model(body.model)
-        messages, system, images = convert_messages(body.messages, policy)
         tools = chosen_tools(body)
         max_tokens = body.max_completion_tokens or body.max_tokens
         choice = body.tool_choice.model_dump() if isinstance(body.tool_choice, NamedToolChoice) else body.tool_choice
-        request = engine.chat_request(messages, system, json.dumps(tools) if tools else None, images,
-                                      tool_choice=choice, **sampling_overrides(body, max_tokens))
+        tool_text = json.dumps(tools) if tools else None
+
+        def build() -> Any:  # in a worker thread: decoding images and tokenising can take seconds
+            raw = [m.model_dump(exclude_none=True) for m in body.messages]
+            engine.check_prompt(raw, None, tool_text)  # cheap bounds first: characters, lone surrogates
+            engine.check_images(count_images(raw))
+            messages, system, images = convert_messages(body.messages, policy)
+            return engine.chat_request(messages, system, tool_text, images, tool_choice=choice,
+                                       **sampling_overrides(body, max_tokens))
+
+        request = await asyncio.to_thread(build)
         reply_id, now = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return sse(stream_chat(engine, request, bool(tools), reply_id, now, include_usage))
-        responses = await engine.arun(request, tools)
+        responses = await unless_disconnected(http, engine.arun(request, tools))
         return ChatCompletion(id=reply_id, created=now, model=engine.model_name, usage=usage(responses),
                               choices=[ChatChoice(index=i, message=response_message(r), finish_reason=r.finish_reason)
                                        for i, r in enumerate(responses)])
 
     @app.post("/v1/completions", response_model=Completion, dependencies=auth, responses=ERRORS)
-    async def completions(body: CompletionRequest) -> Any:
+    async def completions(body: CompletionRequest, http: Request) -> Any:
         check_model(body.model)
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+        if body.stream and len(prompts) != 1:
+            raise APIError(400, "streaming takes one prompt per request.", param="prompt")
         overrides = sampling_overrides(body, body.max_tokens)
-        requests = [engine.completion_request(p, **overrides) for p in prompts]
+
+        def build() -> list[Any]:  # in a worker thread, as for chat
+            requests = []
+            for i, prompt in enumerate(prompts):
+                try:
+                    requests.append(engine.completion_request(prompt, **overrides))
+                except RequestError as err:
+                    if len(prompts) > 1:
+                        err.message = f"prompt[{i}]: {err.message}"
+                    raise
+            return requests
+
+        requests = await asyncio.to_thread(build)
         reply_id, now = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         if body.stream:
-            if len(requests) != 1:
-                raise APIError(400, "streaming takes one prompt per request.", param="prompt")
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return sse(stream_completion(engine, requests[0], body.echo, reply_id, now, include_usage))
+
+        async def run_all() -> list[list[Response]]:  # submitted together, so the engine batches them
+            tasks = [asyncio.ensure_future(engine.arun(r)) for r in requests]
+            try:
+                return list(await asyncio.gather(*tasks))
+            finally:
+                for task in tasks:  # one failed or the client left: the others stop too
+                    task.cancel()
+
         choices, answers = [], []
-        for prompt, request in zip(prompts, requests, strict=True):
-            responses = await engine.arun(request)
+        for prompt, responses in zip(prompts, await unless_disconnected(http, run_all()), strict=True):
             answers += responses
             for r in responses:
                 choices.append(CompletionChoice(index=len(choices), text=(prompt if body.echo else "") + r.text,

@@ -1,16 +1,17 @@
 """Request and response bodies of the OpenAI-compatible API (the subset LF serves, same field names).
 
 Bounds on fields (n, max_tokens, temperature ...) are part of the schema, so a bad value is a 400
-before any work, and the published OpenAPI schema says what the server accepts.
+before any work, and the published OpenAPI schema says what the server accepts. The caps themselves
+live in `lf_serve.limits`, shared with the engine.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-MAX_N = 16
+from lf_serve.limits import MAX_CHOICES, MAX_N, REPETITION_PENALTY, SEED, stop_problem
 
 
 class _Open(BaseModel):
@@ -75,12 +76,20 @@ class SamplingFields(_Open):
     n: int = Field(default=1, ge=1, le=MAX_N)
     max_tokens: int | None = Field(default=None, ge=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=SEED[0], le=SEED[1])
     stream: bool = False
     stream_options: StreamOptions | None = None
-    repetition_penalty: float | None = Field(default=None, gt=0)
+    repetition_penalty: float | None = Field(default=None, ge=REPETITION_PENALTY[0], le=REPETITION_PENALTY[1])
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_caps(cls, stop: str | list[str] | None) -> str | list[str] | None:
+        problem = stop_problem(stop)
+        if problem:
+            raise ValueError(problem)
+        return stop
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -93,6 +102,15 @@ class ChatCompletionRequest(SamplingFields):
 class CompletionRequest(SamplingFields):
     prompt: str | list[str] = Field(min_length=1)
     echo: bool = False
+
+    @field_validator("prompt")
+    @classmethod
+    def _choice_cap(cls, prompt: str | list[str], info: ValidationInfo) -> str | list[str]:
+        count, n = (1 if isinstance(prompt, str) else len(prompt)), info.data.get("n", 1)
+        if count * n > MAX_CHOICES:
+            raise ValueError(f"n={n} answers to each of {count} prompts make {count * n}; a request gets at most "
+                             f"{MAX_CHOICES} (send fewer prompts per request).")
+        return prompt
 
 
 class ScoreRequest(_Open):

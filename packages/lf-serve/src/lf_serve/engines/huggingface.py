@@ -23,6 +23,7 @@ from lf_serve.args import ServePlan
 from lf_serve.decoding import RowDecoder
 from lf_serve.engine import ChatEngine, Event, GenerationRequest, Sink
 from lf_serve.errors import RequestError
+from lf_serve.limits import CHARS_PER_TOKEN, scan
 from lf_serve.model_setup import setup_model
 
 logger = logging.getLogger(__name__)
@@ -252,10 +253,14 @@ class HuggingfaceEngine(ChatEngine):
         if not texts or not all(isinstance(t, str) and t for t in texts):
             raise RequestError("messages must be a non-empty list of non-empty texts to score.", "messages")
         limit = min(max_length or self.max_model_len, self.max_model_len)
+        for i, text in enumerate(texts):
+            scan(text, f"messages[{i}]", "messages")  # a lone surrogate is a 400, not a tokenizer TypeError
         scores = []
         with self._lock, torch.inference_mode():  # the model is shared with the batcher: one forward at a time
             for text in texts:
-                ids = self.tokenizer.encode(text, add_special_tokens=False)[:limit]
+                # text holds far more than one token per CHARS_PER_TOKEN characters: cutting it first keeps
+                # the same first `limit` tokens without tokenising megabytes
+                ids = self.tokenizer.encode(text[:CHARS_PER_TOKEN * limit], add_special_tokens=False)[:limit]
                 tensor = torch.tensor([ids], dtype=torch.long, device=self.device)
                 _, values = self.model(input_ids=tensor, attention_mask=torch.ones_like(tensor))
                 scores.append(float(values[0, -1]))
