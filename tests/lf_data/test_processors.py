@@ -154,6 +154,8 @@ def test_rows_cut_to_nothing_are_dropped_and_counted(data_dir, tiny_tokenizer):
 def test_media_placeholders_must_match(tmp_path):
     rows = [{"messages": [{"role": "user", "content": "<image>What is this?"},
                           {"role": "assistant", "content": "A cat."}], "images": ["cat.png", "dog.png"]}]
+    for name in ("cat.png", "dog.png"):  # media must exist under media_dir
+        (tmp_path / name).write_bytes(b"png")
     (tmp_path / "vl.json").write_text(json.dumps(rows))
     (tmp_path / "dataset_info.json").write_text(json.dumps(
         {"vl": {"file_name": "vl.json", "formatting": "openai", "columns": {"messages": "messages", "images": "images"}}}))
@@ -198,6 +200,8 @@ def test_media_placeholder_cut_by_cutoff_len_is_dropped(tmp_path, tiny_tokenizer
                           {"role": "assistant", "content": "A cat."}], "images": ["cat.png"]},
             {"messages": [{"role": "user", "content": long_question + "<image>"},
                           {"role": "assistant", "content": "A dog."}], "images": ["dog.png"]}]
+    for name in ("cat.png", "dog.png"):  # media must exist under media_dir
+        (tmp_path / name).write_bytes(b"png")
     (tmp_path / "vl.json").write_text(json.dumps(rows))
     (tmp_path / "dataset_info.json").write_text(json.dumps(
         {"vl": {"file_name": "vl.json", "formatting": "openai", "columns": {"messages": "messages", "images": "images"}}}))

@@ -12,6 +12,8 @@ Standard row:
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 
 MEDIA = ("images", "videos", "audios")
 PLACEHOLDERS = {"images": "<image>", "videos": "<video>", "audios": "<audio>"}
+REMOTE_MEDIA = re.compile(r"^(https?://|data:)", re.IGNORECASE)
 
 
 class RowError(DataError):
@@ -60,7 +63,26 @@ def _tools(column: str, value: Any) -> str:
     return text
 
 
-def _media(attr: DatasetAttr, column: str, value: Any, media_dir: Path) -> list[str]:
+def _local_media(kind: str, item: str, media_dir: Path) -> str:
+    """The path of a local media file, refused when missing or outside `media_dir`: a row must not
+    make training read (or a text model train on the placeholder of) a file it cannot have."""
+    what = kind[:-1]  # images -> image
+    root = os.path.abspath(media_dir)
+    path = os.path.abspath(os.path.join(root, item))  # an absolute item replaces root; ".." is folded
+    inside = os.path.commonpath([root, path]) == root
+    if inside and ".." in Path(item).parts:  # a ".." after a symlink may still leave: ask the file system
+        real_root = os.path.realpath(root)
+        inside = os.path.commonpath([real_root, os.path.realpath(os.path.join(root, item))]) == real_root
+    if not inside:
+        raise RowError(f"{what} {item!r} is outside media_dir {root!r}; move the file under media_dir or set "
+                       "media_dir to a folder that holds it")
+    if not os.path.isfile(path):
+        raise RowError(f"{what} {item!r} does not exist under media_dir {root!r}; add the file or fix the "
+                       "path (relative paths start at media_dir, default dataset_dir)")
+    return path
+
+
+def _media(attr: DatasetAttr, column: str, value: Any, media_dir: Path, kind: str = "images") -> list[str]:
     if value is None:
         return []
     items = value if isinstance(value, list) else [value]
@@ -68,11 +90,15 @@ def _media(attr: DatasetAttr, column: str, value: Any, media_dir: Path) -> list[
     for item in items:
         if isinstance(item, dict) and "path" in item:  # datasets' Image feature stored as a dict
             item = item["path"]
-        if not isinstance(item, str):
+        if not isinstance(item, str) or not item:
             raise RowError(f"column {column!r} must hold file paths or URLs")
-        if "://" not in item and not Path(item).is_absolute():
-            item = str(media_dir / item)
-        out.append(item)
+        if REMOTE_MEDIA.match(item):  # fetched (or decoded) by whoever reads the media
+            out.append(item)
+        elif "://" in item:
+            raise RowError(f"{kind[:-1]} {item!r} is neither an http(s)/data: URL nor a path under media_dir; "
+                           "use a path relative to media_dir")
+        else:
+            out.append(_local_media(kind, item, media_dir))
     return out
 
 
@@ -178,7 +204,7 @@ def align_row(attr: DatasetAttr, row: dict[str, Any], media_dir: Path, needs_res
                "_tools": _tools(cols["tools"], row.get(cols["tools"])) if cols.get("tools") else "",
                "_kto_tag": _kto_tag(attr, row)}
     for kind in MEDIA:
-        aligned[f"_{kind}"] = _media(attr, cols[kind], row.get(cols[kind]), media_dir) if cols.get(kind) else []
+        aligned[f"_{kind}"] = _media(attr, cols[kind], row.get(cols[kind]), media_dir, kind) if cols.get(kind) else []
         if aligned[f"_{kind}"]:
             text = "".join(m["content"] for m in prompt + response)
             found = text.count(PLACEHOLDERS[kind])
@@ -240,5 +266,7 @@ def align(attr: DatasetAttr, dataset: Dataset, media_dir: Path, num_proc: int | 
 
     if streamed:
         return dataset.map(convert, batched=True, with_indices=True, remove_columns=names, features=features)
+    # whether a media file exists is not part of datasets' fingerprint: never reuse its cached result
+    fresh = {"load_from_cache_file": False} if any(attr.columns.get(kind) for kind in MEDIA) else {}
     return dataset.map(convert, batched=True, with_indices=True, remove_columns=names, num_proc=num_proc,
-                       features=features, desc=f"Preparing {attr.name}")
+                       features=features, desc=f"Preparing {attr.name}", **fresh)

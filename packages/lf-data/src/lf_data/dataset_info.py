@@ -110,3 +110,18 @@ def get_dataset_attr(name: str, dataset_dir: str | Path) -> DatasetAttr:
         split=entry.get("split", "train"), folder=entry.get("folder"),
         num_samples=entry.get("num_samples"), columns=columns, tags=tags,
     )
+
+
+MEDIA_COLUMNS = ("images", "videos", "audios")
+
+
+def media_kinds(names: list[str], dataset_dir: str | Path) -> dict[str, list[str]]:
+    """The media columns (images, videos, audios) each named dataset maps, read from dataset_info.json
+    alone, so a run can refuse media its model cannot take before anything loads."""
+    kinds = {}
+    for name in names:
+        columns = get_dataset_attr(name, dataset_dir).columns
+        found = [kind for kind in MEDIA_COLUMNS if columns.get(kind)]
+        if found:
+            kinds[name] = found
+    return kinds

@@ -3,6 +3,8 @@ each to the standard structure, and mix them (`concat`, `interleave_under`, `int
 
 from __future__ import annotations
 
+import codecs
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,22 +41,121 @@ def data_files(attr: DatasetAttr) -> tuple[str, list[str]]:
     return builders.pop(), files
 
 
+TEXT_BUILDERS = ("json", "csv", "text")
+FIX_UTF8 = "save it as UTF-8 (e.g. iconv -f latin1 -t utf-8 FILE > NEW)"
+
+
+def _is_blank(path: str) -> bool:
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            if block.strip():
+                return False
+    return True
+
+
+def _utf8_problem(path: str) -> str | None:
+    """`file:line:` of the first byte that is not UTF-8. pyarrow reads such JSON Lines without a word and
+    fails only when the row is used, so every text file is checked (decoded in large blocks, fast)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with open(path, "rb") as handle:
+        while True:
+            block = handle.read(1 << 22)
+            pending = len(decoder.getstate()[0])
+            try:
+                decoder.decode(block, final=not block)
+            except UnicodeDecodeError as err:
+                bad = offset - pending + err.start
+                break
+            if not block:
+                return None
+            offset += len(block)
+        handle.seek(0)
+        head = handle.read(bad + 1)
+    line, line_start = head.count(b"\n", 0, bad) + 1, head.rfind(b"\n", 0, bad) + 1
+    return (f"{path}:{line}: not valid UTF-8 (byte 0x{head[bad]:02x} at byte offset "
+            f"{bad}, column {bad - line_start + 1}); {FIX_UTF8}.")
+
+
+def _json_problem(path: str) -> str | None:
+    """`file:line:` of the first JSON error: one JSON document (an array) or JSON Lines."""
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 16).removeprefix(codecs.BOM_UTF8)  # datasets skips a byte-order mark too
+
+    def document() -> str | None:
+        try:
+            rows = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+        except json.JSONDecodeError as err:
+            return (f"{path}:{err.lineno}: not valid JSON: {err.msg} (column {err.colno}); fix the file "
+                    "(a .json file holds one array of rows, or one row object per line).")
+        return f"{path}: holds an empty array: no rows; add rows or fix `file_name`." if rows == [] else None
+
+    if head.lstrip().startswith(b"["):
+        return document()
+    with open(path, encoding="utf-8-sig") as handle:
+        for lineno, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line.rstrip("\r\n"))  # columns counted within the line
+            except json.JSONDecodeError as err:
+                if lineno == 1:  # perhaps one document spread over many lines
+                    return document()
+                return (f"{path}:{lineno}: not valid JSON: {err.msg} (column {err.colno}); each line of a JSON "
+                        "Lines file must be one complete row object.")
+            if not isinstance(row, dict):
+                return (f"{path}:{lineno}: a JSON Lines row must be an object ({{\"column\": value, ...}}), "
+                        f"found {type(row).__name__}.")
+    return None
+
+
+def file_problem(path: str, builder: str) -> str | None:
+    """Why `datasets` cannot read a file, as `file:line: problem; fix` (None: no known reason).
+
+    Only run after `datasets` failed, so well-formed files are not parsed twice."""
+    return _json_problem(path) if builder == "json" else None
+
+
+def check_files(attr: DatasetAttr, builder: str, files: list[str]) -> None:
+    """Refuse empty files and text that is not UTF-8 before `datasets` turns them into a confusing
+    error, zero columns, or a crash in the middle of tokenising."""
+    for path in files:
+        if _is_blank(path):
+            raise DataError(f"{path}: the file is empty; put the rows of {attr} in it, or fix `file_name` "
+                            "in dataset_info.json.")
+        problem = _utf8_problem(path) if builder in TEXT_BUILDERS else None
+        if problem:
+            raise DataError(problem)
+
+
+def _one_line(err: Exception) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text[:300]}{'...' if len(text) > 300 else ''}"
+
+
 def load_raw(attr: DatasetAttr, streaming: bool = False) -> Dataset | IterableDataset:
     """The dataset as stored, through `datasets` (Arrow-backed and memory-mapped, or streamed)."""
     import datasets
 
     if attr.source == "file":
         builder, files = data_files(attr)
+        check_files(attr, builder, files)
+        where = files[0] if len(files) == 1 else attr.location
         try:
             return datasets.load_dataset(builder, data_files=files, split="train", streaming=streaming)
-        except Exception as err:  # a parse error deep in pyarrow: name the file
-            raise DataError(f"{attr}: could not read {files[0] if len(files) == 1 else attr.location}: "
-                            f"{type(err).__name__}: {err}") from None
+        except Exception as err:  # a parse error deep in pyarrow: find the file and line ourselves
+            for path in files:
+                problem = file_problem(path, builder)
+                if problem:
+                    raise DataError(problem) from None
+            if "corresponds to no data" in str(err):  # datasets' words for zero rows
+                raise DataError(f"{attr}: {where} holds no rows; add rows or fix `file_name`.") from None
+            raise DataError(f"{attr}: could not read {where}: {_one_line(err)}") from None
     try:
         return datasets.load_dataset(attr.location, name=attr.subset, split=attr.split, data_dir=attr.folder,
                                      streaming=streaming)
     except Exception as err:
-        raise DataError(f"{attr}: could not load it from the Hugging Face hub ({type(err).__name__}: {err}). "
+        raise DataError(f"{attr}: could not load it from the Hugging Face hub ({_one_line(err)}). "
                         "Without network access, download it and describe it with `file_name`.") from None
 
 

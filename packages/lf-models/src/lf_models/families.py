@@ -21,8 +21,11 @@ Both are recorded as quirks.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from lf_data.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,11 @@ class ModelFamily:
     """Dotted path of the decoder layer list (freeze tuning counts these)."""
     vlm: bool = False
     quirks: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def media(self) -> tuple[str, ...]:
+        """The media columns of lf-data its models take (none for a text model)."""
+        return ("images", "videos") if self.vlm else ()
 
 
 FAMILIES: dict[str, ModelFamily] = {}
@@ -164,3 +172,53 @@ _family("qwen2_vl", "Qwen2VLForConditionalGeneration", "qwen2_vl",
         "vision tower and merger stay frozen and un-adapted",
         "M-RoPE: the forward needs mm_token_type_ids (1 on <|image_pad|> tokens) with image_grid_thw",
         lora_targets=_LLAMA_LIKE, layers="model.language_model.layers", vlm=True)
+
+
+def reference_family(reference: str) -> tuple[str | None, ModelFamily | None]:
+    """(model_type, family) of a model reference from its config.json or GGUF header, nothing loaded;
+    (None, None) when unknown (a hub model not in the local cache, a tokenizer-only folder)."""
+    from lf_models.bundled import BUNDLED_MODELS
+    from lf_models.default_template import model_type
+
+    if reference in BUNDLED_MODELS:
+        try:
+            reference = str(BUNDLED_MODELS[reference].path())
+        except ConfigError:  # not installed: the loader says so later
+            return None, None
+    kind = model_type(reference)
+    return kind, FAMILIES.get(kind or "")
+
+
+def is_vlm(reference: str) -> bool | None:
+    """Whether LF loads `reference` as a vision-language model (None: its config is not at hand)."""
+    kind, family = reference_family(reference)
+    if kind is None:
+        return None
+    return family is not None and family.vlm
+
+
+def check_media_support(reference: str | None, has_media: bool | Mapping[str, Iterable[str]]) -> None:
+    """Refuse data with images, videos or audios for a model that cannot take them: it would train on
+    the literal `<image>` text. Reads config.json only, so `lf train` can call it before loading.
+
+    `has_media`: True, or {dataset name: its media columns} (`lf_data.dataset_info.media_kinds`).
+    A model whose config is not at hand (an uncached hub id) passes: the loader finds out later.
+    """
+    if not reference or not has_media:
+        return
+    kind, family = reference_family(reference)
+    if kind is None:
+        return
+    wanted = {name: list(kinds) for name, kinds in has_media.items()} if isinstance(has_media, Mapping) \
+        else {"the data": ["images"]}
+    accepted = family.media if family is not None else ()
+    for name, kinds in wanted.items():
+        refused = [k for k in kinds if k not in accepted]
+        if not refused:
+            continue
+        where = f"dataset {name!r}" if isinstance(has_media, Mapping) else name
+        vlms = ", ".join(sorted(t for t, f in FAMILIES.items() if f.vlm))
+        what = "a text model" if not accepted else f"a vision-language model that takes {' and '.join(accepted)} only"
+        raise ConfigError(f"{where} has {' and '.join(refused)} but model {reference!r} (model_type {kind}) is {what}: "
+                          f"it would train on the placeholder text. Use a model LF feeds media to (families: {vlms}) "
+                          f"or remove the {', '.join(refused)} column(s) from the dataset's entry in dataset_info.json.")

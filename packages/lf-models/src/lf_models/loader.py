@@ -9,7 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lf_data.errors import ConfigError
-from lf_models.adapters import find_all_linear_modules, setup_finetuning  # noqa: F401 (re-exported)
+from lf_models.adapters import (  # noqa: F401 (find_all_linear_modules re-exported)
+    find_all_linear_modules,
+    refuse_pickled_weights,
+    setup_finetuning,
+)
 from lf_models.args import FinetuningArguments, ModelArguments, check_model_combination
 from lf_models.bundled import BUNDLED_MODELS
 from lf_models.patches import (
@@ -27,6 +31,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -135,7 +140,8 @@ def load_model(model_args: ModelArguments, finetuning_args: FinetuningArguments,
     if attention is not None:
         kwargs["attn_implementation"] = attention
     try:
-        model = model_class_for(config).from_pretrained(source.path, config=config, **kwargs, **hub)
+        with refuse_pickled_weights(source.path, "weights"):
+            model = model_class_for(config).from_pretrained(source.path, config=config, **kwargs, **hub)
     except (OSError, ValueError) as err:
         raise _load_error("weights", source, err) from None
     except ImportError as err:
@@ -189,6 +195,12 @@ def count_parameters(model: Any) -> tuple[int, int]:
 
 def tokenizer_for_reference(reference: str, trust_remote_code: bool = False) -> tuple[PreTrainedTokenizerBase, str | None]:
     """(tokenizer, default template) for any model reference LF understands; used by `lf data`."""
+    from lf_models.default_template import default_template
+
     model_args = ModelArguments(model_name_or_path=reference, trust_remote_code=trust_remote_code)
-    source = resolve_model(model_args)
+    path = Path(reference).expanduser()
+    if path.is_dir() and not (path / "config.json").is_file() and any((path / f).is_file() for f in TOKENIZER_FILES):
+        source = ModelSource(str(path), default_template(reference))  # a tokenizer alone: no model needed
+    else:
+        source = resolve_model(model_args)
     return load_tokenizer(model_args, source), source.default_template
