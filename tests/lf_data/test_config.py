@@ -4,7 +4,8 @@ from typing import Literal
 import pytest
 import yaml
 
-from lf_data.config import parse_sections, read_config, write_config_atomic
+from lf_data.atomic_files import write_yaml_atomic
+from lf_data.config import parse_sections, read_config
 from lf_data.errors import ConfigError
 
 
@@ -77,6 +78,6 @@ def test_missing_config_file_and_bad_override(tmp_path):
 
 def test_atomic_write_leaves_no_temporary_files(tmp_path):
     target = tmp_path / "out" / "lf_config.yaml"
-    write_config_atomic(target, {"a": 1, "b": [1, 2]})
+    write_yaml_atomic(target, {"a": 1, "b": [1, 2]})
     assert yaml.safe_load(target.read_text()) == {"a": 1, "b": [1, 2]}
     assert [p.name for p in target.parent.iterdir()] == ["lf_config.yaml"]

@@ -10,7 +10,7 @@ import yaml
 from lf_data.cli import main as lf_main
 from lf_data.errors import ConfigError
 from lf_eval.metrics import compute_generation_metrics
-from lf_eval.predict import PREDICT_RESULTS_FILE, PREDICTIONS_FILE, save_predictions
+from lf_eval.predict import PREDICT_RESULTS_FILE, PREDICTIONS_FILE, generate_answers, save_predictions
 from lf_eval.run import run_eval
 
 ANSWER = "I am Lumen, made by the LF team."  # every row of the identity dataset (tests/conftest.py)
@@ -32,6 +32,30 @@ def test_save_predictions_writes_both_files_and_scores(tmp_path):
     assert not list((tmp_path / "out").glob(".*tmp"))  # atomic writes leave no temporary files
 
 
+class EchoEngine:
+    """Answers each conversation with its last message, recording the batches it was handed."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def batch_chat(self, conversations):
+        from types import SimpleNamespace
+
+        self.batches.append(len(conversations))
+        return [SimpleNamespace(text=c[-1]["content"]) for c in conversations]
+
+
+@pytest.mark.parametrize("verbosity", ["info", "quiet"])
+def test_answers_come_in_order_with_a_progress_bar_unless_quiet(verbosity, monkeypatch, capsys):
+    monkeypatch.setenv("LF_VERBOSITY", verbosity)
+    engine = EchoEngine()
+    conversations = [[{"role": "user", "content": f"q{i}"}] for i in range(7)]
+    assert generate_answers(engine, conversations, 3) == [f"q{i}" for i in range(7)]
+    assert engine.batches == [3, 3, 1]
+    err = capsys.readouterr().err
+    assert ("predict: 100%" in err and "7/7" in err) == (verbosity == "info"), err
+
+
 def test_fine_tuning_lifts_the_scores_from_noise_to_exact(tiny_llama, data_dir, tmp_path, capsys):
     """The path a user takes: lf eval (base), lf train (LoRA), lf eval with the adapter."""
     predict = {"model_name_or_path": str(tiny_llama), "template": "chatml", "task": "predict", "dataset": "identity",
@@ -39,6 +63,7 @@ def test_fine_tuning_lifts_the_scores_from_noise_to_exact(tiny_llama, data_dir, 
     base_yaml = tmp_path / "predict.yaml"
     base_yaml.write_text(yaml.safe_dump({**predict, "save_dir": str(tmp_path / "base")}))
     assert lf_main(["eval", str(base_yaml)]) == 0
+    assert "predict: 100%" in capsys.readouterr().err  # a progress bar over the rows
     base = json.loads((tmp_path / "base" / PREDICT_RESULTS_FILE).read_text())
     rows = read_jsonl(tmp_path / "base" / PREDICTIONS_FILE)
     assert len(rows) == 8 == base["predict_samples"]

@@ -3,7 +3,9 @@ base, saved as safetensors or GGUF, and loaded back by plain transformers with t
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -79,14 +81,26 @@ def test_lora_merged_into_safetensors_loads_in_plain_transformers(tmp_path, tiny
     out = tmp_path / "exports" / "merged"
     config = write_yaml(tmp_path / "export.yaml", model_name_or_path=str(tiny_llama),
                         adapter_name_or_path=str(adapter), export_dir=str(out))
-    assert lf(["export", config]) == 0
+    assert lf(["export", config, "--check"]) == 0  # everything checked, nothing written
+    printed = capsys.readouterr().out
+    assert f"{config} is valid." in printed and f"merge 1 adapter(s) {adapter}" in printed
+    assert "template: chatml" in printed and not out.parent.exists()
+    (out.parent / ".merged.tmp-killed").mkdir(parents=True)  # what an export killed mid-way leaves
+    (out.parent / ".merged.tmp-killed" / "model.safetensors").write_text("half")
+    old_umask = os.umask(0o022)
+    try:
+        assert lf(["export", config]) == 0
+    finally:
+        os.umask(old_umask)
     printed = capsys.readouterr().out
     assert f"The merged model is in {out}/" in printed and "AutoModelForCausalLM.from_pretrained" in printed
     for name in ("config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "Modelfile",
                  "lf_export.yaml"):
         assert (out / name).is_file(), name
+        assert (out / name).stat().st_mode & 0o777 == 0o644, name  # readable by a server running as another user
+    assert out.stat().st_mode & 0o777 == 0o755
     assert not (out / "adapter_config.json").exists()
-    assert [p.name for p in out.parent.iterdir()] == ["merged"]  # no temporary folder left
+    assert [p.name for p in out.parent.iterdir()] == ["merged"]  # no temporary folder left, the stale one removed
 
     model = AutoModelForCausalLM.from_pretrained(out).eval()
     assert model.dtype == torch.float32  # auto: the base's dtype
@@ -157,6 +171,15 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path, tiny_llama, a
     assert "export_quantization applies to export_format: gguf" in capsys.readouterr().err
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+    assert lf(["export", str(adapter)]) == 1  # a folder where the config file goes
+    assert "is a folder; a YAML config file is expected here" in capsys.readouterr().err
+    assert lf(["export", "adapter_name_or_path=saves/no-such-run", f"export_dir={out}"]) == 1
+    assert "'saves/no-such-run' is not a folder here" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        lf(["export"])
+    assert exited.value.code == 2
+    assert "give a YAML config file and/or key=value arguments" in capsys.readouterr().err
 
     out.mkdir()
     (out / "keep.txt").write_text("mine")
@@ -239,3 +262,25 @@ def test_export_dir_may_not_contain_the_adapter(tmp_path, capsys):
     assert code == 1
     assert (adapter / "adapter_config.json").is_file()
     assert capsys.readouterr().err
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_previous_export(tmp_path, tiny_llama, adapter, monkeypatch, capsys):
+    import lf_models.export as export
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.json").write_text("{}")  # the previous export, which must survive
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(export, "_replace_dir", full)
+    assert lf(["export", f"model_name_or_path={tiny_llama}", f"adapter_name_or_path={adapter}", f"export_dir={out}",
+               "overwrite_export_dir=true"]) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in err
+    assert "No space left on device" in errors[0] and f"{out} is as it was." in errors[0]
+    assert (out / "config.json").read_text() == "{}"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+

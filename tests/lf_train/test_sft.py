@@ -1,6 +1,7 @@
 """`lf train` on a tiny local model, the way a user runs it: a YAML file and the lf command."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -36,11 +37,17 @@ def test_lora_sft_trains_and_leaves_standard_artefacts(base_config, write_config
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    assert lf(["train", str(write_config(**base_config))]) == 0
+    old_umask = os.umask(0o022)
+    try:
+        assert lf(["train", str(write_config(**base_config))]) == 0
+    finally:
+        os.umask(old_umask)
     out = Path(base_config["output_dir"])
     for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "lf_config.yaml",
                  "trainer_log.jsonl", "training_loss.png", "train_results.json", "checkpoint-30"):
         assert (out / name).exists(), name
+    for name in ("adapter_model.safetensors", "lf_config.yaml", "checkpoint-30/adapter_model.safetensors"):
+        assert (out / name).stat().st_mode & 0o777 == 0o644, name  # a server running as another user reads them
     assert "Done. The LoRA adapter is in" in capsys.readouterr().out
 
     seen = losses(out)

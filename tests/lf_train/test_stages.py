@@ -87,6 +87,23 @@ def pref_batch(more_data, tiny_llama):
     return PairwiseCollator(tokenizer.pad_token_id)(list(data))
 
 
+PREFERENCE_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
+                      "logps/rejected")
+
+
+def preference_metrics(output_dir, keys=PREFERENCE_METRICS, prefix="") -> list[dict]:
+    """The preference metrics of the logged training steps (evaluations with prefix="eval_"), checked for sense."""
+    records = [r for r in log_records(output_dir) if ("eval_loss" if prefix else "loss") in r]
+    assert records
+    for r in records:
+        assert all(prefix + key in r for key in keys), r
+        if prefix + "rewards/accuracies" in keys:
+            assert 0 <= r[prefix + "rewards/accuracies"] <= 1, r
+        assert r[prefix + "rewards/margins"] == pytest.approx(r[prefix + "rewards/chosen"] - r[prefix + "rewards/rejected"])
+        assert r[prefix + "logps/chosen"] < 0 and r[prefix + "logps/rejected"] < 0, r
+    return records
+
+
 def _margins(model, batch) -> torch.Tensor:
     from lf_train.stages.dpo import sequence_logps
 
@@ -104,9 +121,14 @@ def test_preference_optimisation_raises_the_chosen_answer(loss, base_config, wri
 
     base_config.update(stage="dpo", dataset="pref", pref_loss=loss, max_steps=10, learning_rate=1e-2)
     assert lf(["train", str(write_config(**base_config))]) == 0
+    metrics = preference_metrics(base_config["output_dir"])
+    assert metrics[-1]["rewards/accuracies"] == 1.0 and metrics[-1]["rewards/margins"] > 0, metrics[-1]
     if loss == "sigmoid":  # the default; the other formulas are pinned by test_preference_losses_match_their_formulas
         seen = losses(base_config["output_dir"])
         assert seen == pytest.approx(DPO_SIGMOID_LOSSES, abs=LOSS_TOLERANCE), seen
+        # step 1: the policy is the reference (LoRA starts at zero), so every reward is 0 and no pair is won yet
+        first = metrics[0]
+        assert first["rewards/chosen"] == first["rewards/rejected"] == first["rewards/accuracies"] == 0, first
     before = _margins(AutoModelForCausalLM.from_pretrained(tiny_llama), pref_batch)
     tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), base_config["output_dir"])
     after = _margins(tuned, pref_batch)
@@ -133,8 +155,13 @@ def test_preference_losses_match_their_formulas():
 def test_full_tuning_dpo_uses_a_frozen_reference_copy(base_config, write_config, pref_batch, tiny_llama):
     from transformers import AutoModelForCausalLM
 
-    base_config.update(stage="dpo", dataset="pref", finetuning_type="full", max_steps=6, learning_rate=1e-3)
+    base_config.update(stage="dpo", dataset="pref", finetuning_type="full", max_steps=6, learning_rate=1e-3,
+                       val_size=2)
     assert lf(["train", str(write_config(**base_config))]) == 0
+    preference_metrics(base_config["output_dir"])
+    preference_metrics(base_config["output_dir"], prefix="eval_")  # the closing evaluation
+    results = json.loads((Path(base_config["output_dir"]) / "eval_results.json").read_text())
+    assert {f"eval_{key}" for key in PREFERENCE_METRICS} <= results.keys(), results
     before = _margins(AutoModelForCausalLM.from_pretrained(tiny_llama), pref_batch)
     after = _margins(AutoModelForCausalLM.from_pretrained(base_config["output_dir"]), pref_batch)
     assert torch.all(after > before), (before, after)
@@ -146,11 +173,28 @@ def test_kto_raises_desirable_answers_and_lowers_undesirable_ones(base_config, w
 
     base_config.update(stage="kto", dataset="kto", max_steps=10, learning_rate=1e-2, per_device_train_batch_size=8)
     assert lf(["train", str(write_config(**base_config))]) == 0
+    metrics = preference_metrics(base_config["output_dir"], [*set(PREFERENCE_METRICS) - {"rewards/accuracies"}, "kl"])
+    assert metrics[-1]["rewards/margins"] > metrics[0]["rewards/margins"], (metrics[0], metrics[-1])
+    assert all(r["kl"] >= 0 for r in metrics)
     # the same prompts answered the desirable (chosen) and the undesirable (rejected) way
     before = _margins(AutoModelForCausalLM.from_pretrained(tiny_llama), pref_batch)
     after = _margins(PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama),
                                                base_config["output_dir"]), pref_batch)
     assert torch.all(after > before + 1.0), (before, after)
+
+
+def test_the_loss_plot_shows_the_eval_loss(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from lf_train.callbacks import LOG_FILE, plot_loss
+
+    drawn = []
+    original = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", lambda ax, *a, **k: drawn.append(k["label"]) or original(ax, *a, **k))
+    (tmp_path / LOG_FILE).write_text("".join(json.dumps(r) + "\n" for r in [
+        {"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}, {"step": 2, "eval_loss": 1.7}]))
+    assert plot_loss(tmp_path).is_file()
+    assert drawn == ["loss", "smoothed", "eval loss"]
 
 
 def test_kto_loss_formula():

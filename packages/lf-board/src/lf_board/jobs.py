@@ -101,14 +101,14 @@ def launch(folder: Path, command: str, config: dict[str, Any] | None = None) -> 
     With `config` the YAML is (re)written first; without it the job's existing YAML runs again
     (resuming a training run). The console log is appended to, so a resumed run keeps its history.
     """
-    from lf_data.config import write_config_atomic
+    from lf_data.atomic_files import write_yaml_atomic
 
     job = Job(folder)
     if job.running():
         raise RuntimeError(f"{folder} is already running (pid {job.pid()})")
     folder.mkdir(parents=True, exist_ok=True)
     if config is not None:
-        write_config_atomic(job.config_path, config)
+        write_yaml_atomic(job.config_path, config)
     for marker in (EXIT_FILE, ABORTED_FILE):
         (folder / marker).unlink(missing_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}

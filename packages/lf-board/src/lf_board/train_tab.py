@@ -370,9 +370,9 @@ def _on_command_and_files(board: Board, form: Form, files: ConfigFiles, launch: 
             config = build_config(values, extra_yaml)
         except (BoardConfigError, ValueError) as err:
             return gr.skip(), message(lang, "msg.save_failed", str(err), error=True)
-        from lf_data.config import write_config_atomic
+        from lf_data.atomic_files import write_yaml_atomic
 
-        write_config_atomic(path, config)
+        write_yaml_atomic(path, config)
         return (gr.update(choices=board.config_choices(), value=board.display_path(path)),
                 message(lang, "msg.saved", str(path)))
 
@@ -482,7 +482,7 @@ def _on_live(board: Board, form: Form, view: RunView) -> None:
         status = text(lang, "msg.run_status", name=name, status=text(lang, RUN_STATUS_KEYS[info.status]),
                       step=info.step if info.step is not None else "-", total=info.total_steps or "-",
                       loss=f"{info.loss:.4f}" if info.loss is not None else "-", points=len(points),
-                      checkpoints=info.checkpoints)
+                      checkpoints=info.checkpoints) + _preference_summary(info.path)
         same_run = now[0] == before[0]
         log = gr.skip() if same_run and now[3] == before[3] else jobs.read_console(job)
         plot = gr.skip() if same_run and now[4] == before[4] else _frame(points)
@@ -494,6 +494,16 @@ def _on_live(board: Board, form: Form, view: RunView) -> None:
                              str(runs.default_output_dir(DEFAULT_MODEL, "lora", run_name_now()))),
                     None, [view.chosen, form["output_dir"]])
     board.run_lists.append(view.chosen)
+
+
+def _preference_summary(run_dir: Path) -> str:
+    """The latest reward accuracy and margin of a dpo/kto run: what preference training is judged by."""
+    from lf_data.run_folder import read_log
+
+    last = next((r for r in reversed(read_log(run_dir)) if "rewards/margins" in r), None)
+    if last is None:
+        return ""
+    return "".join(f" · {key} {last[key]:.3f}" for key in ("rewards/accuracies", "rewards/margins") if key in last)
 
 
 def _size(path: Path) -> int:

@@ -58,6 +58,11 @@ def read_command_config(prog: str, description: str, epilog: str, argv: list[str
     parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)
     parser.add_argument("config", nargs="?", help="YAML config file")
     parser.add_argument("overrides", nargs="*", help="key=value overrides")
+    parser.add_argument(CHECK_FLAG, action="store_true",
+                        help="check everything, print the resolved config and what would run; load no weights")
+    if not argv:
+        parser.print_usage(sys.stderr)
+        parser.exit(2, f"{prog}: give a YAML config file and/or key=value arguments (see {prog} --help).\n")
     ns = parser.parse_args(argv)
     config_path, overrides = ns.config, list(ns.overrides)
     if config_path is not None and "=" in config_path and not config_path.endswith((".yaml", ".yml")):
@@ -65,18 +70,139 @@ def read_command_config(prog: str, description: str, epilog: str, argv: list[str
     return read_config(config_path, overrides), config_path or "the command line"
 
 
+CHECK_FLAG = "--check"
+
+
+def check_only(argv: list[str]) -> bool:
+    """Whether the command was asked only to check its config (`lf train x.yaml --check`)."""
+    return CHECK_FLAG in argv
+
+
+def print_check(prog: str, source: str, what: list[str], resolved: dict) -> int:
+    """What `--check` prints for any command: the facts, then the resolved config as YAML."""
+    import yaml
+
+    print(f"{prog}: {source} is valid.")
+    print("\n".join(f"  {line}" for line in what))
+    print("\nresolved config:")
+    print(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True).rstrip())
+    return 0
+
+
+VERBOSITY_ENV = "LF_VERBOSITY"
+VERBOSITY_LEVELS = ("quiet", "info", "debug")
+VERBOSITY_FLAGS = {"--quiet": "quiet", "--verbose": "debug"}
+LF_LOGGERS = ("lf_data", "lf_models", "lf_serve", "lf_eval", "lf_train", "lf_board")
+
+# Third-party messages known to be harmless where LF meets them, hidden unless LF_VERBOSITY=debug.
+# Log records: (logger name, start of the message).
+HARMLESS_LOG_MESSAGES: tuple[tuple[str, str], ...] = (
+    # bitsandbytes, imported by peft whenever it is installed (quantised or not), on CPUs with AVX512-BF16
+    # looks for an optional kernel package; without it 4-bit CPU matmuls take the slower built-in path
+    ("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward"),
+    # deepspeed, imported by accelerate whenever it is installed, on a machine without a GPU (`lf env`
+    # says which device training uses)
+    ("DeepSpeed", "Setting accelerator to CPU"),
+)
+# Python warnings: (category, regular expression matching the start of the message).
+HARMLESS_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
+    # peft reads the old name of a transformers property on every adapter it attaches
+    (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),
+)
+
+
+def verbosity() -> str:
+    """How much commands print, from LF_VERBOSITY (`--quiet`/`--verbose` set it): quiet, info or debug."""
+    import os
+
+    value = os.environ.get(VERBOSITY_ENV, "").strip().lower() or "info"
+    if value not in VERBOSITY_LEVELS:
+        from lf_data.errors import ConfigError
+
+        raise ConfigError(f"{VERBOSITY_ENV}={value!r} is not one of {', '.join(VERBOSITY_LEVELS)}.")
+    return value
+
+
+def show_progress() -> bool:
+    """Whether LF draws progress bars (not under LF_VERBOSITY=quiet)."""
+    return verbosity() != "quiet"
+
+
+def take_verbosity_flags(argv: list[str]) -> list[str]:
+    """`argv` without `--quiet`/`--verbose` (accepted anywhere on the line); the last one sets
+    LF_VERBOSITY for this process and those it starts (torchrun workers)."""
+    import os
+
+    rest = []
+    for arg in argv:
+        if arg in VERBOSITY_FLAGS:
+            os.environ[VERBOSITY_ENV] = VERBOSITY_FLAGS[arg]
+        else:
+            rest.append(arg)
+    return rest
+
+
+class _HarmlessMessageFilter:
+    """Drops the records of one logger whose message starts with one of `starts`."""
+
+    def __init__(self, starts: tuple[str, ...]) -> None:
+        self.starts = starts
+
+    def filter(self, record) -> bool:
+        return not str(record.msg).startswith(self.starts)
+
+
+_HARMLESS_FILTERS: dict[str, _HarmlessMessageFilter] = {}
+
+
+def hide_harmless_messages(hide: bool = True) -> None:
+    """Hide (or show again) the known-harmless third-party messages above; the filters sit on the
+    loggers by name, so they hold for libraries imported later."""
+    import logging
+    import warnings
+
+    for name in {name for name, _ in HARMLESS_LOG_MESSAGES}:
+        if name not in _HARMLESS_FILTERS:
+            _HARMLESS_FILTERS[name] = _HarmlessMessageFilter(
+                tuple(start for logger, start in HARMLESS_LOG_MESSAGES if logger == name))
+        logger = logging.getLogger(name)
+        if hide:
+            logger.addFilter(_HARMLESS_FILTERS[name])
+        else:
+            logger.removeFilter(_HARMLESS_FILTERS[name])
+    for category, message in HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore" if hide else "default", message=message, category=category)
+
+
 def setup_logging() -> None:
-    """Console logging for commands that load models: LF's messages at INFO, libraries at WARNING."""
+    """Console logging for commands that load models, the one place it is set, at LF_VERBOSITY:
+    quiet: warnings and errors only, no progress bars; info (default): LF's progress, libraries'
+    warnings less the known-harmless ones; debug: everything, libraries' info messages included."""
     import logging
     import os
 
-    logging.basicConfig(level=logging.WARNING, format="[%(levelname)s|%(name)s] %(message)s")
-    for name in ("lf_data", "lf_models", "lf_serve", "lf_eval", "lf_train", "lf_board"):
-        logging.getLogger(name).setLevel(logging.INFO)
+    level = verbosity()
+    lf_level = {"quiet": logging.WARNING, "info": logging.INFO, "debug": logging.DEBUG}[level]
+    library_level = {"quiet": logging.ERROR, "info": logging.WARNING, "debug": logging.INFO}[level]
+    logging.basicConfig(level=library_level, format="[%(levelname)s|%(name)s] %(message)s")
+    logging.getLogger().setLevel(library_level)  # basicConfig leaves an already configured root alone
+    for name in LF_LOGGERS:
+        logging.getLogger(name).setLevel(lf_level)
+    hide_harmless_messages(level != "debug")
+    if level == "quiet":
+        import warnings
+
+        for category in (FutureWarning, DeprecationWarning):  # addressed to developers, not to users
+            warnings.filterwarnings("ignore", category=category)
+        for variable in ("HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS"):
+            os.environ.setdefault(variable, "1")  # read when those libraries are imported (after this)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import transformers
 
-    transformers.logging.set_verbosity_warning()
+    # the Trainer's progress bar follows this too (disable_tqdm defaults to on above WARNING)
+    transformers.logging.set_verbosity(library_level)
+    if level == "quiet":
+        transformers.logging.disable_progress_bar()
 
 
 def installed_version(dist: str) -> str | None:
@@ -100,7 +226,7 @@ def usage(commands: dict[str, Command]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = take_verbosity_flags(list(sys.argv[1:] if argv is None else argv))
     commands = installed_commands()
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage(commands))

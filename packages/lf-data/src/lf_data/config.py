@@ -13,7 +13,6 @@ import dataclasses
 import difflib
 import functools
 import os
-import tempfile
 import types
 import typing
 from collections.abc import Iterable
@@ -88,6 +87,9 @@ def read_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> di
     config: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"{str(path)!r} is a folder; a YAML config file is expected here. A run or model "
+                              "folder goes into a key, e.g. adapter_name_or_path=FOLDER or model_name_or_path=FOLDER.")
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} does not exist. Pass the path of a YAML file, "
                               "for example examples/quickstart.yaml.")
@@ -251,17 +253,3 @@ def parse_sections(config: dict[str, Any], *sections: type, source: str = "",
     if unknown:
         raise unknown_keys_error(unknown, known, f" in {source}" if source else "", config)
     return tuple(build_section(section, config) for section in sections)
-
-
-def write_config_atomic(path: str | os.PathLike, config: dict[str, Any]) -> None:
-    """Write YAML to a temporary name and rename, so a reader never sees a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            yaml.safe_dump(config, handle, sort_keys=False, allow_unicode=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

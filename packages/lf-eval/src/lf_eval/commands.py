@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lf_data.cli import Command, read_command_config, setup_logging
+from lf_data.cli import Command, check_only, print_check, read_command_config, setup_logging
 
 
 def _run_eval(argv: list[str]) -> int:
@@ -13,7 +13,14 @@ def _run_eval(argv: list[str]) -> int:
         "(task: predict).",
         "Keys: see packages/lf-eval/README.md. Examples: lf eval examples/eval/mmlu.yaml n_shot=0; "
         "lf eval examples/eval/predict.yaml adapter_name_or_path=saves/quickstart", argv)
+    from lf_eval.run import parse_eval_config
+
+    parse_eval_config(config, source)  # keys and values answer before torch is imported
     setup_logging()
+    if check_only(argv):
+        from lf_eval.run import check_eval
+
+        return print_check("lf eval", source, *check_eval(config, source))
     from lf_eval.run import run_eval
 
     run_eval(config, source=source)
@@ -21,4 +28,4 @@ def _run_eval(argv: list[str]) -> int:
 
 
 eval_command = Command(help="evaluate a model: MMLU/C-Eval/CMMLU-style benchmarks or BLEU/ROUGE of generated "
-                            "answers (lf eval CONFIG [key=value ...])", run=_run_eval)
+                            "answers (lf eval CONFIG [key=value ...] [--check])", run=_run_eval)

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lf_data.atomic_files import write_json_atomic, write_jsonl_atomic
 from lf_data.errors import ConfigError, DataError
 from lf_eval.args import EvalArguments
-from lf_eval.atomic_files import write_json_atomic, write_jsonl_atomic
 from lf_eval.metrics import compute_generation_metrics
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 PREDICTIONS_FILE = "generated_predictions.jsonl"
 PREDICT_RESULTS_FILE = "predict_results.json"
-CHUNK = 256  # conversations handed to the engine at once (it batches them; progress is logged per chunk)
+CHUNK = 256  # conversations handed to vLLM at once (it schedules them itself)
 
 
 def save_predictions(save_dir: str | Path, prompts: Sequence[str], predictions: Sequence[str],
@@ -67,6 +67,27 @@ def dataset_conversations(plan: Any) -> tuple[list[list[dict[str, str]]], list[s
     return conversations, labels
 
 
+def chunk_size(plan: ServePlan) -> int:
+    """Rows handed to the engine at once: one batch for transformers, so the progress bar moves after
+    every `generate` call; CHUNK for vLLM."""
+    return plan.infer.max_batch_size if plan.infer.infer_backend == "huggingface" else CHUNK
+
+
+def generate_answers(engine: Any, conversations: Sequence[list[dict[str, str]]], chunk: int) -> list[str]:
+    """One answer per conversation, in order, with a progress bar over the rows (none when quiet)."""
+    from tqdm import tqdm
+
+    from lf_data.cli import show_progress
+
+    predictions: list[str] = []
+    with tqdm(total=len(conversations), desc="predict", unit="row", disable=not show_progress()) as bar:
+        for start in range(0, len(conversations), chunk):
+            responses = engine.batch_chat(list(conversations[start:start + chunk]))
+            predictions += [r.text for r in responses]
+            bar.update(len(responses))
+    return predictions
+
+
 def run_predict(args: EvalArguments, plan: ServePlan) -> dict[str, Any]:
     """Answer every row of the plan's datasets with its model and score the answers against the labels."""
     from lf_eval.run import check_save_dir
@@ -88,11 +109,7 @@ def run_predict(args: EvalArguments, plan: ServePlan) -> dict[str, Any]:
                             f"(the first is row {too_long[0] + 1}, {len(prompt_ids[too_long[0]])} tokens); raise "
                             "cutoff_len or shorten the rows.")
         started = time.perf_counter()
-        predictions: list[str] = []
-        for start in range(0, len(conversations), CHUNK):
-            responses = engine.batch_chat(conversations[start:start + CHUNK])
-            predictions += [r.text for r in responses]
-            logger.info("generated %d/%d answers", len(predictions), len(conversations))
+        predictions = generate_answers(engine, conversations, chunk_size(plan))
         elapsed = time.perf_counter() - started
         prompts = [engine.tokenizer.decode(ids, skip_special_tokens=False) for ids in prompt_ids]
     finally:

@@ -66,8 +66,34 @@ def run_eval(config: dict[str, Any], source: str = "") -> dict[str, Any]:
     return run_choice_eval(args, plan)
 
 
+def check_eval(config: dict[str, Any], source: str = "") -> tuple[list[str], dict[str, Any]]:
+    """`lf eval --check`: the config, every question (or dataset row) and save_dir checked; what would run."""
+    args, plan = parse_eval_config(config, source)
+    model = plan.model.model_name_or_path + (f" + {', '.join(plan.model.adapter_name_or_path)}"
+                                             if plan.model.adapter_name_or_path else "")
+    if args.task == PREDICT_TASK:
+        from lf_eval.predict import PREDICT_RESULTS_FILE, PREDICTIONS_FILE, dataset_conversations
+
+        check_save_dir(args.save_dir, [PREDICTIONS_FILE, PREDICT_RESULTS_FILE], args.overwrite_save_dir)
+        rows = len(dataset_conversations(plan)[0])
+        what = [f"generate answers for {rows} rows of {', '.join(plan.data.dataset or [])} with {model}, "
+                f"score BLEU-4 and ROUGE into {args.save_dir}"]
+    else:
+        from lf_eval.questions import load_task
+
+        task = load_task(args)
+        check_save_dir(args.save_dir, [RESULTS_FILE], args.overwrite_save_dir)
+        total = sum(len(q) for q in task.questions.values())
+        what = [f"task {task.name} ({task.split} split, {task.source}): {len(task.subjects)} subjects, {total} "
+                f"questions, {args.n_shot}-shot, prompts in {task.lang}", f"model {model}"]
+    import dataclasses
+
+    sections = (args, plan.data, plan.model, plan.generating, plan.infer)
+    return what, {key: value for section in sections for key, value in dataclasses.asdict(section).items()}
+
+
 def run_choice_eval(args: EvalArguments, plan: Any) -> dict[str, Any]:
-    from lf_eval.atomic_files import write_json_atomic
+    from lf_data.atomic_files import write_json_atomic
     from lf_eval.choice_scoring import choice_token_ids, score_choices
     from lf_eval.prompts import encode_question
     from lf_eval.questions import CHOICES, load_task

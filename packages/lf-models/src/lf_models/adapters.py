@@ -8,7 +8,11 @@ modules), and `full`. Every method is tested for exactly which parameters train.
 from __future__ import annotations
 
 import logging
+import pickle
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lf_data.errors import ConfigError
@@ -20,6 +24,36 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 HEAD_NAMES = ("lm_head", "score", "v_head")
+UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
+def _refused_file(folder: str) -> str:
+    """The `.bin` file of `folder` that torch refuses to unpickle (checked one by one: error path only)."""
+    import torch
+
+    files = sorted(Path(folder).glob("*.bin")) if Path(folder).is_dir() else []
+    for path in files if len(files) > 1 else ():
+        try:
+            torch.load(path, map_location="meta", weights_only=True)
+        except pickle.UnpicklingError:
+            return str(path)
+        except Exception:  # another problem: not the file torch refused
+            continue
+    return str(files[0]) if files else f"a .bin file of {folder!r}"
+
+
+@contextmanager
+def refuse_pickled_weights(folder: str, what: str) -> Iterator[None]:
+    """One line naming the file when torch's `weights_only` refuses a `.bin` pickle: unpickling it
+    could run code, so LF never loads it and says what to use instead."""
+    try:
+        yield
+    except pickle.UnpicklingError as err:
+        found = UNSAFE_GLOBAL.search(str(err))
+        why = f"it imports {found.group(1)}" if found else "it is not a plain tensor file"
+        raise ConfigError(f"{_refused_file(folder)}: refused to load the {what}: {why}, and unpickling it could run "
+                          "code. Use a .safetensors copy from a source you trust (or convert a copy you trust "
+                          "with safetensors).") from None
 
 
 def find_all_linear_modules(model: Any) -> list[str]:
@@ -109,26 +143,31 @@ def setup_freeze(model: Any, args: FinetuningArguments) -> None:
 
 def attach_lora(model: Any, model_args: ModelArguments, args: FinetuningArguments, is_trainable: bool) -> Any:
     """Merge earlier adapters, then continue the last one or create a fresh one for training."""
+    adapters = list(model_args.adapter_name_or_path or [])
+    if not adapters and not is_trainable:  # inference on the base: peft (which imports bitsandbytes) stays out
+        return model
     from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 
-    adapters = list(model_args.adapter_name_or_path or [])
     quantized = getattr(model, "is_quantized", False)
     if adapters and quantized and not is_trainable:  # cannot merge into quantised weights: apply on top
         if len(adapters) > 1:
             raise ConfigError("a quantised model takes one adapter at a time (adapters cannot be merged into it).")
-        return PeftModel.from_pretrained(model, adapters[0])
+        with refuse_pickled_weights(adapters[0], "adapter"):
+            return PeftModel.from_pretrained(model, adapters[0])
     resume = adapters[-1] if (adapters and is_trainable and not args.create_new_adapter) else None
     to_merge = adapters[:-1] if resume else adapters
     if to_merge and quantized:
         raise ConfigError("adapters cannot be merged into a quantised model; train on top of one adapter only, "
                           "or drop quantization_bit.")
     for path in to_merge:
-        model = PeftModel.from_pretrained(model, path).merge_and_unload()
+        with refuse_pickled_weights(path, "adapter"):
+            model = PeftModel.from_pretrained(model, path).merge_and_unload()
     if to_merge:
         logger.info("merged %d adapter(s): %s", len(to_merge), ", ".join(to_merge))
     if resume is not None:
         logger.info("continuing training of adapter %s", resume)
-        return PeftModel.from_pretrained(model, resume, is_trainable=True)
+        with refuse_pickled_weights(resume, "adapter"):
+            return PeftModel.from_pretrained(model, resume, is_trainable=True)
     if not is_trainable:
         return model
     init: bool | str = True

@@ -10,6 +10,7 @@ needs no weights (keys, quantised base, target folder, GGUF support) runs before
 from __future__ import annotations
 
 import dataclasses
+import glob
 import logging
 import os
 import shutil
@@ -17,7 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from lf_data.config import Range, parse_sections, section, write_config_atomic
+from lf_data.atomic_files import share_tree, storage_error, write_yaml_atomic
+from lf_data.config import Range, parse_sections, section
 from lf_data.errors import ConfigError
 from lf_data.run_folder import ADAPTER_CONFIG, base_model, resolve_template
 from lf_models.args import ModelArguments
@@ -77,6 +79,12 @@ def parse_export_config(config: dict[str, Any], source: str = "") -> tuple[Model
         _check_adapter(adapter)
     if not config.get("model_name_or_path") and adapters:  # `lf export adapter_name_or_path=saves/run ...`
         config["model_name_or_path"] = base_model(adapters)
+        if not config["model_name_or_path"]:
+            local = not Path(adapters[-1]).expanduser().is_dir()
+            raise ConfigError(f"adapter_name_or_path {adapters[-1]!r} " + (
+                "is not a folder here; give the output_dir of an `lf train` run, or model_name_or_path too if it "
+                "is an adapter on the hub." if local else
+                "does not say which model it was trained on; give model_name_or_path."))
     model_args, export_args = parse_sections(config, *EXPORT_SECTIONS, source=source)
     if model_args.quantization_bit is not None:
         raise ConfigError(f"quantization_bit={model_args.quantization_bit}: adapters cannot be merged into a "
@@ -246,7 +254,33 @@ def load_merged_model(model_args: ModelArguments, tokenizer: Any, dtype: Any, so
     return model
 
 
-def run_export(config: dict[str, Any], source: str = "") -> Path:
+@dataclasses.dataclass
+class ExportPlan:
+    """An export checked in full, before any weight loads."""
+
+    model: ModelArguments
+    export: ExportArguments
+    target: Path
+    source: Any  # lf_models.loader.ModelSource
+    hf_config: Any
+    template: str | None
+
+    def resolved(self) -> dict[str, Any]:
+        return {"model_name_or_path": self.model.model_name_or_path,
+                "adapter_name_or_path": self.model.adapter_name_or_path,
+                **dataclasses.asdict(self.export), "template": self.template}
+
+    def describe(self) -> list[str]:
+        adapters = self.model.adapter_name_or_path or []
+        what = "GGUF " + str(self.export.export_quantization) if self.export.export_format == "gguf" \
+            else f"safetensors ({self.export.export_dtype}, shards of {self.export.export_size:g} GB)"
+        return [f"merge {len(adapters)} adapter(s) {', '.join(adapters)} into {self.model.model_name_or_path}",
+                f"write {what} with template {self.template or 'the tokenizer’s own'} to {self.target}"
+                + (" (replacing it)" if self.target.exists() else "")]
+
+
+def check_export(config: dict[str, Any], source: str = "") -> ExportPlan:
+    """Keys, adapters, target folder, the base's config (not quantised, writable as GGUF) and the template."""
     from transformers import AutoConfig
 
     from lf_models.loader import resolve_model
@@ -269,6 +303,13 @@ def run_export(config: dict[str, Any], source: str = "") -> Path:
         from lf_data.templates import get_template
 
         get_template(template_name)  # an unknown name fails here, with the closest one
+    return ExportPlan(model_args, export_args, target, model_source, hf_config, template_name)
+
+
+def run_export(config: dict[str, Any], source: str = "") -> Path:
+    plan = check_export(config, source)
+    model_args, export_args, target = plan.model, plan.export, plan.target
+    model_source, hf_config, template_name = plan.source, plan.hf_config, plan.template
 
     import torch
 
@@ -280,9 +321,9 @@ def run_export(config: dict[str, Any], source: str = "") -> Path:
     logger.info("merged %d adapter(s) into %s", len(adapters), model_args.model_name_or_path)
 
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(target)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
     try:
-        tmp.chmod(0o755)
         if export_args.export_format == "gguf":
             from lf_models.gguf_export import write_gguf
 
@@ -298,11 +339,11 @@ def run_export(config: dict[str, Any], source: str = "") -> Path:
             model.save_pretrained(tmp, max_shard_size=max(1, int(export_args.export_size * 1e9)))
             tokenizer.save_pretrained(tmp)
             (tmp / MODELFILE).write_text(modelfile(template_name, tokenizer), encoding="utf-8")
-        resolved = {"model_name_or_path": model_args.model_name_or_path,
-                    "adapter_name_or_path": model_args.adapter_name_or_path,
-                    **dataclasses.asdict(export_args), "template": template_name}
-        write_config_atomic(tmp / EXPORT_CONFIG, resolved)
-        _replace_dir(tmp, target)
+        write_yaml_atomic(tmp / EXPORT_CONFIG, plan.resolved())
+        _replace_dir(share_tree(tmp), target)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise storage_error(err, target.parent, f"{target} is as it was.") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -335,6 +376,16 @@ def _gguf_metadata(path: Path) -> dict[str, Any]:
 
         return {key: field.contents() for key, field in GGUFReader(path).fields.items()}
     return read_gguf_metadata(str(path))[0]
+
+
+def _remove_stale(target: Path) -> None:
+    """Temporary folders an export to the same target left when it was killed (never a finished one)."""
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.old-*"):
+        if (stale / "previous").is_dir() and not target.exists():  # killed between the two renames
+            os.replace(stale / "previous", target)
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _replace_dir(tmp: Path, target: Path) -> None:

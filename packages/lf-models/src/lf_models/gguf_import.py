@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from lf_data.atomic_files import shareable
 from lf_data.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def converted_dir(gguf_path: str | os.PathLike, eos_token: str | None = None) ->
     logger.warning("converting %s to a Hugging Face folder once (cached in %s)", gguf_path.name, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    tmp.chmod(0o755)
+    shareable(tmp)
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
         if eos_token is not None:

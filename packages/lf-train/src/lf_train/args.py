@@ -10,6 +10,9 @@ from lf_data.errors import ConfigError
 from lf_data.run_folder import VALUE_HEAD_FILE
 from lf_data.stages import StageName
 
+REFERENCE_FREE_LOSSES = ("orpo", "simpo")
+"""pref_loss values that compare chosen and rejected answers without a reference model."""
+
 
 @section
 class TrainArguments:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -11,11 +12,16 @@ from transformers import TrainerCallback
 
 from lf_data.run_folder import LOG_FILE, LOSS_PLOT, read_log
 
-__all__ = ["LOG_FILE", "LOSS_PLOT", "JsonlLogCallback", "plot_loss", "read_log"]
+__all__ = ["LOG_FILE", "LOGGED_KEYS", "LOSS_PLOT", "METRIC_PREFIXES", "JsonlLogCallback", "plot_loss", "read_log"]
+
+LOGGED_KEYS = ("loss", "eval_loss", "learning_rate", "grad_norm", "train_loss", "kl", "eval_kl")
+# the metrics preference training is judged by, under TRL's names (`rewards/margins`, `logps/chosen`, ...),
+# with `eval_` in front when they come from an evaluation
+METRIC_PREFIXES = ("rewards/", "logps/", "eval_rewards/", "eval_logps/")
 
 
 class JsonlLogCallback(TrainerCallback):
-    """One JSON line per logging step: loss, lr, grad norm, tokens seen, throughput, ETA."""
+    """One JSON line per logging step: loss, lr, grad norm, preference metrics, tokens seen, throughput, ETA."""
 
     def __init__(self, output_dir: str | Path) -> None:
         self.path = Path(output_dir) / LOG_FILE
@@ -39,11 +45,9 @@ class JsonlLogCallback(TrainerCallback):
         done = state.global_step - self.start_step
         record: dict[str, Any] = {"step": state.global_step, "total_steps": state.max_steps,
                                   "epoch": round(state.epoch or 0.0, 4)}
-        for key in ("loss", "eval_loss", "learning_rate", "grad_norm"):
-            if key in logs:
-                record[key] = logs[key]
-        if "train_loss" in logs:
-            record["train_loss"] = logs["train_loss"]
+        for key, value in logs.items():
+            if key in LOGGED_KEYS or key.startswith(METRIC_PREFIXES):
+                record[key] = value
         tokens = state.num_input_tokens_seen or 0
         if tokens:
             record["tokens_seen"] = tokens
@@ -57,27 +61,34 @@ class JsonlLogCallback(TrainerCallback):
 
 
 def plot_loss(output_dir: str | Path) -> Path | None:
-    """Draw the training loss (raw and smoothed) against steps; None when nothing was logged."""
-    points = [(r["step"], r["loss"]) for r in read_log(output_dir) if "loss" in r]
-    if not points:
+    """Draw the training loss (raw and smoothed) and the eval loss, if any, against steps; None when
+    nothing was logged."""
+    records = read_log(output_dir)
+    points = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    eval_points = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
+    if not points and not eval_points:
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps, losses = zip(*points, strict=True)
-    smoothed, last = [], losses[0]
-    weight = 1.8 * (1 / (1 + __import__("math").exp(-0.05 * len(losses))) - 0.5)  # more smoothing on long runs
-    for value in losses:
-        last = last * weight + (1 - weight) * value
-        smoothed.append(last)
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    ax.plot(steps, losses, color="#1f77b4", alpha=0.4, label="loss")
-    ax.plot(steps, smoothed, color="#1f77b4", label="smoothed")
+    if points:
+        steps, losses = zip(*points, strict=True)
+        smoothed, last = [], losses[0]
+        weight = 1.8 * (1 / (1 + math.exp(-0.05 * len(losses))) - 0.5)  # more smoothing on long runs
+        for value in losses:
+            last = last * weight + (1 - weight) * value
+            smoothed.append(last)
+        ax.plot(steps, losses, color="#1f77b4", alpha=0.4, label="loss")
+        ax.plot(steps, smoothed, color="#1f77b4", label="smoothed")
+    if eval_points:
+        steps, losses = zip(*eval_points, strict=True)
+        ax.plot(steps, losses, color="#ff7f0e", marker="o", label="eval loss")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    ax.set_title(f"training loss of {Path(output_dir).name}")
+    ax.set_title(f"loss of {Path(output_dir).name}")
     ax.legend()
     path = Path(output_dir) / LOSS_PLOT
     tmp = path.with_name(f".{path.name}.tmp.png")

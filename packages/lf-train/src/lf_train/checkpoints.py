@@ -16,6 +16,7 @@ from typing import Any
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
+from lf_data.atomic_files import share_tree
 from lf_data.run_folder import STAGING_DIR
 
 
@@ -49,7 +50,7 @@ class AtomicCheckpointMixin:
             self._lf_staging = False
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
-            _flush_tree(staged)
+            _flush_tree(share_tree(staged))
             if final.exists():  # the same step saved twice (e.g. a final save after a step save)
                 shutil.rmtree(final)
             os.replace(staged, final)

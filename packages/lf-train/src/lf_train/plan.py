@@ -1,29 +1,39 @@
 """The plan of a training run: every key of the flat config typed and checked, and every cheap
 fact about the run checked, before anything loads. Stages receive the plan and read it typed.
 
-The sequence is the one every LF command takes (`lf_data.config.parse_sections`): LF's own sections,
-then the Hugging Face `TrainingArguments` keys, then combinations across sections, then the chosen
-stage's own checks (`Stage.check`), then the state of output_dir.
+Two steps, in the order every LF command takes (`lf_data.config.parse_sections`):
+- `check_train_config` imports no torch (a typo or a bad value answers in well under a second):
+  LF's sections, the Hugging Face `TrainingArguments` keys (names read from transformers' source),
+  their ranges, combinations across sections, the datasets, the stage's own rules, the state of
+  output_dir and whether a checkpoint there can be resumed with this config.
+- `finish_plan` adds what needs torch but no weights: precision, the TrainingArguments object
+  (`parse_train_config` is both).
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
+import importlib.util
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from lf_data.args import DataArguments
-from lf_data.config import Range, build_section, coerce_section, parse_sections, section_keys
-from lf_data.dataset_info import get_dataset_attr
+from lf_data.config import Range, build_section, coerce_value, parse_sections, section_keys
+from lf_data.dataset_info import get_dataset_attr, media_kinds
 from lf_data.errors import ConfigError
 from lf_data.pipeline import check_stage_data
-from lf_data.run_folder import FINISHED_MARKER, RUN_FILES
+from lf_data.run_folder import FINISHED_MARKER, RESOLVED_CONFIG, RUN_FILES, checkpoints, read_run_config
 from lf_data.templates import get_template
 from lf_models.args import FinetuningArguments, ModelArguments, check_model_combination
-from lf_models.precision import choose_precision
+from lf_models.families import check_media_support
 from lf_train.args import TrainArguments
+from lf_train.stages import STAGES
 
+logger = logging.getLogger(__name__)
 LF_SECTIONS = (DataArguments, ModelArguments, FinetuningArguments, TrainArguments)
 # Defaults LF prefers over the Hugging Face ones (a user's value always wins).
 HF_DEFAULTS: dict[str, Any] = {
@@ -43,6 +53,16 @@ HF_RANGES: dict[str, Range] = {
     "save_steps": Range(gt=0), "eval_steps": Range(gt=0), "save_total_limit": Range(ge=0),
     "dataloader_num_workers": Range(ge=0), "seed": Range(ge=0),
 }
+# Resuming a checkpoint with another value of these cannot work (other shapes, other optimizer state).
+RESUME_BREAKING = ("stage", "model_name_or_path", "finetuning_type", "lora_rank", "lora_target", "additional_target",
+                   "use_dora", "use_rslora", "pissa_init", "quantization_bit", "freeze_trainable_layers",
+                   "freeze_trainable_modules", "freeze_extra_modules", "new_special_tokens", "use_galore",
+                   "use_badam", "use_muon", "optim", "reward_model")
+# These change the schedule: the checkpoint's own schedule continues, which may not be what is meant.
+RESUME_SCHEDULE = ("learning_rate", "num_train_epochs", "lr_scheduler_type", "warmup_steps", "warmup_ratio",
+                   "per_device_train_batch_size", "gradient_accumulation_steps")
+_SIMPLE_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "int | None": int | None,
+                 "float | None": float | None, "bool | None": bool | None, "str | None": str | None}
 
 
 @dataclasses.dataclass
@@ -53,24 +73,43 @@ class TrainPlan:
     model: ModelArguments
     finetuning: FinetuningArguments
     train: TrainArguments
-    training_args: Any  # transformers.TrainingArguments
-    resume_from_checkpoint: str | None
-    clear_output_dir: bool
+    hf: dict[str, Any]
+    """The Hugging Face `TrainingArguments` keys the config gave, typed and range-checked."""
+    training_args: Any = None
+    """transformers.TrainingArguments (set by `parse_train_config`)."""
+    resume_from_checkpoint: str | None = None
+    clear_output_dir: bool = False
 
 
-def parse_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:
-    """Every key checked and typed, every cheap fact about the run checked; nothing loaded yet."""
-    from transformers import TrainingArguments
+@functools.cache
+def hf_training_fields() -> dict[str, Any]:
+    """The keys of transformers' `TrainingArguments` and the types LF checks, read from its source
+    file so that checking a config imports no torch (falls back to importing it)."""
+    spec = importlib.util.find_spec("transformers")
+    source = Path(next(iter(spec.submodule_search_locations))) / "training_args.py" if spec else None
+    try:
+        tree = ast.parse(source.read_text(encoding="utf-8"))  # type: ignore[union-attr]
+        body = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "TrainingArguments")
+    except (AttributeError, OSError, SyntaxError, StopIteration):
+        from transformers import TrainingArguments
 
-    from lf_train.stages import STAGES
+        return dict.fromkeys(section_keys(TrainingArguments), Any)
+    return {node.target.id: _SIMPLE_TYPES.get(ast.unparse(node.annotation), Any) for node in body.body
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)}
 
-    hf_keys = set(section_keys(TrainingArguments))
-    data, model, finetuning, train = parse_sections(config, *LF_SECTIONS, source=source, passthrough=hf_keys)
-    hf_values = coerce_section(TrainingArguments, config, HF_RANGES)  # typed before any value is compared
+
+def check_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:
+    """Every key checked and typed, every cheap fact about the run checked; no torch imported."""
+    fields = hf_training_fields()
+    data, model, finetuning, train = parse_sections(config, *LF_SECTIONS, source=source, passthrough=fields)
+    hf = {key: coerce_value(key, value, fields[key]) for key, value in config.items() if key in fields}
+    for key, limit in HF_RANGES.items():  # typed before any value is compared
+        limit.check(key, hf.get(key))
     check_model_combination(model, finetuning)
+    plan = TrainPlan(data, model, finetuning, train, hf)
     stage = STAGES[train.stage]
 
-    if not config.get("output_dir"):
+    if not hf.get("output_dir"):
         raise ConfigError("`output_dir` is required: the folder where the adapter, logs and checkpoints go.")
     if data.template is not None:
         get_template(data.template)
@@ -82,43 +121,75 @@ def parse_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:
             raise ConfigError(f"{attr}: file {attr.location!r} does not exist. Put the file there or fix "
                               "`file_name` in dataset_info.json (it is relative to dataset_dir).")
     check_stage_data(data, train.stage, data.dataset + (data.eval_dataset or []))
+    media = media_kinds(data.dataset + (data.eval_dataset or []), data.dataset_dir)
+    check_media_support(model.model_name_or_path, media)
+    if media:  # the stages tokenise the placeholders as text and never pass pixels or sound to the model
+        name, kinds = next(iter(media.items()))
+        raise ConfigError(f"dataset {name!r} has {' and '.join(kinds)}, but lf train does not feed media to a model "
+                          "yet: it would train on the placeholder text. Remove the media column(s) from its entry in "
+                          "dataset_info.json (lf chat and lf api already take images).")
     if train.use_galore:
         if finetuning.finetuning_type == "lora":
             raise ConfigError("use_galore projects the gradients of full weights; use finetuning_type: full or "
                               "freeze (LoRA already trains low-rank matrices).")
-        if "optim" in config:
+        if "optim" in hf:
             raise ConfigError("use_galore chooses the optimizer itself; remove `optim`.")
-        if train.galore_layerwise and hf_values.get("gradient_accumulation_steps", 1) > 1:
+        if train.galore_layerwise and hf.get("gradient_accumulation_steps", 1) > 1:
             raise ConfigError("galore_layerwise updates during the backward pass: gradient_accumulation_steps must be 1.")
     if train.use_badam:
         if finetuning.finetuning_type != "full":
             raise ConfigError("use_badam trains blocks of the full weights; use finetuning_type: full.")
-        if "optim" in config:
+        if "optim" in hf:
             raise ConfigError("use_badam chooses the optimizer itself; remove `optim`.")
-        if train.badam_mode == "ratio" and config.get("deepspeed"):
+        if train.badam_mode == "ratio" and hf.get("deepspeed"):
             raise ConfigError("badam_mode: ratio does not work with DeepSpeed; use badam_mode: layer.")
-        try:
-            import badam  # noqa: F401
-        except ImportError:
-            raise ConfigError("use_badam needs the badam package: pip install 'lf-train[badam]'.") from None
-    if train.use_muon and "optim" in config:
+        if importlib.util.find_spec("badam") is None:
+            raise ConfigError("use_badam needs the badam package: pip install 'lf-train[badam]'.")
+    if train.use_muon and "optim" in hf:
         raise ConfigError("use_muon chooses the optimizer itself; remove `optim`.")
-    wants_fsdp = config.get("fsdp") or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
-    if wants_fsdp and not _has_accelerator():
-        raise ConfigError("FSDP shards a model over GPUs; on a CPU accelerate would run it as plain DDP. Use "
-                          "`deepspeed: examples/deepspeed/ds_z3_config.json` (ZeRO-3 runs on CPUs) or drop fsdp.")
-    if config.get("do_predict"):
+    if hf.get("do_predict"):
         if not train.predict_with_generate:
             raise ConfigError("do_predict generates answers and scores them; predict_with_generate: false is not "
                               "supported (use do_eval for the loss on eval_dataset).")
         if not stage.can_predict or not data.eval_dataset:
-            raise ConfigError("do_predict needs stage: sft and eval_dataset: the rows whose answers are generated "
-                              "and scored against their labels.")
-    if data.streaming and not config.get("max_steps"):
+            predicting = " or ".join(name for name, s in STAGES.items() if s.can_predict)
+            raise ConfigError(f"do_predict needs stage: {predicting} and eval_dataset: the rows whose answers are "
+                              "generated and scored against their labels.")
+    if data.streaming and not hf.get("max_steps"):
         raise ConfigError("streaming: true needs max_steps (the number of rows is unknown in advance).")
+    stage.check(plan)
 
-    precision = choose_precision(config.get("bf16"), config.get("fp16")) if not model.pure_bf16 else None
-    hf_config = {**HF_DEFAULTS, **hf_values}
+    output_dir = Path(hf["output_dir"])
+    if train.overwrite_output_dir:  # first: the most useful reason why a folder cannot be replaced
+        _check_clearable(output_dir, [model.model_name_or_path, *(model.adapter_name_or_path or []),
+                                      data.dataset_dir, train.reward_model])
+    plan.resume_from_checkpoint, plan.clear_output_dir = _plan_output_dir(
+        output_dir, train.overwrite_output_dir, hf.get("resume_from_checkpoint"))
+    if plan.resume_from_checkpoint:
+        check_resumable(plan, read_run_config(output_dir))
+    return plan
+
+
+def parse_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:
+    """`check_train_config`, then `finish_plan`: the whole plan, no weights loaded."""
+    return finish_plan(check_train_config(config, source))
+
+
+def finish_plan(plan: TrainPlan) -> TrainPlan:
+    """What needs torch but no weights: the FSDP check, precision and the TrainingArguments."""
+    from transformers import TrainingArguments
+
+    from lf_models.precision import choose_precision
+
+    if plan.training_args is not None:
+        return plan
+    model, train, hf = plan.model, plan.train, plan.hf
+    wants_fsdp = hf.get("fsdp") or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+    if wants_fsdp and not _has_accelerator():
+        raise ConfigError("FSDP shards a model over GPUs; on a CPU accelerate would run it as plain DDP. Use "
+                          "`deepspeed: examples/deepspeed/ds_z3_config.json` (ZeRO-3 runs on CPUs) or drop fsdp.")
+    precision = choose_precision(hf.get("bf16"), hf.get("fp16")) if not model.pure_bf16 else None
+    hf_config = {**HF_DEFAULTS, **hf}
     if precision is not None:
         hf_config.update(bf16=precision.bf16, fp16=precision.fp16)
     if model.pure_bf16:  # the weights are bf16 themselves: no autocast, no fp32 master copy
@@ -132,18 +203,9 @@ def parse_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:
         hf_config["optim_args"] = (f"rank={train.galore_rank},update_proj_gap={train.galore_update_interval},"
                                    f"scale={train.galore_scale}")
         hf_config["optim_target_modules"] = ["placeholder"]
-    if "use_cpu" not in config and not _has_accelerator():
+    if "use_cpu" not in hf and not _has_accelerator():
         hf_config["use_cpu"] = True  # what makes accelerate pick gloo for processes started by torchrun on a CPU
-    training_args = build_section(TrainingArguments, hf_config)
-    plan = TrainPlan(data, model, finetuning, train, training_args, None, False)
-    stage.check(plan)
-
-    output_dir = Path(training_args.output_dir)
-    plan.resume_from_checkpoint, plan.clear_output_dir = _plan_output_dir(
-        output_dir, train.overwrite_output_dir, training_args.resume_from_checkpoint)
-    if plan.clear_output_dir:
-        _check_clearable(output_dir, [model.model_name_or_path, *(model.adapter_name_or_path or []),
-                                      data.dataset_dir, train.reward_model])
+    plan.training_args = build_section(TrainingArguments, hf_config)
     return plan
 
 
@@ -155,8 +217,6 @@ def _has_accelerator() -> bool:
 
 def _plan_output_dir(output_dir: Path, overwrite: bool, resume: str | None) -> tuple[str | None, bool]:
     """(checkpoint to resume from, whether to clear output_dir first)."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     if resume is not None:
         if not Path(resume).is_dir():
             raise ConfigError(f"resume_from_checkpoint {resume!r} is not a checkpoint folder.")
@@ -165,20 +225,48 @@ def _plan_output_dir(output_dir: Path, overwrite: bool, resume: str | None) -> t
         if output_dir.exists() and not output_dir.is_dir():
             raise ConfigError(f"output_dir {str(output_dir)!r} is a file; choose a folder path.")
         return None, False
+    leftovers = {p.name for p in output_dir.iterdir()} - set(RUN_FILES)
+    found = checkpoints(output_dir)
+    looks_like_a_run = (output_dir / RESOLVED_CONFIG).is_file() or found or not leftovers
     if overwrite:
+        if not looks_like_a_run:
+            raise ConfigError(f"output_dir {str(output_dir)!r} is not an LF run (no {RESOLVED_CONFIG}) and holds "
+                              f"{', '.join(sorted(leftovers)[:3])}...; overwrite_output_dir would delete all of it. "
+                              "Choose another output_dir, or empty that folder yourself.")
         return None, True
     if (output_dir / FINISHED_MARKER).is_file():
         raise ConfigError(f"output_dir {str(output_dir)!r} already holds a finished run. Choose another "
                           "output_dir, or set overwrite_output_dir=true to replace it.")
-    last = get_last_checkpoint(str(output_dir))
-    if last is not None:
-        return last, False
-    leftovers = {p.name for p in output_dir.iterdir()} - set(RUN_FILES)
+    if found:
+        return str(found[-1]), False
     if leftovers:
         raise ConfigError(f"output_dir {str(output_dir)!r} holds files that are not an LF run "
                           f"({', '.join(sorted(leftovers)[:3])}...). Choose an empty folder, or set "
                           "overwrite_output_dir=true to replace its contents.")
     return None, True  # a run that stopped before its first checkpoint: start it again
+
+
+def check_resumable(plan: TrainPlan, saved: dict[str, Any]) -> None:
+    """Compare the config with the one the checkpoint's run saved, before anything loads: keys that
+    make the checkpoint unusable stop the run; schedule keys warn; the rest is logged."""
+    if not saved:
+        return
+    new = {**{k: v for s in (plan.data, plan.model, plan.finetuning, plan.train) for k, v in dataclasses.asdict(s).items()},
+           **plan.hf}
+    changed = {key: (saved[key], new[key]) for key in new
+               if key in saved and saved[key] != new[key] and key not in ("resume_from_checkpoint", "overwrite_output_dir")}
+    breaking = [key for key in RESUME_BREAKING if key in changed]
+    if breaking:
+        details = "; ".join(f"{key}: {changed[key][0]!r} there, {changed[key][1]!r} now" for key in breaking)
+        raise ConfigError(f"output_dir {plan.hf['output_dir']!r} holds a checkpoint of another run ({details}). "
+                          "Choose another output_dir, or set overwrite_output_dir=true to start over.")
+    for key in RESUME_SCHEDULE:
+        if key in changed:
+            logger.warning("resuming with %s=%r (the checkpoint was trained with %r): the saved learning-rate "
+                           "schedule and step count continue", key, changed[key][1], changed[key][0])
+    others = sorted(set(changed) - set(RESUME_SCHEDULE))
+    if others:
+        logger.info("resuming with changed keys: %s", ", ".join(others))
 
 
 def _check_clearable(output_dir: Path, inputs: list[str | None]) -> None:
@@ -201,3 +289,29 @@ def resolved_config(plan: TrainPlan) -> dict[str, Any]:
             config[key] = hf[key]
     config["resume_from_checkpoint"] = None
     return config
+
+
+def describe_plan(plan: TrainPlan) -> list[str]:
+    """What the run would do, in a few lines (`lf train --check`)."""
+    from lf_data.run_folder import resolve_template
+    from lf_models.default_template import default_template
+
+    model, data, output_dir = plan.model, plan.data, plan.hf["output_dir"]
+    template = resolve_template(data.template, model.adapter_name_or_path, default_template(model.model_name_or_path))
+    if plan.resume_from_checkpoint:
+        action = f"resume from {plan.resume_from_checkpoint}"
+    elif plan.clear_output_dir:
+        action = "replace what is there"
+    else:
+        action = "a new run"
+    lines = [f"stage {plan.train.stage}, {plan.finetuning.finetuning_type} tuning of {model.model_name_or_path}"
+             + (f" (+ adapters {', '.join(model.adapter_name_or_path)})" if model.adapter_name_or_path else ""),
+             f"data {', '.join(data.dataset or [])} from {data.dataset_dir}, template {template or 'auto'}, "
+             f"cutoff_len {data.cutoff_len}",
+             f"output_dir {output_dir}: {action}"]
+    args = plan.training_args
+    if args is not None:
+        lines.append(f"batch {args.per_device_train_batch_size} x {args.gradient_accumulation_steps} accumulation, "
+                     f"learning rate {args.learning_rate:g}, "
+                     + (f"{args.max_steps} steps" if args.max_steps > 0 else f"{args.num_train_epochs:g} epochs"))
+    return lines

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from lf_data.config import write_config_atomic
+from lf_data.atomic_files import share_tree, storage_error, write_yaml_atomic
 from lf_data.pipeline import build_dataset
 from lf_data.run_folder import LOG_FILE, LOSS_PLOT, RESOLVED_CONFIG, resolve_template
 from lf_data.templates import Template, get_template
@@ -20,15 +20,16 @@ from lf_models.args import FinetuningArguments
 from lf_models.loader import load_model, load_tokenizer, resolve_model
 from lf_models.precision import choose_precision
 from lf_train.callbacks import JsonlLogCallback, plot_loss
-from lf_train.plan import TrainPlan, parse_train_config, resolved_config
+from lf_train.plan import TrainPlan, finish_plan, parse_train_config, resolved_config
 from lf_train.stages import STAGES
 
 __all__ = ["TrainPlan", "parse_train_config", "predict_after_training", "run_train"]
 logger = logging.getLogger(__name__)
 
 
-def run_train(config: dict[str, Any], source: str = "") -> Path:
-    plan = parse_train_config(config, source)
+def run_train(config: dict[str, Any], source: str = "", plan: TrainPlan | None = None) -> Path:
+    """Check (unless `plan` is the checked config), load, train and save; returns output_dir."""
+    plan = finish_plan(plan) if plan is not None else parse_train_config(config, source)
     stage = STAGES[plan.train.stage]
     args = plan.training_args
     output_dir = Path(args.output_dir)
@@ -75,7 +76,7 @@ def run_train(config: dict[str, Any], source: str = "") -> Path:
             if plan.clear_output_dir and output_dir.exists():
                 shutil.rmtree(output_dir)
             output_dir.mkdir(parents=True, exist_ok=True)
-            write_config_atomic(output_dir / RESOLVED_CONFIG, resolved_config(plan))
+            write_yaml_atomic(output_dir / RESOLVED_CONFIG, resolved_config(plan))
     if plan.resume_from_checkpoint:
         logger.warning("resuming from %s", plan.resume_from_checkpoint)
 
@@ -84,8 +85,12 @@ def run_train(config: dict[str, Any], source: str = "") -> Path:
         extra["reference"] = load_model(plan.model, FinetuningArguments(finetuning_type="full"), precision,
                                         is_trainable=False, source=model_source, tokenizer=tokenizer,
                                         cutoff_len=plan.data.cutoff_len)
-    stage.run(model, tokenizer, data, plan, [JsonlLogCallback(output_dir)], **extra)
+    try:
+        stage.run(model, tokenizer, data, plan, [JsonlLogCallback(output_dir)], **extra)
+    except OSError as err:  # a full disk mid-checkpoint: one line; the last complete checkpoint is intact
+        raise storage_error(err, output_dir, "The last complete checkpoint is kept; the run resumes from it.") from None
     if args.process_index == 0:
+        share_tree(output_dir)  # safetensors writes private files: let the umask decide, as for any file
         if plan.train.plot_loss:
             plot_loss(output_dir)
         if args.do_predict:

@@ -2,20 +2,20 @@
 data side (`lf_data.stages.DATA_STAGES`; a test checks the two registries match).
 
 Adding a stage: its data entry in lf-data (or an existing processor reused), one file here with its
-`run_*` function (and its `check_*` when it has rules of its own), and one `Stage` entry below.
+`run_*` function, and one `Stage` entry below (with its config rules, if it has any). This module
+imports no torch: the rules run when a config is checked, and a stage's file is imported only when
+it trains.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lf_train.stages.dpo import needs_reference, run_dpo
-from lf_train.stages.kto import run_kto
-from lf_train.stages.ppo import check_ppo, run_ppo
-from lf_train.stages.rm import run_rm
-from lf_train.stages.sft import run_sft
+from lf_data.errors import ConfigError
+from lf_train.args import REFERENCE_FREE_LOSSES
 
 if TYPE_CHECKING:
     from lf_train.args import TrainArguments
@@ -33,8 +33,9 @@ def _never(train: TrainArguments) -> bool:
 @dataclass(frozen=True)
 class Stage:
     name: str
-    run: Callable[..., Any]
-    """(model, tokenizer, data, plan, callbacks[, reference=]) -> trains and saves into output_dir."""
+    runner: str
+    """`module:function` that trains and saves into output_dir:
+    (model, tokenizer, data, plan, callbacks[, reference=])."""
     value_head: bool = False
     """The model carries a scalar value head (reward models, PPO's value estimates)."""
     needs_reference: Callable[[TrainArguments], bool] = _never
@@ -42,16 +43,30 @@ class Stage:
     can_predict: bool = False
     """do_predict can generate answers for eval_dataset after training."""
     check: Callable[[TrainPlan], None] = _no_rules
-    """The stage's own rules, checked with the rest of the config before anything loads."""
+    """The stage's own rules, checked with the rest of the config before anything heavy is imported."""
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        module, function = self.runner.split(":")
+        return getattr(importlib.import_module(module), function)(*args, **kwargs)
+
+
+def _check_ppo(plan: TrainPlan) -> None:
+    if plan.finetuning.finetuning_type != "lora":
+        raise ConfigError("stage ppo shares one base model between policy, reference and reward adapters; "
+                          "it needs finetuning_type: lora.")
+    if plan.hf.get("max_steps", -1) <= 0:
+        raise ConfigError("stage ppo needs max_steps (the number of PPO steps to take).")
+    if not plan.train.reward_model:
+        raise ConfigError("stage ppo needs reward_model: the output_dir of an `lf train stage=rm` run.")
 
 
 STAGES: dict[str, Stage] = {stage.name: stage for stage in (
-    Stage("pt", run_sft, can_predict=True),  # pre-training is the sft loop on packed plain text
-    Stage("sft", run_sft, can_predict=True),
-    Stage("rm", run_rm, value_head=True),
-    Stage("dpo", run_dpo, needs_reference=needs_reference),
-    Stage("kto", run_kto, needs_reference=lambda train: True),
-    Stage("ppo", run_ppo, value_head=True, check=check_ppo),
+    Stage("pt", "lf_train.stages.sft:run_sft", can_predict=True),  # the sft loop on packed plain text
+    Stage("sft", "lf_train.stages.sft:run_sft", can_predict=True),
+    Stage("rm", "lf_train.stages.rm:run_rm", value_head=True),
+    Stage("dpo", "lf_train.stages.dpo:run_dpo", needs_reference=lambda t: t.pref_loss not in REFERENCE_FREE_LOSSES),
+    Stage("kto", "lf_train.stages.kto:run_kto", needs_reference=lambda t: True),
+    Stage("ppo", "lf_train.stages.ppo:run_ppo", value_head=True, check=_check_ppo),
 )}
 
 __all__ = ["STAGES", "Stage"]

@@ -4,11 +4,18 @@
 reference is the same base model with the adapter switched off, so no second copy of the weights
 exists. `orpo` and `simpo` need no reference. Batches hold the n chosen examples first and the n
 rejected last.
+
+Every logging step also reports what preference training is judged by, under TRL's names:
+`rewards/chosen`, `rewards/rejected` (beta times the log-probability ratio to the reference; beta
+times the mean log-probability without one), `rewards/margins` (chosen - rejected),
+`rewards/accuracies` (share of pairs whose chosen reward is higher) and `logps/chosen`,
+`logps/rejected` (the log-probabilities the loss compares), with `eval_` in front during evaluation.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections import defaultdict
 from typing import Any
 
 import torch
@@ -16,16 +23,10 @@ import torch.nn.functional as F
 from transformers import Trainer
 
 from lf_data.processors import IGNORE_INDEX
-from lf_train.args import TrainArguments
+from lf_train.args import REFERENCE_FREE_LOSSES
 from lf_train.collators import PairwiseCollator
 from lf_train.plan import TrainPlan
 from lf_train.stages.common import build_trainer, train_and_save
-
-REFERENCE_FREE = ("orpo", "simpo")
-
-
-def needs_reference(train: TrainArguments) -> bool:
-    return train.pref_loss not in REFERENCE_FREE
 
 
 def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,6 +63,33 @@ class PreferenceTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.train_args = train_args
         self.reference = reference.to(self.args.device) if reference is not None else None
+        # split -> metric -> [sum, count] since the last log (micro-batches and processes together)
+        self._metric_sums: dict[str, dict[str, list[float]]] = {"train": defaultdict(lambda: [0.0, 0.0]),
+                                                                 "eval": defaultdict(lambda: [0.0, 0.0])}
+
+    def store_metrics(self, model: Any, values: dict[str, torch.Tensor]) -> None:
+        """Add per-example values to the averages the next `log()` reports; sums and counts are added
+        over processes, so a metric that has no example in some batch (KTO) is still a true mean."""
+        split = "train" if model.training else "eval"
+        with torch.no_grad():
+            stats = torch.stack([torch.stack([v.detach().float().sum(), v.new_tensor(float(v.numel()))])
+                                 for v in values.values()])
+            stats = self.accelerator.gather(stats[None].float()).sum(0).tolist()
+        for key, (total, count) in zip(values, stats, strict=True):
+            self._metric_sums[split][key][0] += total
+            self._metric_sums[split][key][1] += count
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the stored preference metrics to a training or an evaluation log, as TRL does."""
+        split = "eval" if any(k.startswith("eval_") for k in logs) else "train" if "loss" in logs else None
+        if split is not None:
+            prefix = "eval_" if split == "eval" else ""
+            means = {key: total / count for key, (total, count) in self._metric_sums[split].items() if count}
+            if "rewards/chosen" in means and "rewards/rejected" in means:
+                means["rewards/margins"] = means["rewards/chosen"] - means["rewards/rejected"]
+            logs.update({prefix + key: value for key, value in sorted(means.items())})
+            self._metric_sums[split].clear()
+        super().log(logs, start_time)
 
     def _reference_logps(self, model: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.reference is not None:
@@ -79,9 +107,18 @@ class PreferenceTrainer(Trainer):
         logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
         total, mean = sequence_logps(logits, inputs["labels"])
         policy, policy_mean = total.chunk(2), mean.chunk(2)
-        reference = None if t.pref_loss in REFERENCE_FREE else self._reference_logps(model, inputs).chunk(2)
+        reference = None if t.pref_loss in REFERENCE_FREE_LOSSES else self._reference_logps(model, inputs).chunk(2)
         losses = preference_loss(t.pref_loss, t.pref_beta, policy, reference, policy_mean, t.simpo_gamma,
                                  t.dpo_label_smoothing)
+        if reference is None:
+            chosen, rejected = policy_mean
+            rewards = (t.pref_beta * chosen, t.pref_beta * rejected)
+        else:
+            chosen, rejected = policy
+            rewards = (t.pref_beta * (chosen - reference[0]), t.pref_beta * (rejected - reference[1]))
+        self.store_metrics(model, {"rewards/chosen": rewards[0], "rewards/rejected": rewards[1],
+                                   "rewards/accuracies": (rewards[0] > rewards[1]).float(),
+                                   "logps/chosen": chosen, "logps/rejected": rejected})
         nll = -policy_mean[0]  # language-modelling loss on the chosen answers
         if t.pref_loss == "orpo":
             losses = losses + nll

@@ -4,6 +4,10 @@ Each answer's reward is its log-probability ratio to the reference model; the lo
 rewards above, and undesirable ones below, a reference point: the KL between policy and reference,
 estimated from answers paired with prompts they do not belong to (lf-data's `kl_*` columns). With
 LoRA the reference is the base with the adapter switched off.
+
+Logged as in TRL: `rewards/chosen` and `rewards/rejected` (mean reward of the desirable and of the
+undesirable answers), `rewards/margins` (their difference), `logps/chosen`, `logps/rejected` and `kl`.
+There is no `rewards/accuracies`: the answers are not paired.
 """
 
 from __future__ import annotations
@@ -42,6 +46,10 @@ class KTOTrainer(PreferenceTrainer):
         reference = self._reference_logps(model, inputs)
         reference_kl = self._reference_logps(model, kl_batch)
         kl = (policy_kl - reference_kl).mean().clamp(min=0).detach()
+        tags = inputs["kto_tags"]
+        rewards = t.pref_beta * (policy - reference)
+        self.store_metrics(model, {"rewards/chosen": rewards[tags], "rewards/rejected": rewards[~tags],
+                                   "logps/chosen": policy[tags], "logps/rejected": policy[~tags], "kl": kl[None]})
         losses = kto_loss(policy - reference, kl, inputs["kto_tags"], t.pref_beta, t.kto_chosen_weight,
                           t.kto_rejected_weight)
         if t.pref_ftx:

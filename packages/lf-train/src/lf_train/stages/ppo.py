@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 
-from lf_data.errors import ConfigError
 from lf_data.run_folder import FINISHED_MARKER, LOG_FILE, VALUE_HEAD_FILE
 from lf_train.plan import TrainPlan
 
@@ -165,16 +164,6 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
         running = delta + gamma * lam * running * following
         advantages[:, t] = running
     return advantages * mask
-
-
-def check_ppo(plan: TrainPlan) -> None:
-    if plan.finetuning.finetuning_type != "lora":
-        raise ConfigError("stage ppo shares one base model between policy, reference and reward adapters; "
-                          "it needs finetuning_type: lora.")
-    if plan.training_args.max_steps <= 0:
-        raise ConfigError("stage ppo needs max_steps (the number of PPO steps to take).")
-    if not plan.train.reward_model:
-        raise ConfigError("stage ppo needs reward_model: the output_dir of an `lf train stage=rm` run.")
 
 
 def run_ppo(model: Any, tokenizer: Any, data: Any, plan: TrainPlan, callbacks: list) -> Any:

@@ -1,0 +1,132 @@
+"""`lf train`'s config path: every bad value stops before torch is imported, `--check` says what would
+run, and a checkpoint is never resumed (or a folder deleted) by a config that does not belong to it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from lf_data.cli import main as lf
+from lf_data.config import read_config
+from lf_data.errors import ConfigError
+from lf_train.plan import check_train_config
+
+RECIPE = "examples/quickstart.yaml"
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["stage=ppo", "max_steps=2"], "needs reward_model"),
+    (["stage=ppo", "finetuning_type=full"], "needs finetuning_type: lora"),
+    (["stage=ppo_x"], "Did you mean 'ppo'"),
+    (["learning_rate=0"], "learning_rate=0.0 must be above 0"),
+    (["per_device_train_batch_size=0"], "per_device_train_batch_size=0 must be at least 1"),
+    (["gradient_accumulation_steps=0"], "gradient_accumulation_steps=0 must be at least 1"),
+    (["num_train_epochs=-1"], "num_train_epochs=-1.0 must be at least 0"),
+    (["save_steps=0"], "save_steps=0.0 must be above 0"),
+    (["logging_steps=-5"], "logging_steps=-5.0 must be above 0"),
+    (["max_grad_norm=-1"], "max_grad_norm=-1.0 must be at least 0"),
+    (["weight_decay=-0.1"], "weight_decay=-0.1 must be at least 0"),
+    (["lora_alpha=-16"], "lora_alpha=-16 must be above 0"),
+    (["lora_rank=0"], "lora_rank=0 must be at least 1"),
+    (["lora_dropout=1"], "lora_dropout=1.0 must be at least 0 and below 1"),
+    (["cutoff_len=1"], "cutoff_len=1 must be at least 2"),
+    (["warmup_ratio=1.5"], "warmup_ratio=1.5 must be at least 0 and below 1"),
+    (["finetuning_type=full", "use_galore=true", "galore_layerwise=true", "gradient_accumulation_steps=abc"],
+     "gradient_accumulation_steps must be an integer, got 'abc'"),
+    (["quantization_bit=4", "finetuning_type=full"], "a quantised model trains only through adapters"),
+    (["do_predict=true", "stage=ppo", "eval_dataset=identity"], "do_predict needs stage: pt or sft"),
+])
+def test_bad_values_stop_before_anything_heavy(tmp_path, overrides, message):
+    config = read_config(RECIPE, [f"output_dir={tmp_path / 'out'}", *overrides])
+    with pytest.raises(ConfigError, match=message):
+        check_train_config(config, RECIPE)
+
+
+def test_config_errors_answer_without_importing_torch(tmp_path):
+    """The process-level promise: a typo is reported by `lf train` before torch (or transformers) loads."""
+    code = ("import sys; from lf_data.cli import main; "
+            f"rc = main(['train', {RECIPE!r}, 'output_dir={tmp_path / 'out'}', 'lora_rnak=4']); "
+            "print(rc, 'torch' in sys.modules, 'transformers' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["1", "False", "False"], done.stderr
+    assert "unknown config key 'lora_rnak'" in done.stderr and "Did you mean 'lora_rank'?" in done.stderr
+
+
+def test_lf_train_without_arguments_prints_its_usage(capsys):
+    with pytest.raises(SystemExit) as exited:
+        lf(["train"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: lf train") and "give a YAML config file" in err
+
+
+def test_check_prints_what_would_run_and_writes_nothing(base_config, write_config, capsys):
+    config = write_config(**base_config)
+    assert lf(["train", str(config), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert f"lf train: {config} is valid." in out
+    assert "stage sft, lora tuning of" in out and f"output_dir {base_config['output_dir']}: a new run" in out
+    assert "batch 4 x 1 accumulation, learning rate 0.03, 30 steps" in out
+    resolved = yaml.safe_load(out.split("resolved config:\n", 1)[1])
+    assert resolved["lora_rank"] == 8 and resolved["per_device_train_batch_size"] == 4
+    from pathlib import Path
+
+    assert not Path(base_config["output_dir"]).exists()
+
+
+def _interrupted_run(tmp_path, **saved):
+    """An output_dir as a killed run leaves it: its resolved config and a checkpoint."""
+    out = tmp_path / "out"
+    (out / "checkpoint-5").mkdir(parents=True)
+    (out / "lf_config.yaml").write_text(yaml.safe_dump(saved))
+    return out
+
+
+def test_a_checkpoint_of_another_run_is_refused_before_loading(tmp_path, base_config):
+    out = _interrupted_run(tmp_path, **{**base_config, "lora_target": ["all"], "dataset": ["identity"]})
+    config = {**base_config, "output_dir": str(out), "lora_rank": 16}
+    with pytest.raises(ConfigError, match=r"holds a checkpoint of another run \(lora_rank: 8 there, 16 now\)"):
+        check_train_config(config)
+    assert yaml.safe_load((out / "lf_config.yaml").read_text())["lora_rank"] == 8  # untouched
+
+
+def test_a_changed_schedule_resumes_with_a_warning(tmp_path, base_config, caplog):
+    out = _interrupted_run(tmp_path, **{**base_config, "lora_target": ["all"], "dataset": ["identity"]})
+    with caplog.at_level(logging.INFO, logger="lf_train"):
+        plan = check_train_config({**base_config, "output_dir": str(out), "learning_rate": 1e-3, "logging_steps": 2})
+    assert plan.resume_from_checkpoint == str(out / "checkpoint-5")
+    assert "resuming with learning_rate=0.001 (the checkpoint was trained with 0.03)" in caplog.text
+    assert "resuming with changed keys: logging_steps" in caplog.text
+
+
+def test_overwrite_never_deletes_a_folder_that_is_not_a_run(tmp_path, base_config):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "thesis.tex").write_text("years of work")
+    with pytest.raises(ConfigError, match=r"is not an LF run \(no lf_config.yaml\).*thesis.tex"):
+        check_train_config({**base_config, "output_dir": str(out), "overwrite_output_dir": True})
+    assert (out / "thesis.tex").read_text() == "years of work"
+    (out / "thesis.tex").unlink()
+    (out / "lf_config.yaml").write_text(json.dumps(base_config))  # an LF run: replacing it is what was asked
+    assert check_train_config({**base_config, "output_dir": str(out), "overwrite_output_dir": True}).clear_output_dir
+
+
+def test_media_data_is_refused_before_loading(tmp_path, base_config, data_dir, tiny_qwen2_vl):
+    (data_dir / "pics.json").write_text(json.dumps([{"messages": [{"role": "user", "content": "<image>What is it?"},
+                                                                  {"role": "assistant", "content": "A cat."}],
+                                                     "images": ["cat.png"]}]))
+    info = json.loads((data_dir / "dataset_info.json").read_text())
+    info["pics"] = {"file_name": "pics.json", "formatting": "sharegpt", "columns": {"messages": "messages",
+                                                                                     "images": "images"},
+                    "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                             "assistant_tag": "assistant"}}
+    (data_dir / "dataset_info.json").write_text(json.dumps(info))
+    with pytest.raises(ConfigError, match=r"has images but model .* is a text model"):  # the tiny Llama
+        check_train_config({**base_config, "dataset": "pics"})
+    with pytest.raises(ConfigError, match="lf train does not feed media to a model yet"):  # a VLM: not yet
+        check_train_config({**base_config, "dataset": "pics", "model_name_or_path": str(tiny_qwen2_vl)})
