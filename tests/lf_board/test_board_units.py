@@ -178,6 +178,18 @@ def test_bad_input_is_a_clear_message(runs, tiny_llama, data_dir, changes, needl
     assert not runs.root.exists()  # nothing was written, nothing started
 
 
+@pytest.mark.parametrize("extra", ["tokenized_path: /etc/lf-cache", "tokenized_path: ../../elsewhere",
+                                   "cache_dir: /root/.cache/elsewhere"])
+def test_more_config_keys_cannot_write_outside_the_runs_root(runs, tiny_llama, data_dir, extra):
+    values = form(model_name_or_path=str(tiny_llama), dataset_dir=str(data_dir), template="chatml",
+                  output_dir=str(runs.root / "tiny" / "lora" / "run1"))
+    key, value = (part.strip() for part in extra.split(":"))
+    with pytest.raises(BoardConfigError, match=re.escape(f"{key} {value!r} is outside the runs root")):
+        validate(build_config(values, extra), runs)
+    inside = build_config(values, f"{key}: {runs.root / 'tiny' / 'cache'}")
+    validate(inside, runs)  # the same key under the runs root is fine
+
+
 def test_a_finished_run_is_not_started_again(runs, tiny_llama, data_dir):
     config = good(runs, str(tiny_llama), data_dir)
     out = Path(config["output_dir"])

@@ -134,7 +134,7 @@ def test_do_predict_generates_and_scores_the_eval_dataset(base_config, write_con
 def test_do_predict_needs_an_eval_dataset(base_config, write_config, capsys):
     base_config.update(do_predict=True)
     assert lf(["train", str(write_config(**base_config))]) != 0
-    assert "do_predict needs stage: sft and eval_dataset" in capsys.readouterr().err
+    assert "do_predict needs stage: pt or sft and eval_dataset" in capsys.readouterr().err
 
 
 def test_report_to_tensorboard_writes_event_files(base_config, write_config, tmp_path):

@@ -130,3 +130,38 @@ def test_media_data_is_refused_before_loading(tmp_path, base_config, data_dir, t
         check_train_config({**base_config, "dataset": "pics"})
     with pytest.raises(ConfigError, match="lf train does not feed media to a model yet"):  # a VLM: not yet
         check_train_config({**base_config, "dataset": "pics", "model_name_or_path": str(tiny_qwen2_vl)})
+
+
+def test_what_the_model_or_machine_cannot_do_stops_before_loading(base_config, tmp_path):
+    from lf_train.plan import parse_train_config
+
+    with pytest.raises(ConfigError, match=r"lora_target names \['qkv_proj'\] that this model does not have; its "
+                                          r"linear layers are .*q_proj"):
+        parse_train_config({**base_config, "lora_target": "q_proj,qkv_proj"})  # an empty meta-device copy
+    with pytest.raises(ConfigError, match="report_to names wandb, which is not installed here"):
+        parse_train_config({**base_config, "report_to": "wandb"})
+    with pytest.raises(ConfigError, match="output_dir '/proc/lf-run' cannot be written"):
+        check_train_config({**base_config, "output_dir": "/proc/lf-run"})
+    assert parse_train_config({**base_config, "lora_target": "q_proj,v_proj"}).finetuning.lora_target == ["q_proj",
+                                                                                                          "v_proj"]
+
+
+def test_quiet_drops_the_trainers_per_step_printout(base_config, tiny_tokenizer, monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import Trainer
+    from transformers.trainer_callback import PrinterCallback
+
+    from lf_train.collators import SupervisedCollator
+    from lf_train.plan import parse_train_config
+    from lf_train.stages.common import build_trainer
+
+    plan = parse_train_config(base_config)  # disable_tqdm: the Trainer prints each step's dict instead of a bar
+    data = SimpleNamespace(train_dataset=[{"input_ids": [1, 2], "labels": [1, 2]}], eval_dataset=None)
+    shown = {}
+    for level in ("info", "quiet"):
+        monkeypatch.setenv("LF_VERBOSITY", level)
+        trainer = build_trainer(Trainer, torch.nn.Linear(2, 2), tiny_tokenizer, data, plan, [], SupervisedCollator)
+        shown[level] = any(isinstance(c, PrinterCallback) for c in trainer.callback_handler.callbacks)
+    assert shown == {"info": True, "quiet": False}

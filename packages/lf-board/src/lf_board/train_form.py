@@ -228,11 +228,16 @@ def check_model_reference(reference: str) -> None:
     resolve_model(ModelArguments(model_name_or_path=reference))
 
 
+WRITTEN_PATH_KEYS = ("tokenized_path", "cache_dir")
+"""Config keys besides output_dir that name a folder the run writes into."""
+
+
 def validate(config: dict[str, Any], runs: RunsRoot) -> None:
     """Everything `lf train` checks before loading a model, plus what the board itself needs.
 
     Raises BoardConfigError with the message to show; a config that passes starts a run that
-    at least gets as far as loading the model."""
+    at least gets as far as loading the model. The folders a run writes into are made absolute (under
+    the runs root), so `lf train`, whatever its working directory, writes where the board checked."""
     from lf_data.errors import LFError
 
     output_dir = config.get("output_dir")
@@ -243,6 +248,14 @@ def validate(config: dict[str, Any], runs: RunsRoot) -> None:
     except PathOutsideRoot:
         raise BoardConfigError(f"output_dir {output_dir!r} is outside the runs root {runs.root}; the board "
                                "writes runs only under it.") from None
+    config["output_dir"] = str(runs.inside(output_dir))  # the folder checked is the folder `lf train` gets
+    for key in WRITTEN_PATH_KEYS:  # form fields and "more config keys" alike
+        if config.get(key):
+            try:
+                config[key] = str(runs.inside(str(config[key])))
+            except PathOutsideRoot:
+                raise BoardConfigError(f"{key} {config[key]!r} is outside the runs root {runs.root}; the board "
+                                       "lets a run write only under it.") from None
     if runs.job(name).running():
         raise BoardConfigError(f"run {name!r} is already running; abort it or choose another output_dir.")
     if not config.get("model_name_or_path"):

@@ -221,7 +221,9 @@ def usage(commands: dict[str, Command]) -> str:
     if missing:
         lines += ["", "not installed here:"]
         lines += [f"  {name:<{width}}  pip install {KNOWN_COMMANDS[name]}" for name in missing]
-    lines += ["", "Run `lf <command> --help` for the options of one command."]
+    lines += ["", "Every command: --quiet or --verbose (or LF_VERBOSITY=quiet|info|debug). Commands that read a "
+                  "config (train, export, eval, api, chat) take --check: validate it and say what would run.",
+              "Run `lf <command> --help` for the options of one command."]
     return "\n".join(lines)
 
 

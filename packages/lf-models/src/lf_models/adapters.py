@@ -85,6 +85,28 @@ def lora_targets(model: Any, targets: list[str]) -> list[str]:
     return targets
 
 
+def check_lora_target(model_args: ModelArguments, finetuning_args: FinetuningArguments) -> None:
+    """Module names in lora_target that the model lacks, found on an empty (meta-device) copy built
+    from a local folder's config.json: an error before any weight loads. Other references are
+    checked when the model loads."""
+    targets = finetuning_args.lora_target or ["all"]
+    folder = Path(model_args.model_name_or_path or "").expanduser()
+    if finetuning_args.finetuning_type != "lora" or targets == ["all"] or not (folder / "config.json").is_file():
+        return
+    import torch
+    from transformers import AutoConfig
+
+    from lf_models.families import model_class_for
+
+    try:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=model_args.trust_remote_code)
+        with torch.device("meta"):
+            empty = model_class_for(config).from_config(config, trust_remote_code=model_args.trust_remote_code)
+    except Exception:  # noqa: BLE001 - an unusual config: the loader checks the names on the real model
+        return
+    lora_targets(empty, targets)
+
+
 def decoder_layers(model: Any) -> nn.ModuleList:
     """The list of decoder layers: the family's path, else the ModuleList of num_hidden_layers."""
     import torch

@@ -28,6 +28,7 @@ from lf_data.errors import ConfigError
 from lf_data.pipeline import check_stage_data
 from lf_data.run_folder import FINISHED_MARKER, RESOLVED_CONFIG, RUN_FILES, checkpoints, read_run_config
 from lf_data.templates import get_template
+from lf_models.adapters import check_lora_target
 from lf_models.args import FinetuningArguments, ModelArguments, check_model_combination
 from lf_models.families import check_media_support
 from lf_train.args import TrainArguments
@@ -160,6 +161,7 @@ def check_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:
     stage.check(plan)
 
     output_dir = Path(hf["output_dir"])
+    _check_writable(output_dir)
     if train.overwrite_output_dir:  # first: the most useful reason why a folder cannot be replaced
         _check_clearable(output_dir, [model.model_name_or_path, *(model.adapter_name_or_path or []),
                                       data.dataset_dir, train.reward_model])
@@ -206,7 +208,36 @@ def finish_plan(plan: TrainPlan) -> TrainPlan:
     if "use_cpu" not in hf and not _has_accelerator():
         hf_config["use_cpu"] = True  # what makes accelerate pick gloo for processes started by torchrun on a CPU
     plan.training_args = build_section(TrainingArguments, hf_config)
+    _check_report_to(plan.training_args.report_to)
+    check_lora_target(model, plan.finetuning)
     return plan
+
+
+def _check_writable(output_dir: Path) -> None:
+    """Write a probe into the nearest folder that exists (a read-only mount or /proc fails here, not
+    after the model has loaded)."""
+    import tempfile
+
+    folder = output_dir.expanduser().absolute()
+    while not folder.exists():
+        folder = folder.parent
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ConfigError(f"output_dir {str(output_dir)!r} cannot be written ({folder}: {err.strerror}); choose a "
+                          "folder on a writable disk.") from None
+
+
+def _check_report_to(report_to: list[str]) -> None:
+    from transformers.integrations import get_available_reporting_integrations
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    missing = [name for name in report_to if name in INTEGRATION_TO_CALLBACK
+               and name not in get_available_reporting_integrations()]
+    if missing:
+        raise ConfigError(f"report_to names {', '.join(missing)}, which is not installed here: pip install "
+                          f"{' '.join(missing)}, or report_to: none.")
 
 
 def _has_accelerator() -> bool:

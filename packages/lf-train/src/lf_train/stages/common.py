@@ -24,8 +24,12 @@ def build_trainer(trainer_class: Any, model: Any, tokenizer: Any, data: Any, pla
                   collator_class: Any, collator_options: dict[str, Any] | None = None, **extra: Any) -> Any:
     """A Trainer (or subclass) over the stage's data, collator and LF's optimizer choice, saving
     checkpoints atomically."""
+    from transformers.trainer_callback import PrinterCallback
+
+    from lf_data.cli import show_progress
+
     args = plan.training_args
-    return atomic_checkpoints(trainer_class)(
+    trainer = atomic_checkpoints(trainer_class)(
         model=model,
         args=args,
         data_collator=collator_class(pad_token_id=tokenizer.pad_token_id,
@@ -37,6 +41,9 @@ def build_trainer(trainer_class: Any, model: Any, tokenizer: Any, data: Any, pla
         optimizers=(custom_optimizer(model, plan), None),
         **extra,
     )
+    if not show_progress():  # LF_VERBOSITY=quiet: no per-step dicts either (trainer_log.jsonl keeps them)
+        trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def train_and_save(trainer: Any, plan: TrainPlan, data: Any, before_save: Any = None) -> Any:
