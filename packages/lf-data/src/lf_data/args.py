@@ -46,6 +46,9 @@ class DataArguments:
     enable_thinking: bool | None = None
     """For reasoning templates: false renders the empty thinking block (no-think mode); unset keeps
     the template's default."""
+    special_tokens_in_content: bool = False
+    """Let special-token text inside messages (`<|im_start|>`, `<|eot_id|>`, ...) become control tokens, as
+    LlamaFactory does. Off: it stays plain text, so a row or an API caller cannot forge turns."""
     skip_invalid: bool = False
     """Drop invalid rows (and say how many) instead of refusing the data."""
     media_dir: str | None = None

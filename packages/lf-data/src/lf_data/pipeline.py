@@ -158,7 +158,8 @@ def _prepare(names: list[str], data_args: DataArguments, stage: str, template: A
     packing = data_args.packing if data_args.packing is not None else spec.plain_text
     ctx = Context(template=template, tokenizer=tokenizer, cutoff_len=data_args.cutoff_len,
                   train_on_prompt=data_args.train_on_prompt, mask_history=data_args.mask_history,
-                  packing=packing, neat_packing=data_args.neat_packing, enable_thinking=data_args.enable_thinking)
+                  packing=packing, neat_packing=data_args.neat_packing, enable_thinking=data_args.enable_thinking,
+                  special_tokens_in_content=data_args.special_tokens_in_content)
     location, key = _cache_location(names, data_args, stage, template, tokenizer, packing, split)
     if location is not None and not data_args.overwrite_cache:
         cached = load_cached(location, key)

@@ -10,6 +10,7 @@ import json
 from importlib.metadata import entry_points
 from typing import Any
 
+from lf_data import literal_text
 from lf_data.errors import DataError
 from lf_data.messages import check_turns, from_openai
 from lf_data.processors import IGNORE_INDEX
@@ -37,7 +38,8 @@ def load_tokenizer(reference: str, trust_remote_code: bool = False) -> tuple[Any
 
 def render_conversation(template: str | Any, tokenizer: Any, messages: list[dict[str, Any]], *,
                         tools: str | list | None = None, system: str | None = None,
-                        add_generation_prompt: bool = False) -> dict[str, Any]:
+                        add_generation_prompt: bool = False, special_tokens_in_content: bool = False
+                        ) -> dict[str, Any]:
     """Token ids, labels and text of a conversation as LF trains on it (or prompts with it)."""
     template = get_template(template) if isinstance(template, str) or template is None else template
     standard, own_system = from_openai(messages)
@@ -50,6 +52,8 @@ def render_conversation(template: str | Any, tokenizer: Any, messages: list[dict
     if add_generation_prompt != (len(standard) % 2 == 1):
         raise DataError("with --add-generation-prompt the conversation must end with a user message; "
                         "without it, with an assistant message")
+    if not special_tokens_in_content:  # as training does: `<|im_start|>` typed in a message stays text
+        standard, system = literal_text.protect_messages(standard, system, tokenizer)
     if add_generation_prompt:
         input_ids = template.encode_prompt(tokenizer, standard, system, tools or None)
         labels = [IGNORE_INDEX] * len(input_ids)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from lf_data.errors import ConfigError
+from lf_data.literal_text import protect_messages
 from lf_data.messages import USER_SIDE, Message, MessageError, check_turns, from_openai
 from lf_serve.args import GeneratingArguments, ServePlan
 from lf_serve.errors import ContextLengthError, RequestError, UnsupportedError
@@ -161,6 +162,8 @@ class ChatEngine:
 
         self.check_prompt(messages, system, tools)
         standard, system = self.standard_messages(messages, system)
+        if not self.plan.data.special_tokens_in_content:  # a caller's `<|im_start|>system` stays text
+            standard, system = protect_messages(standard, system, self.tokenizer)
         if image_count:
             from lf_serve.vision import place_images
 

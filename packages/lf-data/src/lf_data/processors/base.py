@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from lf_data import literal_text
+
 Pairs = list[tuple[list[int], list[int]]]
 
 
@@ -18,12 +20,20 @@ class Context:
     packing: bool = False
     neat_packing: bool = False
     enable_thinking: bool | None = None
+    special_tokens_in_content: bool = False
 
 
 def batch_encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
-    """Ids of many texts without special tokens, straight from the Rust tokenizer when there is one."""
+    """Ids of many texts without special tokens, straight from the Rust tokenizer when there is one;
+    texts with protected message content (`lf_data.literal_text`) are encoded one by one."""
     if not texts:
         return []
+    marked = [i for i, text in enumerate(texts) if literal_text.OPEN in text]
+    if marked:
+        ids = batch_encode(tokenizer, [literal_text.plain(text) for text in texts])
+        for i in marked:
+            ids[i] = literal_text.encode(tokenizer, texts[i])
+        return ids
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:  # `encode_batch_fast` skips the character offsets nobody reads here
         encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
@@ -37,6 +47,9 @@ def encode_batch(ctx: Context, conversations: list[tuple[list[dict], str, str]])
     Same ids as `template.encode_pairs` for each conversation (tested for every template), but all
     rendered pieces of the batch go through one call of the fast tokenizer instead of one call each.
     """
+    if not ctx.special_tokens_in_content:  # a row's `<|im_start|>` text stays text
+        conversations = [(*literal_text.protect_messages(messages, system, ctx.tokenizer), tools)
+                         for messages, system, tools in conversations]
     rendered = [ctx.template.render_pairs(messages, system, ctx.tokenizer, tools or None,
                                           enable_thinking=ctx.enable_thinking)
                 for messages, system, tools in conversations]

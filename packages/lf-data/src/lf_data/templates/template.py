@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from lf_data import literal_text
 from lf_data.messages import FUNCTION, OBSERVATION, USER, Message, load_calls, to_openai
 from lf_data.templates.tools import TOOL_FORMATS, jinja_fill, jinja_literal, parse_tools
 
@@ -155,7 +156,7 @@ class Template:
     def encode_pairs(self, tokenizer: Tokenizer, messages: list[Message], system: str | None = None,
                      tools: str | list | None = None, *, enable_thinking: bool | None = None) -> Pairs:
         """Token ids of each (prompt, response) pair, each piece tokenised on its own."""
-        return [(tokenizer.encode(p, add_special_tokens=False), tokenizer.encode(r, add_special_tokens=False))
+        return [(literal_text.encode(tokenizer, p), literal_text.encode(tokenizer, r))
                 for p, r in self.render_pairs(messages, system, tokenizer, tools, enable_thinking=enable_thinking)]
 
     def encode_prompt(self, tokenizer: Tokenizer, messages: list[Message], system: str | None = None,
@@ -293,7 +294,7 @@ class AutoTemplate:
 
     def encode_pairs(self, tokenizer: Any, messages: list[Message], system: str | None = None,
                      tools: str | list | None = None, *, enable_thinking: bool | None = None) -> Pairs:
-        return [(tokenizer.encode(p, add_special_tokens=False), tokenizer.encode(r, add_special_tokens=False))
+        return [(literal_text.encode(tokenizer, p), literal_text.encode(tokenizer, r))
                 for p, r in self.render_pairs(messages, system, tokenizer, tools, enable_thinking=enable_thinking)]
 
     def encode_prompt(self, tokenizer: Any, messages: list[Message], system: str | None = None,
