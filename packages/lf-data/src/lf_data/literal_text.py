@@ -41,9 +41,15 @@ def protect(text: str, tokenizer: Any) -> str:
 
 def protect_messages(messages: list[dict[str, Any]], system: str | None, tokenizer: Any
                      ) -> tuple[list[dict[str, Any]], str | None]:
-    """Messages and system prompt with their content protected (the template's own text is not)."""
-    out = [{**m, "content": protect(m["content"], tokenizer)} if isinstance(m.get("content"), str) else m
-           for m in messages]
+    """Messages and system prompt with their content protected (the template's own text is not); the
+    same list when there is nothing to protect, the common case (tokenisation's hot path)."""
+    out = messages
+    for i, message in enumerate(messages):
+        content = message.get("content")
+        if isinstance(content, str) and (marked := protect(content, tokenizer)) is not content:
+            if out is messages:
+                out = list(messages)
+            out[i] = {**message, "content": marked}
     return out, protect(system, tokenizer) if system else system
 
 
