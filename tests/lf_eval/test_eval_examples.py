@@ -18,8 +18,12 @@ def in_repo(monkeypatch):
     monkeypatch.chdir(REPO)  # the recipes name data/ relative to the repository
 
 
-def test_mmlu_example_on_the_fixture_task(tmp_path):
+def test_mmlu_example_on_the_fixture_task(tmp_path, capsys):
     task = ["task_dir=tests/fixtures/eval", "subjects=abstract_algebra,philosophy,sociology,virology", "n_shot=1"]
+    assert lf(["eval", "examples/eval/mmlu.yaml", *task, f"save_dir={tmp_path}", "--check"]) == 0
+    out = capsys.readouterr().out  # every question read, nothing loaded or written
+    assert "examples/eval/mmlu.yaml is valid." in out and "4 subjects, 14 questions, 1-shot" in out
+    assert not (tmp_path / "results.json").exists()
     assert lf(["eval", "examples/eval/mmlu.yaml", *task, f"save_dir={tmp_path}", "batch_size=4"]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["questions"] == 14 and results["template"] == "smollm2" and results["n_shot"] == 1

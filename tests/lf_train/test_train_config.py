@@ -165,3 +165,20 @@ def test_quiet_drops_the_trainers_per_step_printout(base_config, tiny_tokenizer,
         trainer = build_trainer(Trainer, torch.nn.Linear(2, 2), tiny_tokenizer, data, plan, [], SupervisedCollator)
         shown[level] = any(isinstance(c, PrinterCallback) for c in trainer.callback_handler.callbacks)
     assert shown == {"info": True, "quiet": False}
+
+
+def test_a_full_disk_while_training_is_one_line(base_config, write_config, monkeypatch, capsys):
+    import errno
+    import os
+
+    from lf_train.stages import Stage
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Stage, "run", full)  # as a checkpoint save on a full disk would fail
+    assert lf(["train", str(write_config(**base_config))]) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in err and "No space left on device" in errors[0]
+    assert "The last complete checkpoint is kept" in errors[0]
