@@ -186,7 +186,8 @@ def test_kto_raises_desirable_answers_and_lowers_undesirable_ones(base_config, w
 def test_the_loss_plot_shows_the_eval_loss(tmp_path, monkeypatch):
     import matplotlib.axes
 
-    from lf_train.callbacks import LOG_FILE, plot_loss
+    from lf_data.run_folder import LOG_FILE
+    from lf_train.callbacks import plot_loss
 
     drawn = []
     original = matplotlib.axes.Axes.plot

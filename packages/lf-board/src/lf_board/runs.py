@@ -29,7 +29,6 @@ BOARD_DIR = ".board"
 MAX_DEPTH = 4
 
 
-
 class PathOutsideRoot(ValueError):
     """A path the board was asked to use lies outside the folder it may write to."""
 

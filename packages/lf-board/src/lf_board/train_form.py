@@ -265,11 +265,9 @@ def validate(config: dict[str, Any], runs: RunsRoot) -> None:
     if isinstance(deepspeed, str) and not Path(deepspeed).is_file():
         raise BoardConfigError(f"deepspeed config {deepspeed!r} does not exist.")
     try:
-        from lf_models.args import check_model_combination
-        from lf_train.run import parse_train_config
+        from lf_train.plan import parse_train_config
 
-        plan = parse_train_config(config, "the board's form")
-        check_model_combination(plan.model, plan.finetuning)
+        parse_train_config(config, "the board's form")  # model combinations included
         check_model_reference(config["model_name_or_path"])
     except LFError as err:
         raise BoardConfigError(str(err)) from None

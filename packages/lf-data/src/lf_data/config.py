@@ -125,12 +125,6 @@ def read_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> di
     return config
 
 
-def _type_name(tp: Any) -> str:
-    if get_origin(tp) is Literal:
-        return " | ".join(repr(a) for a in get_args(tp))
-    return getattr(tp, "__name__", str(tp))
-
-
 def coerce_value(key: str, value: Any, tp: Any) -> Any:
     """``value`` as type ``tp`` (a Literal's choices, lists from comma-separated text, YAML's strings
     for numbers), or a ConfigError that names ``key``."""

@@ -163,7 +163,8 @@ def load_model(model_args: ModelArguments, finetuning_args: FinetuningArguments,
 
     model = setup_finetuning(model, model_args, finetuning_args, is_trainable)
     if add_value_head:
-        from lf_models.value_head import VALUE_HEAD_FILE, ValueHeadModel
+        from lf_data.run_folder import VALUE_HEAD_FILE
+        from lf_models.value_head import ValueHeadModel
 
         model = ValueHeadModel(model)
         saved = [p for p in (model_args.adapter_name_or_path or [])[-1:] if (Path(p) / VALUE_HEAD_FILE).is_file()]

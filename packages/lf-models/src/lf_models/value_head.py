@@ -15,7 +15,7 @@ from torch import nn
 
 from lf_data.run_folder import VALUE_HEAD_FILE
 
-__all__ = ["VALUE_HEAD_FILE", "ValueHeadModel"]
+__all__ = ["ValueHeadModel"]
 
 
 class ValueHeadModel(nn.Module):

@@ -12,7 +12,7 @@ from transformers import TrainerCallback
 
 from lf_data.run_folder import LOG_FILE, LOSS_PLOT, read_log
 
-__all__ = ["LOG_FILE", "LOGGED_KEYS", "LOSS_PLOT", "METRIC_PREFIXES", "JsonlLogCallback", "plot_loss", "read_log"]
+__all__ = ["LOGGED_KEYS", "METRIC_PREFIXES", "JsonlLogCallback", "plot_loss"]
 
 LOGGED_KEYS = ("loss", "eval_loss", "learning_rate", "grad_norm", "train_loss", "kl", "eval_kl")
 # the metrics preference training is judged by, under TRL's names (`rewards/margins`, `logps/chosen`, ...),

@@ -77,7 +77,7 @@ class TrainPlan:
     hf: dict[str, Any]
     """The Hugging Face `TrainingArguments` keys the config gave, typed and range-checked."""
     training_args: Any = None
-    """transformers.TrainingArguments (set by `parse_train_config`)."""
+    """transformers.TrainingArguments (set by `finish_plan`; None after `check_train_config` alone)."""
     resume_from_checkpoint: str | None = None
     clear_output_dir: bool = False
 
