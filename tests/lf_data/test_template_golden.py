@@ -7,6 +7,7 @@ bos "<s>" and eos "</s>" for the templates that use the tokenizer's own special 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -38,7 +39,7 @@ GOLDEN = {
     "chatml": chatml("SYS"), "qwen": chatml("SYS"), "yi": chatml("SYS"), "smollm2": chatml("SYS"),
     "intern2": "<s>" + chatml("SYS"),
     "qwen3": chatml("SYS").replace("assistant\nCiao", "assistant\n<think>\n\n</think>\n\nCiao"),
-    "qwen3_nothink": chatml("SYS").replace("assistant\nCiao", "assistant\n<think>\n\n</think>\n\nCiao"),
+    "qwen3_nothink": chatml("SYS"),  # Qwen3-Instruct-2507: no think block anywhere
     "llama2": "<s>[INST] <<SYS>>\nSYS\n<</SYS>>\n\nHi [/INST] Hello </s><s>[INST] Bye [/INST] Ciao </s>",
     "llama3": "<|begin_of_text|>" + llama3_turn("system", "SYS") + llama3_turn("user", "Hi")
               + llama3_turn("assistant", "Hello") + llama3_turn("user", "Bye") + llama3_turn("assistant", "Ciao"),
@@ -113,7 +114,7 @@ GOLDEN = {
                 "<|start_of_role|>user<|end_of_role|>Bye<|end_of_text|>\n<|start_of_role|>assistant<|end_of_role|>"
                 "Ciao<|end_of_text|>\n",
     # -- GLM: the answer starts on a new line after <|assistant|>; GLM-4.5 writes an (empty) think block first
-    "chatglm3": "[gMASK]<sop><|system|>\nSYS<|user|>\nHi<|assistant|>\nHello<|user|>\nBye<|assistant|>\nCiao",
+    "chatglm3": "[gMASK]sop<|system|>\nSYS<|user|>\nHi<|assistant|>\nHello<|user|>\nBye<|assistant|>\nCiao",
     "codegeex4": "[gMASK]<sop><|system|>\nSYS<|user|>\nHi<|assistant|>\nHello<|user|>\nBye<|assistant|>\nCiao",
     "glm4_moe": "[gMASK]<sop><|system|>\nSYS<|user|>\nHi<|assistant|>\n<think></think>\nHello<|user|>\nBye"
                 "<|assistant|>\n<think></think>\nCiao",
@@ -137,6 +138,9 @@ GOLDEN = {
     "ziya": "SYS<human>:Hi\n<bot>:Hello\n<human>:Bye\n<bot>:Ciao\n",
 }
 CONFORMANCE_TESTED = {"qwen3", "llama3", "smollm2"}  # token for token in test_template_conformance.py
+# compared with LlamaFactory 0.9.5's rendering, differences documented, in test_template_parity.py
+PARITY_TESTED = set(json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "templates"
+                                / "llamafactory_0.9.5.json").read_text(encoding="utf-8"))["templates"])
 
 # Where the last answer starts in each golden: the generation prompt is everything before it. Most
 # answers start right at "Ciao"; these families open the answer with a space, a newline or a reasoning block.
@@ -163,7 +167,7 @@ def test_golden_generation_prompt(name):
 
 
 def test_every_template_has_a_golden_or_a_conformance_test():
-    uncovered = sorted(set(TEMPLATES) - set(GOLDEN) - CONFORMANCE_TESTED)
+    uncovered = sorted(set(TEMPLATES) - set(GOLDEN) - CONFORMANCE_TESTED - PARITY_TESTED)
     assert not uncovered, (f"templates with neither a golden rendering nor a conformance test: {uncovered}. "
                            "Add the family's documented rendering to GOLDEN in test_template_golden.py.")
     assert set(GOLDEN) | CONFORMANCE_TESTED <= set(TEMPLATES)
@@ -178,7 +182,7 @@ def test_default_system_prompts():
     assert first_prompt("smollm2").startswith(im("system", "You are a helpful AI assistant named SmolLM, trained by "
                                                            "Hugging Face"))
     assert first_prompt("qwen3") == im("user", "Hi") + "<|im_start|>assistant\n"
-    assert first_prompt("qwen3_nothink") == im("user", "Hi") + "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    assert first_prompt("qwen3_nothink") == im("user", "Hi") + "<|im_start|>assistant\n"
     assert first_prompt("llama2_zh").startswith("<s>[INST] <<SYS>>\nYou are a helpful assistant. 你是一个乐于助人的助手。")
     assert first_prompt("gemma3") == "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"
     assert first_prompt("hunyuan") == "<|startoftext|>Hi<|extra_0|>"
