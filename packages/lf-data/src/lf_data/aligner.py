@@ -231,7 +231,7 @@ EMPTY_ROW = {"_prompt": [], "_response": [], "_system": "", "_tools": "", "_kto_
 
 
 def align(attr: DatasetAttr, dataset: Dataset, media_dir: Path, num_proc: int | None = None,
-          needs_response: bool = True, then: Any = None, features: Any = None) -> Dataset:
+          needs_response: bool = True, then: Any = None, features: Any = None, batch_size: int = 1000) -> Dataset:
     """Convert a raw dataset into the standard structure.
 
     Every row is checked; a bad row is kept as an empty row whose ``_error`` column says
@@ -265,8 +265,9 @@ def align(attr: DatasetAttr, dataset: Dataset, media_dir: Path, num_proc: int | 
         return out if then is None else then(out)
 
     if streamed:
-        return dataset.map(convert, batched=True, with_indices=True, remove_columns=names, features=features)
+        return dataset.map(convert, batched=True, with_indices=True, remove_columns=names, features=features,
+                           batch_size=batch_size)
     # whether a media file exists is not part of datasets' fingerprint: never reuse its cached result
     fresh = {"load_from_cache_file": False} if any(attr.columns.get(kind) for kind in MEDIA) else {}
     return dataset.map(convert, batched=True, with_indices=True, remove_columns=names, num_proc=num_proc,
-                       features=features, desc=f"Preparing {attr.name}", **fresh)
+                       features=features, batch_size=batch_size, desc=f"Preparing {attr.name}", **fresh)

@@ -46,6 +46,15 @@ class DataArguments:
     enable_thinking: bool | None = None
     """For reasoning templates: false renders the empty thinking block (no-think mode); unset keeps
     the template's default."""
+    tool_format: str | None = None
+    """How tool definitions and calls are written (`lf_data.templates.TOOL_FORMATS`: default, qwen, llama3,
+    glm4, mistral, ...); unset: the template's own."""
+    preserve_thinking: bool = False
+    """Reasoning templates: keep the reasoning of earlier turns in the history (the model's template drops it)."""
+    eval_on_each_dataset: bool = False
+    """Evaluate each eval_dataset on its own (metrics per dataset: eval_<name>_loss) instead of together."""
+    preprocessing_batch_size: Annotated[int, AtLeastOne] = 1000
+    """Rows per batch while tokenising."""
     special_tokens_in_content: bool = False
     """Let special-token text inside messages (`<|im_start|>`, `<|eot_id|>`, ...) become control tokens, as
     LlamaFactory does. Off: it stays plain text, so a row or an API caller cannot forge turns."""
@@ -71,6 +80,13 @@ class DataArguments:
             raise ConfigError("interleave_probs needs mix_strategy: interleave_under or interleave_over.")
         if self.interleave_probs is not None and abs(sum(self.interleave_probs) - 1.0) > 1e-6:
             raise ConfigError(f"interleave_probs {self.interleave_probs} must sum to 1.")
+        if self.tool_format is not None:
+            from lf_data.templates.tools import TOOL_FORMATS
+
+            if self.tool_format not in TOOL_FORMATS:
+                raise ConfigError(f"tool_format {self.tool_format!r} is not one of {', '.join(sorted(TOOL_FORMATS))}.")
+        if self.eval_on_each_dataset and self.streaming:
+            raise ConfigError("eval_on_each_dataset needs streaming: false.")
         if self.streaming and self.val_size and self.val_size < 1:
             raise ConfigError("with streaming: true the size of the data is unknown; give val_size as a number "
                               "of rows (for example val_size: 500).")

@@ -17,7 +17,7 @@ from lf_data.processors import IGNORE_INDEX
 from lf_data.render import load_tokenizer
 from lf_data.run_folder import resolve_template
 from lf_data.stages import DATA_STAGES, StageName
-from lf_data.templates import Template, check_against_tokenizer, get_template
+from lf_data.templates import Template, check_against_tokenizer, get_template, with_options
 
 BINS = (32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
 
@@ -57,7 +57,7 @@ def run_check(config: dict[str, Any]) -> CheckResult:
         raise ConfigError("lf data check reads every row; set streaming: false to check the data.")
     data_args.skip_invalid = True  # collect every problem instead of stopping at the first
     tokenizer, default_template = load_tokenizer(config["model_name_or_path"], bool(config.get("trust_remote_code")))
-    template = get_template(resolve_template(data_args.template, None, default_template))
+    template = with_options(get_template(resolve_template(data_args.template, None, default_template)), data_args)
     warning = check_against_tokenizer(template, tokenizer)  # before the template's own Jinja replaces it
     if isinstance(template, Template):
         tokenizer.chat_template = template.to_jinja()

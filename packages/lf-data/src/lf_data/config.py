@@ -236,13 +236,18 @@ def build_section(section: type[T], config: dict[str, Any]) -> T:
         raise ConfigError(f"invalid {section.__name__}: {err}") from None
 
 
+def known_keys(*sections: type, passthrough: Iterable[str] = ()) -> set[str]:
+    known: set[str] = set(passthrough)
+    for section in sections:
+        known.update(section_keys(section))
+    return known
+
+
 def parse_sections(config: dict[str, Any], *sections: type, source: str = "",
                    passthrough: Iterable[str] = ()) -> tuple:
     """Split a flat config among sections; every key must belong to one of them or to `passthrough`
     (keys that a later parser types, such as the Hugging Face `TrainingArguments`)."""
-    known: set[str] = set(passthrough)
-    for section in sections:
-        known.update(section_keys(section))
+    known = known_keys(*sections, passthrough=passthrough)
     unknown = [key for key in config if key not in known]
     if unknown:
         raise unknown_keys_error(unknown, known, f" in {source}" if source else "", config)

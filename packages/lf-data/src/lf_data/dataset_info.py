@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,8 @@ KNOWN_COLUMNS = {"prompt", "query", "response", "history", "messages", "system",
 @dataclass
 class DatasetAttr:
     name: str
-    source: str  # "file" or "hf_hub"
-    location: str  # a path for files, a repository id for the hub
+    source: str  # "file", "hf_hub", "ms_hub" (ModelScope) or "om_hub" (Modelers)
+    location: str  # a path for files, a repository id for a hub
     formatting: str = "alpaca"
     ranking: bool = False
     subset: str | None = None
@@ -49,6 +50,34 @@ class DatasetAttr:
 
     def __str__(self) -> str:
         return f"dataset {self.name!r} ({self.location})"
+
+
+HUB_NAMES = {"hf_hub": "the Hugging Face hub", "ms_hub": "ModelScope", "om_hub": "Modelers (openMind)"}
+
+
+def _enabled(variable: str) -> bool:
+    return os.environ.get(variable, "0").strip().lower() in ("1", "true", "y", "yes")
+
+
+def use_modelscope() -> bool:
+    """USE_MODELSCOPE_HUB=1: models and datasets come from ModelScope (LlamaFactory's switch)."""
+    return _enabled("USE_MODELSCOPE_HUB")
+
+
+def use_openmind() -> bool:
+    """USE_OPENMIND_HUB=1: models and datasets come from Modelers (openMind)."""
+    return _enabled("USE_OPENMIND_HUB")
+
+
+def hub_source(entry: dict[str, Any]) -> tuple[str, str] | None:
+    """(source, repository id) of an entry's hub copy, chosen as LlamaFactory does: ModelScope when
+    USE_MODELSCOPE_HUB is set or the entry has no Hugging Face id, then Modelers likewise, else Hugging Face."""
+    has_hf = "hf_hub_url" in entry
+    if "ms_hub_url" in entry and (use_modelscope() or not has_hf):
+        return "ms_hub", entry["ms_hub_url"]
+    if "om_hub_url" in entry and (use_openmind() or not has_hf):
+        return "om_hub", entry["om_hub_url"]
+    return ("hf_hub", entry["hf_hub_url"]) if has_hf else None
 
 
 def read_dataset_info(dataset_dir: str | Path) -> dict[str, Any]:
@@ -87,13 +116,15 @@ def get_dataset_attr(name: str, dataset_dir: str | Path) -> DatasetAttr:
     if formatting not in FORMATTINGS:
         raise DataError(f"{info_path}: entry {name!r} has formatting {formatting!r}; "
                         f"use one of {', '.join(FORMATTINGS)}.")
-    if "file_name" in entry:
+    if hub_source(entry) is not None:  # a hub id wins over file_name, as in LlamaFactory
+        source, location = hub_source(entry)
+    elif "file_name" in entry:
         source, location = "file", str(Path(dataset_dir) / entry["file_name"])
-    elif "hf_hub_url" in entry:
-        source, location = "hf_hub", entry["hf_hub_url"]
     else:
-        raise DataError(f"{info_path}: entry {name!r} needs `file_name` (a local file or folder) "
-                        "or `hf_hub_url` (a Hugging Face dataset id).")
+        raise DataError(f"{info_path}: entry {name!r} needs `file_name` (a local file or folder) or a dataset id: "
+                        "`hf_hub_url` (Hugging Face), `ms_hub_url` (ModelScope) or `om_hub_url` (Modelers).")
+    if source != "file" and (not isinstance(location, str) or not location.strip()):
+        raise DataError(f"{info_path}: entry {name!r} has an empty {source}_url; give the dataset's repository id.")
 
     columns = dict(DEFAULT_COLUMNS[formatting])
     user_columns = entry.get("columns", {}) or {}

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lf_data.aligner import align
-from lf_data.dataset_info import DatasetAttr, get_dataset_attr
+from lf_data.dataset_info import HUB_NAMES, DatasetAttr, get_dataset_attr
 from lf_data.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -133,6 +133,58 @@ def _one_line(err: Exception) -> str:
     return f"{type(err).__name__}: {text[:300]}{'...' if len(text) > 300 else ''}"
 
 
+@dataclass
+class HubCredentials:
+    """Tokens and cache folder for hub datasets; the model's keys (hf_hub_token, ms_hub_token,
+    om_hub_token, cache_dir) set them when the model is resolved. None: the client's own default."""
+
+    hf: str | None = None
+    ms: str | None = None
+    om: str | None = None
+    cache_dir: str | None = None
+
+
+HUB_CREDENTIALS = HubCredentials()
+
+
+def set_hub_credentials(hf: str | None = None, ms: str | None = None, om: str | None = None,
+                        cache_dir: str | None = None) -> None:
+    """Remember the run's hub tokens and cache folder for the datasets it loads (lf_models.loader.resolve_model)."""
+    global HUB_CREDENTIALS
+    HUB_CREDENTIALS = HubCredentials(hf, ms, om, cache_dir)
+
+
+def _hub_client(attr: DatasetAttr, module: str, install: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise DataError(f"{attr} is on {HUB_NAMES[attr.source]}; reading it needs its client: {install}.") from None
+
+
+def _load_modelscope(attr: DatasetAttr, streaming: bool) -> Dataset | IterableDataset:
+    """ModelScope's MsDataset.load, handed back as a `datasets` dataset."""
+    modelscope = _hub_client(attr, "modelscope", "pip install modelscope (or 'lf-models[modelscope]')")
+    kwargs: dict[str, Any] = {"subset_name": attr.subset, "split": attr.split, "data_dir": attr.folder,
+                              "token": HUB_CREDENTIALS.ms, "use_streaming": streaming}
+    if HUB_CREDENTIALS.cache_dir:
+        kwargs["cache_dir"] = HUB_CREDENTIALS.cache_dir
+    dataset = modelscope.MsDataset.load(attr.location, **kwargs)
+    return dataset.to_hf_dataset() if isinstance(dataset, modelscope.MsDataset) else dataset
+
+
+def _load_openmind(attr: DatasetAttr, streaming: bool) -> Dataset | IterableDataset:
+    """The Modelers repository downloaded with openmind_hub, then read by `datasets` from the local copy."""
+    import datasets
+
+    om_hub = _hub_client(attr, "openmind_hub", "pip install openmind-hub")
+    local = om_hub.snapshot_download(repo_id=attr.location, repo_type="dataset", token=HUB_CREDENTIALS.om,
+                                     cache_dir=HUB_CREDENTIALS.cache_dir)
+    return datasets.load_dataset(str(local), name=attr.subset, split=attr.split, data_dir=attr.folder,
+                                 streaming=streaming)
+
+
 def load_raw(attr: DatasetAttr, streaming: bool = False) -> Dataset | IterableDataset:
     """The dataset as stored, through `datasets` (Arrow-backed and memory-mapped, or streamed)."""
     import datasets
@@ -152,10 +204,17 @@ def load_raw(attr: DatasetAttr, streaming: bool = False) -> Dataset | IterableDa
                 raise DataError(f"{attr}: {where} holds no rows; add rows or fix `file_name`.") from None
             raise DataError(f"{attr}: could not read {where}: {_one_line(err)}") from None
     try:
+        if attr.source == "ms_hub":
+            return _load_modelscope(attr, streaming)
+        if attr.source == "om_hub":
+            return _load_openmind(attr, streaming)
+        extra = {"token": HUB_CREDENTIALS.hf} if HUB_CREDENTIALS.hf else {}
         return datasets.load_dataset(attr.location, name=attr.subset, split=attr.split, data_dir=attr.folder,
-                                     streaming=streaming)
+                                     streaming=streaming, cache_dir=HUB_CREDENTIALS.cache_dir, **extra)
+    except DataError:
+        raise
     except Exception as err:
-        raise DataError(f"{attr}: could not load it from the Hugging Face hub ({_one_line(err)}). "
+        raise DataError(f"{attr}: could not load it from {HUB_NAMES[attr.source]} ({_one_line(err)}). "
                         "Without network access, download it and describe it with `file_name`.") from None
 
 
@@ -217,7 +276,8 @@ def _stream_check(error: str, skip_invalid: bool) -> bool:
 def load_aligned(names: list[str], dataset_dir: str, *, max_samples: int | None = None, num_proc: int | None = None,
                  streaming: bool = False, mix_strategy: str = "concat", interleave_probs: list[float] | None = None,
                  seed: int = 42, media_dir: str | None = None, skip_invalid: bool = False,
-                 needs_response: bool = True, then: Any = None, features: Any = None) -> AlignedData:
+                 needs_response: bool = True, then: Any = None, features: Any = None,
+                 batch_size: int = 1000) -> AlignedData:
     """Load, align and mix the named datasets; invalid rows are found, counted and set apart.
 
     `then` transforms each aligned batch in the same pass (see `aligner.align`); its output keeps
@@ -228,7 +288,7 @@ def load_aligned(names: list[str], dataset_dir: str, *, max_samples: int | None 
     for attr in attrs:
         raw = _resize(attr, load_raw(attr, streaming), max_samples, streaming, seed)
         aligned = align(attr, raw, Path(media_dir or dataset_dir), None if streaming else num_proc, needs_response,
-                        then, features)
+                        then, features, batch_size)
         if streaming:
             aligned = aligned.filter(_stream_check, fn_kwargs={"skip_invalid": skip_invalid}, input_columns="_error")
         else:

@@ -24,7 +24,7 @@ from lf_data.loading import load_aligned, non_empty
 from lf_data.processors import Context
 from lf_data.processors.packing import pack
 from lf_data.stages import DATA_STAGES
-from lf_data.templates import get_template
+from lf_data.templates import get_template, with_options
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -57,7 +57,7 @@ class DatasetModule:
 
 def _options(data_args: DataArguments, stage: str, names: list[str]) -> dict[str, Any]:
     skip = {"preprocessing_num_workers", "overwrite_cache", "tokenized_path", "eval_dataset", "val_size",
-            "dataset", "streaming", "buffer_size"}
+            "dataset", "streaming", "buffer_size", "preprocessing_batch_size", "eval_on_each_dataset"}
     options = {k: v for k, v in dataclasses.asdict(data_args).items() if k not in skip}
     return {**options, "stage": stage, "datasets": names}
 
@@ -178,7 +178,7 @@ def _prepare(names: list[str], data_args: DataArguments, stage: str, template: A
                              num_proc=data_args.preprocessing_num_workers, streaming=data_args.streaming,
                              mix_strategy=data_args.mix_strategy, interleave_probs=data_args.interleave_probs,
                              seed=data_args.seed, media_dir=data_args.media_dir, skip_invalid=data_args.skip_invalid,
-                             needs_response=processor.needs_response,
+                             needs_response=processor.needs_response, batch_size=data_args.preprocessing_batch_size,
                              then=partial(_tokenize, ctx=ctx, processor=processor, carry_media=carry_media),
                              features=_features(processor, carry_media))
     report.rows_read, report.invalid, report.errors = tokenized.rows_read, tokenized.invalid, tokenized.errors
@@ -224,12 +224,15 @@ def build_dataset(data_args: DataArguments, tokenizer: Any, stage: str = "sft", 
     if not data_args.dataset:
         raise ConfigError("no `dataset` given: name one or more datasets from dataset_info.json "
                           "(for example dataset: identity).")
-    template = template if template is not None else get_template(data_args.template)
+    template = template if template is not None else with_options(get_template(data_args.template), data_args)
     check_stage_data(data_args, stage, data_args.dataset + (data_args.eval_dataset or []))
     report = DataReport()
     train = _prepare(data_args.dataset, data_args, stage, template, tokenizer, report)
     evaluation = None
-    if data_args.eval_dataset:
+    if data_args.eval_dataset and data_args.eval_on_each_dataset:  # the Trainer reports eval_<name>_loss for each
+        evaluation = {name: _prepare([name], data_args, stage, template, tokenizer, DataReport(), "eval")
+                      for name in data_args.eval_dataset}
+    elif data_args.eval_dataset:
         evaluation = _prepare(data_args.eval_dataset, data_args, stage, template, tokenizer, DataReport(), "eval")
     if data_args.streaming:
         train = train.shuffle(buffer_size=data_args.buffer_size, seed=data_args.seed)

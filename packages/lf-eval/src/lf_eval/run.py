@@ -14,6 +14,7 @@ from typing import Any
 
 from lf_data.config import parse_sections, section_keys
 from lf_data.errors import ConfigError
+from lf_data.llamafactory_keys import translate_for
 from lf_eval.args import PREDICT_TASK, EvalArguments
 from lf_eval.results import RESULTS_FILE
 
@@ -35,6 +36,7 @@ def parse_eval_config(config: dict[str, Any], source: str = "") -> tuple[EvalArg
 
     eval_keys = set(section_keys(EvalArguments))
     serve_keys = {key for section in serve_sections() for key in section_keys(section)}
+    config = translate_for("eval", config, EvalArguments, passthrough=serve_keys, source=source)
     (args,) = parse_sections(config, EvalArguments, source=source, passthrough=serve_keys)
     serve_config = {k: v for k, v in config.items() if k not in eval_keys}
     if args.task == PREDICT_TASK:

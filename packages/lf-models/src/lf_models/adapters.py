@@ -1,8 +1,10 @@
 """Tuning methods: which parameters train and what is attached to the model.
 
-`lora` (with rsLoRA, DoRA, PiSSA initialisation, continued or stacked adapters) through peft,
-`freeze` (the last or first N decoder layers, optionally only some of their modules, plus extra
-modules), and `full`. Every method is tested for exactly which parameters train.
+`lora` (with rsLoRA, DoRA, PiSSA initialisation, continued or stacked adapters) and `oft`
+(orthogonal fine-tuning, continued or stacked the same way) through peft, `freeze` (the last or
+first N decoder layers, optionally only some of their modules, plus extra modules; with
+`use_llama_pro`, the blocks `lf expand` added), and `full`. Every method is tested for exactly which
+parameters train.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lf_data.errors import ConfigError
-from lf_models.args import FinetuningArguments, ModelArguments
+from lf_models.args import ADAPTER_TYPES, FinetuningArguments, ModelArguments
 from lf_models.families import family_for
 
 if TYPE_CHECKING:
@@ -74,24 +76,32 @@ def find_all_linear_modules(model: Any) -> list[str]:
     return sorted(names)
 
 
-def lora_targets(model: Any, targets: list[str]) -> list[str]:
+def lora_targets(model: Any, targets: list[str], key: str = "lora_target") -> list[str]:
     if targets == ["all"]:
         return find_all_linear_modules(model)
     present = {name.split(".")[-1] for name, _ in model.named_modules()}
     missing = [t for t in targets if t not in present]
     if missing:
-        raise ConfigError(f"lora_target names {missing} that this model does not have; its linear layers are "
-                          f"{', '.join(find_all_linear_modules(model))} (or use lora_target: all).")
+        raise ConfigError(f"{key} names {missing} that this model does not have; its linear layers are "
+                          f"{', '.join(find_all_linear_modules(model))} (or use {key}: all).")
     return targets
 
 
+def adapter_targets(finetuning_args: FinetuningArguments) -> tuple[str, list[str]]:
+    """(the key, its module names) that choose where the adapter goes: lora_target or oft_target."""
+    if finetuning_args.finetuning_type == "oft":
+        return "oft_target", finetuning_args.oft_target or ["all"]
+    return "lora_target", finetuning_args.lora_target or ["all"]
+
+
 def check_lora_target(model_args: ModelArguments, finetuning_args: FinetuningArguments) -> None:
-    """Module names in lora_target that the model lacks, found on an empty (meta-device) copy built
-    from a local folder's config.json: an error before any weight loads. Other references are
-    checked when the model loads."""
-    targets = finetuning_args.lora_target or ["all"]
+    """Module names in lora_target (oft_target for OFT) that the model lacks, found on an empty
+    (meta-device) copy built from a local folder's config.json: an error before any weight loads.
+    Other references are checked when the model loads."""
+    key, targets = adapter_targets(finetuning_args)
     folder = Path(model_args.model_name_or_path or "").expanduser()
-    if finetuning_args.finetuning_type != "lora" or targets == ["all"] or not (folder / "config.json").is_file():
+    if finetuning_args.finetuning_type not in ADAPTER_TYPES or targets == ["all"] \
+            or not (folder / "config.json").is_file():
         return
     import torch
     from transformers import AutoConfig
@@ -104,7 +114,7 @@ def check_lora_target(model_args: ModelArguments, finetuning_args: FinetuningArg
             empty = model_class_for(config).from_config(config, trust_remote_code=model_args.trust_remote_code)
     except Exception:  # noqa: BLE001 - an unusual config: the loader checks the names on the real model
         return
-    lora_targets(empty, targets)
+    lora_targets(empty, targets, key)
 
 
 def decoder_layers(model: Any) -> nn.ModuleList:
@@ -128,13 +138,27 @@ def decoder_layers(model: Any) -> nn.ModuleList:
                       "use finetuning_type: lora or full.")
 
 
+def llama_pro_layers(count: int, expanded: int) -> range:
+    """The indices of the blocks `lf expand` added: with `expanded` new blocks among `count`, one
+    closes every stride = count / expanded layers (LLaMA Pro's rule, as in LlamaFactory)."""
+    if expanded <= 0 or count % expanded:
+        raise ConfigError(f"use_llama_pro: the model has {count} layers, which is not a multiple of "
+                          f"freeze_trainable_layers={expanded}; set it to the num_expand given to `lf expand`.")
+    stride = count // expanded
+    return range(stride - 1, count, stride)
+
+
 def setup_freeze(model: Any, args: FinetuningArguments) -> None:
-    """Train the last (or first) N decoder layers, or only some of their modules, and extras."""
+    """Train the last (or first) N decoder layers (LLaMA Pro: the N expanded blocks), or only some
+    of their modules, and extras."""
     layers = decoder_layers(model)
     n = args.freeze_trainable_layers
     if abs(n) > len(layers):
         raise ConfigError(f"freeze_trainable_layers={n} but the model has {len(layers)} layers.")
-    chosen = range(len(layers) - n, len(layers)) if n > 0 else range(-n)
+    if args.use_llama_pro:
+        chosen = llama_pro_layers(len(layers), n)
+    else:
+        chosen = range(len(layers) - n, len(layers)) if n > 0 else range(-n)
     model.requires_grad_(False)
     modules = args.freeze_trainable_modules
     for index in chosen:
@@ -163,12 +187,52 @@ def setup_freeze(model: Any, args: FinetuningArguments) -> None:
                 f" ({', '.join(modules)})" if modules != ["all"] else "")
 
 
+def expanded_targets(model: Any, targets: list[str], expanded: int) -> list[str]:
+    """LLaMA Pro with an adapter: the full names of the target modules inside the expanded blocks."""
+    layers = decoder_layers(model)
+    prefix = next(name for name, module in model.named_modules() if module is layers)
+    names = []
+    for index in llama_pro_layers(len(layers), expanded):
+        names += [f"{prefix}.{index}.{name}" for name, _ in layers[index].named_modules()
+                  if name and name.split(".")[-1] in targets]
+    return names
+
+
+def adapter_config(model: Any, args: FinetuningArguments) -> Any:
+    """The peft config of a fresh LoRA or OFT adapter."""
+    from peft import LoraConfig, OFTConfig, TaskType
+
+    key, names = adapter_targets(args)
+    targets = lora_targets(model, names, key)
+    if args.use_llama_pro:
+        targets = expanded_targets(model, targets, args.freeze_trainable_layers)
+    if args.finetuning_type == "oft":
+        return OFTConfig(task_type=TaskType.CAUSAL_LM, r=args.oft_rank, oft_block_size=args.oft_block_size,
+                         module_dropout=args.module_dropout, target_modules=targets,
+                         modules_to_save=args.additional_target)
+    init: bool | str = True
+    if args.pissa_init:
+        init = "pissa" if args.pissa_iter == -1 else f"pissa_niter_{args.pissa_iter}"
+    return LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=args.lora_rank,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules=targets,
+        modules_to_save=args.additional_target,
+        use_rslora=args.use_rslora,
+        use_dora=args.use_dora,
+        init_lora_weights=init,
+    )
+
+
 def attach_lora(model: Any, model_args: ModelArguments, args: FinetuningArguments, is_trainable: bool) -> Any:
-    """Merge earlier adapters, then continue the last one or create a fresh one for training."""
+    """Merge earlier adapters (LoRA or OFT: peft reads each one's type from its adapter_config.json),
+    then continue the last one or create a fresh one (finetuning_type) for training."""
     adapters = list(model_args.adapter_name_or_path or [])
     if not adapters and not is_trainable:  # inference on the base: peft (which imports bitsandbytes) stays out
         return model
-    from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+    from peft import PeftModel, get_peft_model
 
     quantized = getattr(model, "is_quantized", False)
     if adapters and quantized and not is_trainable:  # cannot merge into quantised weights: apply on top
@@ -192,25 +256,11 @@ def attach_lora(model: Any, model_args: ModelArguments, args: FinetuningArgument
             return PeftModel.from_pretrained(model, resume, is_trainable=True)
     if not is_trainable:
         return model
-    init: bool | str = True
-    if args.pissa_init:
-        init = "pissa" if args.pissa_iter == -1 else f"pissa_niter_{args.pissa_iter}"
-    config = LoraConfig(
-        task_type=TaskType.CAUSAL_LM,
-        r=args.lora_rank,
-        lora_alpha=args.lora_alpha,
-        lora_dropout=args.lora_dropout,
-        target_modules=lora_targets(model, args.lora_target),
-        modules_to_save=args.additional_target,
-        use_rslora=args.use_rslora,
-        use_dora=args.use_dora,
-        init_lora_weights=init,
-    )
-    return get_peft_model(model, config)
+    return get_peft_model(model, adapter_config(model, args))
 
 
 def setup_finetuning(model: Any, model_args: ModelArguments, args: FinetuningArguments, is_trainable: bool) -> Any:
-    if args.finetuning_type == "lora":
+    if args.finetuning_type in ADAPTER_TYPES:
         return attach_lora(model, model_args, args, is_trainable)
     if not is_trainable:
         model.requires_grad_(False)

@@ -7,6 +7,9 @@ from typing import Annotated, Literal
 from lf_data.config import AtLeastOne, Fraction, Positive, Range, section
 from lf_data.errors import ConfigError
 
+ADAPTER_TYPES = ("lora", "oft")
+"""The finetuning types that train a peft adapter (saved alone, merged by `lf export`)."""
+
 
 @section
 class ModelArguments:
@@ -21,7 +24,11 @@ class ModelArguments:
     trust_remote_code: bool = False
     """Run Python code shipped with a hub model. Off unless you trust its author."""
     quantization_bit: int | None = None
-    """Quantise the model on the fly with bitsandbytes: 4 or 8 (adapters train on top; QLoRA)."""
+    """Quantise the model on the fly to this many bits (bnb: 4 or 8; hqq: 1-6 or 8; eetq: 8); adapters train on top."""
+    quantization_method: Literal["bnb", "hqq", "eetq", "gptq", "awq", "aqlm", "quanto", "mxfp4", "fp8"] = "bnb"
+    """On-the-fly quantiser for quantization_bit: bnb (bitsandbytes), hqq or eetq; the others come with a checkpoint."""
+    quantization_device_map: Literal["auto"] | None = None
+    """auto: spread a 4-bit bitsandbytes model over every visible GPU (inference); default: one device."""
     quantization_type: Literal["nf4", "fp4"] = "nf4"
     """4-bit data type."""
     double_quantization: bool = True
@@ -38,23 +45,49 @@ class ModelArguments:
     """Compute the output logits in fp32 under half precision."""
     new_special_tokens: list[str] | None = None
     """Special tokens to add to the tokenizer (embeddings are resized, new rows start near the mean)."""
+    add_tokens: list[str] | None = None
+    """Ordinary (non-special) tokens to add to the tokenizer; the embeddings grow to fit them."""
+    add_special_tokens: list[str] | None = None
+    """Special tokens to add to the tokenizer (LlamaFactory's key); the embeddings grow to fit them."""
+    new_special_tokens_config: str | None = None
+    """A YAML file mapping each new special token to a description; replaces add_special_tokens."""
+    init_special_tokens: Literal["noise_init", "desc_init", "desc_init_w_noise"] = "noise_init"
+    """New embedding rows: mean of all rows plus noise, or the mean of the description's tokens (plus noise)."""
     resize_vocab: bool = False
     """Resize the embeddings to the tokenizer even without new tokens."""
+    train_from_scratch: bool = False
+    """Start from randomly initialised weights of the model's architecture (config.json only; pre-training)."""
+    moe_aux_loss_coef: Annotated[float, Range(ge=0)] | None = None
+    """Mixture-of-experts models: weight of the router's load-balancing loss (also turns the loss on)."""
     pure_bf16: bool = False
     """Train in bf16 throughout: weights and trainable parameters stay bf16, no fp32 master copy."""
+    hf_hub_token: str | None = None
+    """Hugging Face token for private models and datasets (default: HF_TOKEN or the saved login)."""
+    ms_hub_token: str | None = None
+    """ModelScope token (models and datasets read with USE_MODELSCOPE_HUB=1 or ms_hub_url)."""
+    om_hub_token: str | None = None
+    """Modelers (openMind) token (models and datasets read with USE_OPENMIND_HUB=1 or om_hub_url)."""
 
     def __post_init__(self) -> None:
         if not self.model_name_or_path:
             raise ConfigError("`model_name_or_path` is required: a hub id, a local model folder, a .gguf file, "
                               "or a bundled model such as smollm2-135m-instruct.")
-        if self.quantization_bit not in (None, 4, 8):
-            raise ConfigError(f"quantization_bit={self.quantization_bit}: bitsandbytes quantises to 4 or 8 bits.")
+        from lf_models.quantization import check_quantization_args
+
+        check_quantization_args(self)
+        if self.new_special_tokens_config is not None:
+            from lf_models.new_tokens import read_token_descriptions
+
+            read_token_descriptions(self.new_special_tokens_config)  # a missing or malformed file: one line now
+        elif self.init_special_tokens != "noise_init":
+            raise ConfigError(f"init_special_tokens: {self.init_special_tokens} starts each new token from its "
+                              "description; give new_special_tokens_config (a YAML file: token -> description).")
 
 
 @section
 class FinetuningArguments:
-    finetuning_type: Literal["lora", "freeze", "full"] = "lora"
-    """`lora`: low-rank adapters on a frozen model; `freeze`: train some layers; `full`: train every weight."""
+    finetuning_type: Literal["lora", "oft", "freeze", "full"] = "lora"
+    """`lora`: low-rank adapters; `oft`: orthogonal adapters; `freeze`: train some layers; `full`: every weight."""
     lora_rank: Annotated[int, AtLeastOne] = 8
     """Rank of the LoRA matrices."""
     lora_alpha: Annotated[int, Positive] | None = None
@@ -64,7 +97,7 @@ class FinetuningArguments:
     lora_target: list[str] | None = None
     """Module names to adapt, or `all` for every linear layer except the output head (the default)."""
     additional_target: list[str] | None = None
-    """Modules trained fully and saved next to the adapter (for example embed_tokens,lm_head)."""
+    """Modules trained fully and saved next to the LoRA or OFT adapter (for example embed_tokens,lm_head)."""
     use_rslora: bool = False
     """Rank-stabilised LoRA: scale by alpha / sqrt(rank) instead of alpha / rank."""
     use_dora: bool = False
@@ -77,14 +110,26 @@ class FinetuningArguments:
     """Save the PiSSA adapter as a plain LoRA adapter that applies to the original base model."""
     loraplus_lr_ratio: Annotated[float, Range(gt=0, hint="typically 16")] | None = None
     """LoRA+: the B matrices learn this many times faster than the A matrices."""
+    loraplus_lr_embedding: Annotated[float, Positive] = 1e-6
+    """LoRA+: learning rate of the LoRA matrices of embedding layers (additional_target embed_tokens with LoRA)."""
     create_new_adapter: bool = False
-    """With adapter_name_or_path: merge all given adapters and train a fresh one on top."""
+    """With adapter_name_or_path: merge all given adapters and train a fresh one on top (LoRA or OFT)."""
+    oft_rank: Annotated[int, Range(ge=0, hint="0 lets oft_block_size decide")] = 0
+    """OFT: number of orthogonal blocks per layer (0: derived from oft_block_size; set one of the two)."""
+    oft_block_size: Annotated[int, Range(ge=0, hint="0 lets oft_rank decide")] = 32
+    """OFT: size of each orthogonal block (0: derived from oft_rank; set one of the two)."""
+    oft_target: list[str] | None = None
+    """Module names OFT adapts, or `all` for every linear layer except the output head (the default)."""
+    module_dropout: Annotated[float, Fraction] = 0.0
+    """OFT: probability of replacing a block's rotation by the identity while training."""
     freeze_trainable_layers: int = 2
     """Freeze tuning: train the last N decoder layers (the first N with a negative number)."""
     freeze_trainable_modules: list[str] | None = None
     """Freeze tuning: module names inside the trainable layers (`all` by default)."""
     freeze_extra_modules: list[str] | None = None
     """Freeze tuning: modules outside the layers that are trained too (for example embed_tokens)."""
+    use_llama_pro: bool = False
+    """LLaMA Pro: train only the blocks `lf expand` added (freeze_trainable_layers is their number)."""
 
     def __post_init__(self) -> None:
         if self.lora_alpha is None:
@@ -93,6 +138,14 @@ class FinetuningArguments:
             self.lora_target = ["all"]
         if "all" in self.lora_target and len(self.lora_target) > 1:
             raise ConfigError("lora_target mixes `all` with module names; use either `all` or a list of names.")
+        if not self.oft_target:
+            self.oft_target = ["all"]
+        if "all" in self.oft_target and len(self.oft_target) > 1:
+            raise ConfigError("oft_target mixes `all` with module names; use either `all` or a list of names.")
+        if self.finetuning_type == "oft" and (self.oft_rank == 0) == (self.oft_block_size == 0):
+            raise ConfigError(f"oft_rank={self.oft_rank} and oft_block_size={self.oft_block_size}: set exactly one "
+                              "of them (their product is the layer width), for example oft_block_size: 32 and "
+                              "oft_rank: 0.")
         if not self.freeze_trainable_modules:
             self.freeze_trainable_modules = ["all"]
         if self.freeze_trainable_layers == 0:
@@ -100,8 +153,16 @@ class FinetuningArguments:
                               "(negative counts from the first layer).")
         if self.pissa_convert and not self.pissa_init:
             raise ConfigError("pissa_convert needs pissa_init: true.")
+        if self.use_llama_pro and self.finetuning_type == "full":
+            raise ConfigError("use_llama_pro trains only the expanded blocks; use finetuning_type: freeze (or lora, "
+                              "oft), not full.")
+        if self.use_llama_pro and self.freeze_trainable_layers < 0:
+            raise ConfigError(f"freeze_trainable_layers={self.freeze_trainable_layers}: with use_llama_pro it is the "
+                              "number of blocks `lf expand` added (num_expand), a positive number.")
+        if self.create_new_adapter and self.finetuning_type not in ADAPTER_TYPES:
+            raise ConfigError(f"create_new_adapter needs finetuning_type: lora or oft (it is {self.finetuning_type}).")
         if self.finetuning_type != "lora":
-            used = [k for k in ("use_dora", "use_rslora", "pissa_init", "create_new_adapter") if getattr(self, k)]
+            used = [k for k in ("use_dora", "use_rslora", "pissa_init") if getattr(self, k)]
             if used or self.loraplus_lr_ratio is not None:
                 raise ConfigError(f"{', '.join(used) or 'loraplus_lr_ratio'} needs finetuning_type: lora "
                                   f"(it is {self.finetuning_type}).")
@@ -109,15 +170,19 @@ class FinetuningArguments:
 
 def check_model_combination(model_args: ModelArguments, finetuning_args: FinetuningArguments) -> None:
     """Refuse combinations that cannot work, before any weight is loaded."""
+    if model_args.train_from_scratch and (model_args.quantization_bit is not None or model_args.adapter_name_or_path):
+        raise ConfigError("train_from_scratch starts from random weights: it cannot be quantised or carry adapters; "
+                          "remove quantization_bit / adapter_name_or_path.")
     if model_args.quantization_bit is not None:
-        if finetuning_args.finetuning_type != "lora":
+        if finetuning_args.finetuning_type not in ADAPTER_TYPES:
             raise ConfigError(f"a quantised model trains only through adapters: finetuning_type "
                               f"{finetuning_args.finetuning_type} would update quantised weights, which "
-                              "bitsandbytes cannot do. Use finetuning_type: lora (QLoRA) or drop quantization_bit.")
+                              "bitsandbytes cannot do. Use finetuning_type: lora (QLoRA) or oft (QOFT), or drop "
+                              "quantization_bit.")
         if finetuning_args.pissa_init:
             raise ConfigError("pissa_init decomposes full-precision weights; it cannot start from a quantised "
                               "model. Drop quantization_bit or pissa_init.")
     if finetuning_args.create_new_adapter and not model_args.adapter_name_or_path:
         raise ConfigError("create_new_adapter needs adapter_name_or_path (the adapters to merge first).")
-    if model_args.adapter_name_or_path and finetuning_args.finetuning_type != "lora":
-        raise ConfigError("adapter_name_or_path needs finetuning_type: lora.")
+    if model_args.adapter_name_or_path and finetuning_args.finetuning_type not in ADAPTER_TYPES:
+        raise ConfigError("adapter_name_or_path needs finetuning_type: lora or oft (the adapter's own type).")

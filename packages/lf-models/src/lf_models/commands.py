@@ -1,4 +1,4 @@
-"""`lf export`: a light module (torch is imported only when the command runs)."""
+"""`lf export` and `lf expand`: a light module (torch is imported only when a command runs)."""
 
 from __future__ import annotations
 
@@ -31,3 +31,28 @@ def _run_export(argv: list[str]) -> int:
 
 export = Command(help="merge adapters and export a model (safetensors or GGUF, lf export CONFIG [key=value ...] "
                       "[--check])", run=_run_export)
+
+
+def _run_expand(argv: list[str]) -> int:
+    config, source = read_command_config(
+        "lf expand",
+        "LLaMA Pro block expansion: add identity-initialised decoder blocks to a model (the expanded model "
+        "gives the same outputs), to train only them with finetuning_type: freeze and use_llama_pro: true.",
+        "Keys: model_name_or_path, num_expand (blocks to add; the layer count must be a multiple), output_dir, "
+        "shard_size (e.g. 2GB), overwrite_output_dir, trust_remote_code. "
+        "Example: lf expand model_name_or_path=meta-llama/Meta-Llama-3-8B-Instruct num_expand=8 "
+        "output_dir=models/llama3-8b-pro", argv)
+    from lf_models.llama_pro import check_expand
+
+    setup_logging()
+    plan = check_expand(config, source)  # keys, layer count and target answer before any weight loads
+    if check_only(argv):
+        return print_check("lf expand", source, plan.describe(), plan.resolved())
+    from lf_models.llama_pro import run_expand
+
+    run_expand(config, source=source)
+    return 0
+
+
+expand = Command(help="LLaMA Pro: add identity blocks to a model (lf expand CONFIG [key=value ...] [--check])",
+                 run=_run_expand)

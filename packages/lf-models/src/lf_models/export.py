@@ -18,11 +18,13 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from lf_data.args import DataArguments
 from lf_data.atomic_files import share_tree, storage_error, write_yaml_atomic
-from lf_data.config import Range, parse_sections, section
+from lf_data.config import AtLeastOne, Range, parse_sections, section, section_keys
 from lf_data.errors import ConfigError
-from lf_data.run_folder import ADAPTER_CONFIG, base_model, resolve_template
-from lf_models.args import ModelArguments
+from lf_data.llamafactory_keys import translate_for
+from lf_data.run_folder import ADAPTER_CONFIG, VALUE_HEAD_FILE, base_model, resolve_template
+from lf_models.args import FinetuningArguments, ModelArguments, check_model_combination
 
 logger = logging.getLogger(__name__)
 MODELFILE = "Modelfile"
@@ -49,14 +51,39 @@ class ExportArguments:
     """Replace a non-empty export_dir."""
     template: str | None = None
     """Chat template to save with the tokenizer (and to write the Modelfile from); default: the adapter's."""
-    finetuning_type: Literal["lora"] = "lora"
-    """Accepted for LlamaFactory recipes; adapters are LoRA adapters."""
+    export_device: Literal["cpu", "auto"] = "cpu"
+    """Where the merge runs: cpu, or auto (the GPUs when there are any, else cpu)."""
+    export_legacy_format: bool = False
+    """false: safetensors. LF never writes pickled .bin weights, so true is refused."""
+    export_quantization_bit: int | None = None
+    """GPTQ-quantise the exported model to 2, 3, 4 or 8 bits (needs a CUDA GPU, gptqmodel and optimum)."""
+    export_quantization_dataset: str | None = None
+    """GPTQ calibration text: a local .json/.jsonl/.csv/.parquet/.txt file or a hub dataset id, with a `text` column."""
+    export_quantization_nsamples: Annotated[int, AtLeastOne] = 128
+    """GPTQ: number of calibration samples."""
+    export_quantization_maxlen: Annotated[int, AtLeastOne] = 1024
+    """GPTQ: tokens per calibration sample."""
+    export_hub_model_id: str | None = None
+    """Also upload the exported folder to this Hugging Face repository (token: hf_hub_token, HF_TOKEN or the login)."""
 
     def __post_init__(self) -> None:
         if not self.export_dir:
             raise ConfigError("`export_dir` is required: the folder the merged model is written to.")
         if self.template == "":
             self.template = None
+        if self.export_legacy_format:
+            raise ConfigError("export_legacy_format: true asks for pickled .bin weights; LF writes only safetensors "
+                              "(pickles can run code when loaded). Remove it or set it to false.")
+        if self.export_quantization_bit is not None:
+            if self.export_quantization_bit not in GPTQ_BITS:
+                raise ConfigError(f"export_quantization_bit={self.export_quantization_bit}: GPTQ quantises to 2, 3, "
+                                  "4 or 8 bits.")
+            if not self.export_quantization_dataset:
+                raise ConfigError("export_quantization_bit needs export_quantization_dataset: the calibration text "
+                                  "(a file with a `text` column, or a hub dataset id).")
+            if self.export_format == "gguf":
+                raise ConfigError("export_quantization_bit is GPTQ for safetensors; for GGUF choose "
+                                  "export_quantization (f16 or q8_0).")
         if self.export_format == "gguf":
             if self.export_dtype != "auto":
                 raise ConfigError("export_dtype applies to safetensors; for GGUF choose export_quantization "
@@ -67,7 +94,22 @@ class ExportArguments:
                               "export_dtype.")
 
 
-EXPORT_SECTIONS = (ModelArguments, ExportArguments)
+GPTQ_BITS = (2, 3, 4, 8)
+EXPORT_SECTIONS = (ModelArguments, ExportArguments, DataArguments, FinetuningArguments)
+# Keys LlamaFactory's export parser takes (its model, data, finetuning and generating arguments) that
+# change nothing in an export: accepted so its recipes run unchanged. Keys LF knows are typed instead.
+INFER_DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def export_keys() -> set[str]:
+    """Every key `lf export` accepts: its sections' and the LlamaFactory keys its export parser takes
+    (`lf_data.llamafactory_keys`: the ones LF does not use here are accepted and ignored)."""
+    from lf_data.llamafactory_keys import COMMAND_GROUPS, KEYS
+
+    keys = {key for key, entry in KEYS.items() if entry.group in COMMAND_GROUPS["export"]} | {"infer_dtype"}
+    for cls in EXPORT_SECTIONS:
+        keys.update(section_keys(cls))
+    return keys
 
 
 def parse_export_config(config: dict[str, Any], source: str = "") -> tuple[ModelArguments, ExportArguments]:
@@ -85,7 +127,18 @@ def parse_export_config(config: dict[str, Any], source: str = "") -> tuple[Model
                 "is not a folder here; give the output_dir of an `lf train` run, or model_name_or_path too if it "
                 "is an adapter on the hub." if local else
                 "does not say which model it was trained on; give model_name_or_path."))
-    model_args, export_args = parse_sections(config, *EXPORT_SECTIONS, source=source)
+    infer_dtype = config.pop("infer_dtype", None)  # LlamaFactory's name for the exported dtype
+    if infer_dtype is not None and "export_dtype" not in config:
+        if infer_dtype not in INFER_DTYPES:
+            raise ConfigError(f"infer_dtype={infer_dtype!r}: choose one of {', '.join(INFER_DTYPES)}.")
+        config["export_dtype"] = infer_dtype
+    config = translate_for("export", config, *EXPORT_SECTIONS, source=source)
+    model_args, export_args, _, finetuning_args = parse_sections(config, *EXPORT_SECTIONS, source=source)
+    check_model_combination(model_args, finetuning_args)
+    if export_args.export_quantization_bit is not None and adapters:
+        raise ConfigError("export_quantization_bit quantises a finished model: merge the adapters first (one `lf "
+                          "export` without it), then quantise that folder (a second `lf export` with "
+                          "model_name_or_path set to it).")
     if model_args.quantization_bit is not None:
         raise ConfigError(f"quantization_bit={model_args.quantization_bit}: adapters cannot be merged into a "
                           "quantised model, and the export would be quantised. Remove quantization_bit: the "
@@ -99,7 +152,7 @@ def _check_adapter(adapter: str) -> None:
     path = Path(adapter).expanduser()
     if path.is_dir():
         if not (path / ADAPTER_CONFIG).is_file():
-            raise ConfigError(f"adapter_name_or_path {adapter!r} is not a LoRA adapter folder (no adapter_config.json).")
+            raise ConfigError(f"adapter_name_or_path {adapter!r} is not a LoRA/OFT adapter folder (no adapter_config.json).")
     elif path.exists() or not HUB_ID.match(adapter) or adapter.startswith((".", "~")) or "/" not in adapter:
         raise ConfigError(f"adapter_name_or_path {adapter!r} does not exist; give the folder `lf train` wrote "
                           "(output_dir) or a hub id of a peft adapter.")
@@ -235,8 +288,9 @@ def _export_dtype(name: str, hf_config: Any) -> Any:
     return getattr(torch, name)
 
 
-def load_merged_model(model_args: ModelArguments, tokenizer: Any, dtype: Any, source: Any) -> Any:
-    """The base in `dtype` with every adapter merged in (peft merge_and_unload)."""
+def load_merged_model(model_args: ModelArguments, tokenizer: Any, dtype: Any, source: Any,
+                      device_map: Any = None) -> Any:
+    """The base in `dtype` with every adapter merged in (peft merge_and_unload), on `device_map`'s devices."""
     import torch
 
     from lf_models.args import FinetuningArguments
@@ -247,7 +301,7 @@ def load_merged_model(model_args: ModelArguments, tokenizer: Any, dtype: Any, so
     model_args = dataclasses.replace(model_args, new_special_tokens=None)
     model_args.resize_vocab = True  # an adapter trained with new tokens saved its larger embeddings
     model = load_model(model_args, FinetuningArguments(), precision, is_trainable=False, source=source,
-                       tokenizer=tokenizer)
+                       tokenizer=tokenizer, device_map=device_map)
     if hasattr(model, "merge_and_unload"):  # defensive: load_model already merges when not training
         model = model.merge_and_unload()
     model.requires_grad_(False)
@@ -264,6 +318,7 @@ class ExportPlan:
     source: Any  # lf_models.loader.ModelSource
     hf_config: Any
     template: str | None
+    stage: str = "sft"  # LlamaFactory's key; rm also copies the value head
 
     def resolved(self) -> dict[str, Any]:
         return {"model_name_or_path": self.model.model_name_or_path,
@@ -274,9 +329,154 @@ class ExportPlan:
         adapters = self.model.adapter_name_or_path or []
         what = "GGUF " + str(self.export.export_quantization) if self.export.export_format == "gguf" \
             else f"safetensors ({self.export.export_dtype}, shards of {self.export.export_size:g} GB)"
-        return [f"merge {len(adapters)} adapter(s) {', '.join(adapters)} into {self.model.model_name_or_path}",
-                f"write {what} with template {self.template or 'the tokenizer’s own'} to {self.target}"
-                + (" (replacing it)" if self.target.exists() else "")]
+        if self.export.export_quantization_bit is not None:
+            what = (f"safetensors GPTQ {self.export.export_quantization_bit}-bit (calibrated on "
+                    f"{self.export.export_quantization_nsamples} x {self.export.export_quantization_maxlen} tokens of "
+                    f"{self.export.export_quantization_dataset})")
+        where = "on the GPUs" if self.export.export_device == "auto" and _cuda() else "on the CPU"
+        lines = [f"merge {len(adapters)} adapter(s) {', '.join(adapters)} into {self.model.model_name_or_path} {where}"
+                 if adapters else f"load {self.model.model_name_or_path} {where} (no adapters to merge)",
+                 f"write {what} with template {self.template or 'the tokenizer’s own'} to {self.target}"
+                 + (" (replacing it)" if self.target.exists() else "")]
+        if self.stage == "rm":
+            lines.append(f"copy the value head ({VALUE_HEAD_FILE}) when the model or adapter has one")
+        if self.export.export_hub_model_id:
+            lines.append(f"upload the folder to the Hugging Face repository {self.export.export_hub_model_id}")
+        return lines
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _installed(module: str) -> bool:
+    from lf_models.quantization import _installed as installed
+
+    return installed(module)
+
+
+def check_gptq_environment(bits: int) -> None:
+    """GPTQ runs through transformers' GPTQConfig, that is optimum and gptqmodel, on a CUDA GPU."""
+    missing = ([] if _cuda() else ["a CUDA GPU"]) + [m for m in ("gptqmodel", "optimum") if not _installed(m)]
+    if missing:
+        packages = [m for m in missing if m != "a CUDA GPU"]
+        fix = f"pip install {' '.join(packages)}" + (" on a machine with a CUDA GPU" if "a CUDA GPU" in missing else "") \
+            if packages else "run it on a machine with a CUDA GPU"
+        raise ConfigError(f"export_quantization_bit={bits} (GPTQ) needs {', '.join(missing)}, which this machine "
+                          f"lacks: {fix}.")
+
+
+def _check_gptq_dataset(name: str) -> None:
+    from lf_models.loader import HUB_ID
+
+    path = Path(name).expanduser()
+    if path.is_file():
+        if path.suffix.lower() not in CALIBRATION_BUILDERS:
+            raise ConfigError(f"export_quantization_dataset {name!r}: calibration text is read from "
+                              f".{', .'.join(s[1:] for s in CALIBRATION_BUILDERS)} files (rows with a `text` column).")
+    elif path.exists() or not HUB_ID.match(name) or name.startswith((".", "~")) \
+            or path.suffix.lower() in CALIBRATION_BUILDERS:  # a file name, not a hub id
+        raise ConfigError(f"export_quantization_dataset {name!r} does not exist; give a file with a `text` column "
+                          "or a hub dataset id.")
+
+
+def _check_hub_upload(repo_id: str, token: str | None) -> None:
+    """A valid repository id and a token to write with, before any weight loads."""
+    from huggingface_hub import get_token
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise ConfigError(f"export_hub_model_id {repo_id!r} is not a repository id (user/name): {err}") from None
+    if not (token or get_token()):
+        raise ConfigError("export_hub_model_id needs a Hugging Face token with write access: set hf_hub_token, or "
+                          "HF_TOKEN, or run `hf auth login`.")
+
+
+def push_to_hub(folder: Path, repo_id: str, token: str | None) -> str:
+    """Upload the finished export folder (the repository is created if missing); returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, repo_type="model", exist_ok=True)
+        commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
+                                   commit_message="Upload a model exported by lf export")
+    except Exception as err:  # network, permissions: the export itself is finished and stays
+        text = " ".join(str(err).split())[:300]
+        raise ConfigError(f"the model is in {folder}, but uploading it to {repo_id} failed ({type(err).__name__}: "
+                          f"{text}); upload it later with: hf upload {repo_id} {folder}") from None
+    return str(getattr(commit, "commit_url", commit))
+
+
+CALIBRATION_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
+CALIBRATION_TRIES = 100
+
+
+def calibration_samples(tokenizer: Any, dataset: str, nsamples: int, maxlen: int, seed: int = 42,
+                        token: str | None = None, cache_dir: str | None = None) -> list[dict[str, list[list[int]]]]:
+    """GPTQ calibration inputs: `nsamples` windows of exactly `maxlen` tokens, each cut at a random place from
+    a random row of `dataset` that is longer than `maxlen` (LlamaFactory's sampling; seeded here)."""
+    import random
+
+    import datasets
+
+    path = Path(dataset).expanduser()
+    if path.is_file():
+        rows = datasets.load_dataset(CALIBRATION_BUILDERS[path.suffix.lower()], data_files=str(path), split="train")
+    else:
+        rows = datasets.load_dataset(dataset, split="train", token=token, cache_dir=cache_dir)
+    if "text" not in rows.column_names:
+        raise ConfigError(f"export_quantization_dataset {dataset!r} has no `text` column (it has "
+                          f"{', '.join(rows.column_names)}).")
+    texts = rows["text"]
+    rng = random.Random(seed)
+    tokenized: dict[int, list[int]] = {}
+    samples = []
+    for _ in range(nsamples):
+        for _ in range(CALIBRATION_TRIES):
+            index = rng.randrange(len(texts))
+            if index not in tokenized:
+                tokenized[index] = tokenizer(str(texts[index] or ""), add_special_tokens=False)["input_ids"]
+            ids = tokenized[index]
+            if len(ids) > maxlen:
+                break
+        else:
+            raise ConfigError(f"export_quantization_dataset {dataset!r}: {CALIBRATION_TRIES} random rows had none longer "
+                              f"than export_quantization_maxlen={maxlen} tokens; lower export_quantization_maxlen.")
+        start = rng.randrange(len(ids) - maxlen)
+        samples.append({"input_ids": [ids[start:start + maxlen]], "attention_mask": [[1] * maxlen]})
+    return samples
+
+
+def load_gptq_model(model_args: ModelArguments, tokenizer: Any, source: Any, export_args: ExportArguments) -> Any:
+    """The model quantised with GPTQ while it loads (transformers' GPTQConfig: optimum + gptqmodel, fp16)."""
+    import torch
+    from transformers import AutoConfig, GPTQConfig
+
+    from lf_models.families import model_class_for
+
+    samples = calibration_samples(tokenizer, export_args.export_quantization_dataset,
+                                  export_args.export_quantization_nsamples, export_args.export_quantization_maxlen,
+                                  token=model_args.hf_hub_token, cache_dir=model_args.cache_dir)
+    config = AutoConfig.from_pretrained(source.path, trust_remote_code=model_args.trust_remote_code)
+    quantization = GPTQConfig(bits=export_args.export_quantization_bit, tokenizer=tokenizer, dataset=samples)
+    return model_class_for(config).from_pretrained(source.path, config=config, quantization_config=quantization,
+                                                   device_map="auto", dtype=torch.float16,
+                                                   trust_remote_code=model_args.trust_remote_code)
+
+
+def _copy_value_head(plan: ExportPlan, folder: Path) -> None:
+    """stage: rm keeps the reward model's value head next to the merged weights (LlamaFactory does the same)."""
+    origin = Path((plan.model.adapter_name_or_path or [plan.source.path])[-1]).expanduser()
+    if (origin / VALUE_HEAD_FILE).is_file():
+        shutil.copy(origin / VALUE_HEAD_FILE, folder / VALUE_HEAD_FILE)
+        logger.info("copied the value head from %s", origin)
+    else:
+        logger.warning("stage: rm, but %s has no %s; the export has no value head", origin, VALUE_HEAD_FILE)
 
 
 def check_export(config: dict[str, Any], source: str = "") -> ExportPlan:
@@ -286,6 +486,11 @@ def check_export(config: dict[str, Any], source: str = "") -> ExportPlan:
     from lf_models.loader import resolve_model
 
     model_args, export_args = parse_export_config(config, source)
+    if export_args.export_quantization_bit is not None:  # the hardware answer comes before any download
+        check_gptq_environment(export_args.export_quantization_bit)
+        _check_gptq_dataset(export_args.export_quantization_dataset)
+    if export_args.export_hub_model_id:
+        _check_hub_upload(export_args.export_hub_model_id, model_args.hf_hub_token)
     target = _check_export_dir(export_args, model_args)
     model_source = resolve_model(model_args)
     try:
@@ -303,7 +508,11 @@ def check_export(config: dict[str, Any], source: str = "") -> ExportPlan:
         from lf_data.templates import get_template
 
         get_template(template_name)  # an unknown name fails here, with the closest one
-    return ExportPlan(model_args, export_args, target, model_source, hf_config, template_name)
+    from lf_data.config import coerce_value
+    from lf_data.stages import StageName
+
+    stage = coerce_value("stage", config.get("stage") or "sft", StageName)
+    return ExportPlan(model_args, export_args, target, model_source, hf_config, template_name, stage)
 
 
 def run_export(config: dict[str, Any], source: str = "") -> Path:
@@ -315,7 +524,12 @@ def run_export(config: dict[str, Any], source: str = "") -> Path:
 
     dtype = torch.float32 if export_args.export_format == "gguf" else _export_dtype(export_args.export_dtype, hf_config)
     tokenizer = prepare_tokenizer(model_args, model_source, template_name, bool(export_args.template))
-    model = load_merged_model(model_args, tokenizer, dtype, model_source)
+    gptq = export_args.export_quantization_bit is not None
+    if gptq:
+        model = load_gptq_model(model_args, tokenizer, model_source, export_args)
+    else:
+        device_map = "auto" if export_args.export_device == "auto" and torch.cuda.is_available() else None
+        model = load_merged_model(model_args, tokenizer, dtype, model_source, device_map)
     _set_generation_config(model, tokenizer, template_name)
     adapters = model_args.adapter_name_or_path or []
     logger.info("merged %d adapter(s) into %s", len(adapters), model_args.model_name_or_path)
@@ -334,11 +548,14 @@ def run_export(config: dict[str, Any], source: str = "") -> Path:
             (tmp / MODELFILE).write_text(modelfile(template_name, tokenizer, f"./{model_file}"), encoding="utf-8")
         else:
             model_file = None
-            model.to(dtype)
+            if not gptq:  # GPTQ weights stay as quantised (fp16 scales)
+                model.to(dtype)
             model.config.use_cache = True
             model.save_pretrained(tmp, max_shard_size=max(1, int(export_args.export_size * 1e9)))
             tokenizer.save_pretrained(tmp)
             (tmp / MODELFILE).write_text(modelfile(template_name, tokenizer), encoding="utf-8")
+        if plan.stage == "rm":
+            _copy_value_head(plan, tmp)
         write_yaml_atomic(tmp / EXPORT_CONFIG, plan.resolved())
         _replace_dir(share_tree(tmp), target)
     except OSError as err:
@@ -348,6 +565,9 @@ def run_export(config: dict[str, Any], source: str = "") -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     print(summary(target, export_args, model_file))
+    if export_args.export_hub_model_id:
+        url = push_to_hub(target, export_args.export_hub_model_id, model_args.hf_hub_token)
+        print(f"Uploaded to https://huggingface.co/{export_args.export_hub_model_id} ({url})")
     return target
 
 

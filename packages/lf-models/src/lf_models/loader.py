@@ -14,18 +14,17 @@ from lf_models.adapters import (  # noqa: F401 (find_all_linear_modules re-expor
     refuse_pickled_weights,
     setup_finetuning,
 )
-from lf_models.args import FinetuningArguments, ModelArguments, check_model_combination
+from lf_models.args import ADAPTER_TYPES, FinetuningArguments, ModelArguments, check_model_combination
 from lf_models.bundled import BUNDLED_MODELS
 from lf_models.patches import (
     apply_rope_scaling,
     attention_implementation,
     mark_moe_leaf_modules,
-    resize_embeddings,
     upcast_layernorm,
     upcast_lmhead_output,
 )
 from lf_models.precision import Precision
-from lf_models.quantization import quantization_config
+from lf_models.quantization import quantization_config, quantization_load_kwargs
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -47,9 +46,12 @@ class ModelSource:
 
 def resolve_model(model_args: ModelArguments) -> ModelSource:
     """Turn `model_name_or_path` into a loadable folder or hub id; check local paths exist (cheap)."""
+    from lf_data.loading import set_hub_credentials
     from lf_models.default_template import default_template
     from lf_models.gguf_import import converted_dir
 
+    set_hub_credentials(model_args.hf_hub_token, model_args.ms_hub_token, model_args.om_hub_token,
+                        model_args.cache_dir)  # the hub datasets of the same run read these
     ref = model_args.model_name_or_path
     if ref in BUNDLED_MODELS:
         bundled = BUNDLED_MODELS[ref]
@@ -68,6 +70,11 @@ def resolve_model(model_args: ModelArguments) -> ModelSource:
     if not HUB_ID.match(ref) or ref.startswith((".", "~")):
         raise ConfigError(f"model path {ref!r} does not exist. Give an existing folder, a .gguf file, a hub id "
                           f"(org/name) or a bundled model: {', '.join(BUNDLED_MODELS)}.")
+    from lf_models.hubs import download_from_other_hub
+
+    downloaded = download_from_other_hub(model_args)  # USE_MODELSCOPE_HUB / USE_OPENMIND_HUB: a local snapshot
+    if downloaded is not None:
+        return ModelSource(downloaded, default_template(ref))
     return ModelSource(ref, default_template(ref), local=False)
 
 
@@ -75,6 +82,8 @@ def _hub_kwargs(model_args: ModelArguments, source: ModelSource) -> dict[str, An
     kwargs: dict[str, Any] = {"trust_remote_code": model_args.trust_remote_code}
     if not source.local:
         kwargs.update(cache_dir=model_args.cache_dir, revision=model_args.model_revision)
+        if model_args.hf_hub_token:
+            kwargs["token"] = model_args.hf_hub_token
     return kwargs
 
 
@@ -94,16 +103,16 @@ def load_tokenizer(model_args: ModelArguments, source: ModelSource | None = None
         raise _load_error("tokenizer", source, err) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if model_args.new_special_tokens:
-        added = tokenizer.add_special_tokens({"additional_special_tokens": model_args.new_special_tokens},
-                                             replace_extra_special_tokens=False)
-        logger.info("added %d special token(s) to the tokenizer", added)
+    from lf_models.new_tokens import add_new_tokens
+
+    add_new_tokens(tokenizer, model_args)
     return tokenizer
 
 
 def load_model(model_args: ModelArguments, finetuning_args: FinetuningArguments, precision: Precision,
                is_trainable: bool, source: ModelSource | None = None, tokenizer: Any = None,
-               cutoff_len: int | None = None, add_value_head: bool = False) -> PreTrainedModel:
+               cutoff_len: int | None = None, add_value_head: bool = False,
+               device_map: Any = None) -> PreTrainedModel:
     """The model in the compute dtype, patched, quantised and with adapters as the config says.
 
     Trainable parameters are kept in fp32 under mixed precision (stable optimizer updates) and in
@@ -125,10 +134,18 @@ def load_model(model_args: ModelArguments, finetuning_args: FinetuningArguments,
         raise _load_error("config", source, err) from None
     dtype = torch.bfloat16 if model_args.pure_bf16 else precision.load_dtype
     apply_rope_scaling(config, model_args.rope_scaling, cutoff_len)
+    if model_args.moe_aux_loss_coef is not None:
+        if not hasattr(config, "router_aux_loss_coef"):
+            raise ConfigError(f"moe_aux_loss_coef applies to mixture-of-experts models; {config.model_type} has no "
+                              "router (remove the key).")
+        config.router_aux_loss_coef, config.output_router_logits = model_args.moe_aux_loss_coef, True
     kwargs: dict[str, Any] = {"dtype": dtype}
     quantization = quantization_config(model_args, config, dtype)
     if quantization is not None:
         kwargs["quantization_config"] = quantization
+        kwargs.update(quantization_load_kwargs(model_args))
+    if device_map is not None:  # `lf export` with export_device: auto
+        kwargs["device_map"] = device_map
     attention = attention_implementation(model_args.flash_attn)
     if model_args.shift_attn:
         from lf_models import shift_attention
@@ -140,8 +157,12 @@ def load_model(model_args: ModelArguments, finetuning_args: FinetuningArguments,
     if attention is not None:
         kwargs["attn_implementation"] = attention
     try:
-        with refuse_pickled_weights(source.path, "weights"):
-            model = model_class_for(config).from_pretrained(source.path, config=config, **kwargs, **hub)
+        if model_args.train_from_scratch:  # the architecture only: random weights, seeded by the run's seed
+            logger.info("train_from_scratch: random weights for %s", config.model_type)
+            model = model_class_for(config).from_config(config, **kwargs)
+        else:
+            with refuse_pickled_weights(source.path, "weights"):
+                model = model_class_for(config).from_pretrained(source.path, config=config, **kwargs, **hub)
     except (OSError, ValueError) as err:
         raise _load_error("weights", source, err) from None
     except ImportError as err:
@@ -149,9 +170,10 @@ def load_model(model_args: ModelArguments, finetuning_args: FinetuningArguments,
     logger.info("attention: %s", getattr(model.config, "_attn_implementation", "default"))
     mark_moe_leaf_modules(model)
 
-    resized = tokenizer is not None and (model_args.new_special_tokens or model_args.resize_vocab) \
-        and resize_embeddings(model, tokenizer)
-    if resized and is_trainable and finetuning_args.finetuning_type == "lora":
+    from lf_models.new_tokens import resize_for_new_tokens
+
+    resized = tokenizer is not None and resize_for_new_tokens(model, tokenizer, model_args)
+    if resized and is_trainable and finetuning_args.finetuning_type in ADAPTER_TYPES:
         names = {n.split(".")[-1] for n, m in model.named_modules()
                  if m is model.get_input_embeddings() or m is model.get_output_embeddings()}
         finetuning_args.additional_target = sorted(set(finetuning_args.additional_target or []) | names)

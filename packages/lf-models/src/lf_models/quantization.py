@@ -1,24 +1,36 @@
-"""Quantisation: on the fly with bitsandbytes (QLoRA), or checkpoints that come quantised.
+"""Quantisation: on the fly (`quantization_bit` with `quantization_method` bnb, hqq or eetq; QLoRA
+trains adapters on top), or checkpoints that come quantised.
 
 Pre-quantised checkpoints (GPTQ, AWQ, AQLM, ...) are recognised from their config and loaded
-through their backend by transformers; a missing backend package is named before loading.
+through their backend by transformers; a missing backend package or GPU is named before loading.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lf_data.errors import ConfigError
-from lf_models.args import ModelArguments
+
+if TYPE_CHECKING:
+    from lf_models.args import ModelArguments
+
+# quantization_method -> the bit widths it quantises to on the fly (LlamaFactory's choices)
+ON_THE_FLY: dict[str, tuple[int, ...]] = {"bnb": (4, 8), "hqq": (1, 2, 3, 4, 5, 6, 8), "eetq": (8,)}
+# methods whose weights come quantised in the checkpoint: its config.json names them, nothing to choose
+PRE_QUANTISED = ("gptq", "awq", "aqlm", "quanto", "mxfp4", "fp8")
+HQQ_INSTALL = "pip install 'lf-models[hqq]'"
+EETQ_NEEDS = ("a CUDA GPU and the kernels package (pip install kernels): transformers runs EETQ through the "
+              "kernels-community CUDA kernels, downloaded on first use; the eetq project ships no wheel on PyPI "
+              "for this platform, only a CUDA source build")
 
 # quant_method -> (import names that must exist, what to install)
 BACKENDS: dict[str, tuple[tuple[str, ...], str]] = {
     "gptq": (("gptqmodel",), "gptqmodel (and optimum)"),
     "awq": (("awq",), "autoawq"),
     "aqlm": (("aqlm",), "aqlm[gpu]"),
-    "eetq": (("eetq",), "eetq"),
-    "hqq": (("hqq",), "hqq"),
+    "eetq": (("kernels",), "kernels (pip install kernels) and a CUDA GPU"),
+    "hqq": (("hqq",), f"hqq ({HQQ_INSTALL})"),
     "quanto": (("optimum.quanto",), "optimum-quanto"),
     "bitsandbytes": (("bitsandbytes",), "bitsandbytes (pip install 'lf-models[quant]')"),
     "compressed-tensors": (("compressed_tensors",), "compressed-tensors"),
@@ -44,6 +56,58 @@ def _installed(module: str) -> bool:
         return False
 
 
+def check_quantization_args(model_args: ModelArguments) -> None:
+    """Bit widths and methods that cannot go together, refused when the config is read (no torch)."""
+    method, bits = model_args.quantization_method, model_args.quantization_bit
+    if bits is not None and method in PRE_QUANTISED:
+        raise ConfigError(f"quantization_method: {method} does not quantise on the fly: {method} weights come "
+                          "quantised in the checkpoint (its config.json says so) and load without quantization_bit. "
+                          "Drop quantization_bit, or choose quantization_method bnb, hqq or eetq.")
+    if bits is not None and bits not in ON_THE_FLY[method]:
+        allowed = ", ".join(map(str, ON_THE_FLY[method]))
+        raise ConfigError(f"quantization_bit={bits}: quantization_method {method} quantises to {allowed} bits.")
+    if model_args.quantization_device_map is not None and (bits != 4 or method != "bnb"):
+        now = "quantization_bit is not set" if bits is None else f"they are {bits} and {method}"
+        raise ConfigError("quantization_device_map: auto spreads a 4-bit bitsandbytes model over the GPUs; it needs "
+                          f"quantization_bit: 4 with quantization_method: bnb ({now}).")
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def check_quantization_environment(model_args: ModelArguments) -> None:
+    """The packages and the GPU the chosen on-the-fly method needs, named in one line before weights load."""
+    if model_args.quantization_bit is None:
+        return
+    method = model_args.quantization_method
+    if method == "bnb":
+        if not _installed("bitsandbytes"):
+            raise ConfigError("quantization_bit needs bitsandbytes: pip install 'lf-models[quant]'.")
+    elif method == "hqq":
+        missing = ([f"the hqq package ({HQQ_INSTALL})"] if not _installed("hqq") else []) + \
+            (["a CUDA GPU (transformers places HQQ layers on the GPU; CPU placement is refused)"] if not _cuda() else [])
+        if missing:
+            raise ConfigError(f"quantization_method: hqq needs {' and '.join(missing)}; this machine lacks it.")
+    elif method == "eetq" and not (_cuda() and _installed("kernels")):
+        raise ConfigError(f"quantization_method: eetq needs {EETQ_NEEDS}.")
+
+
+def quantization_load_kwargs(model_args: ModelArguments) -> dict[str, Any]:
+    """from_pretrained's device placement for an on-the-fly quantised model (nothing otherwise)."""
+    if model_args.quantization_bit is None:
+        return {}
+    if model_args.quantization_device_map == "auto":
+        return {"device_map": "auto"}
+    if model_args.quantization_method in ("hqq", "eetq"):  # bitsandbytes places itself; these need a GPU given
+        import torch
+
+        return {"device_map": {"": torch.cuda.current_device()}}
+    return {}
+
+
 def quantization_config(model_args: ModelArguments, config: Any, compute_dtype: Any) -> Any | None:
     """What to pass as `quantization_config` to from_pretrained (None: nothing to add)."""
     method = existing_quantization(config)
@@ -58,8 +122,16 @@ def quantization_config(model_args: ModelArguments, config: Any, compute_dtype: 
         return None  # transformers reads the checkpoint's own quantization_config
     if model_args.quantization_bit is None:
         return None
-    if not _installed("bitsandbytes"):
-        raise ConfigError("quantization_bit needs bitsandbytes: pip install 'lf-models[quant]'.")
+    check_quantization_environment(model_args)
+    if model_args.quantization_method == "hqq":
+        from transformers import HqqConfig
+
+        # axis 0 as LlamaFactory does (HQQ's ATen kernel), 64-weight groups (HQQ's default)
+        return HqqConfig(nbits=model_args.quantization_bit, axis=0)
+    if model_args.quantization_method == "eetq":
+        from transformers import EetqConfig
+
+        return EetqConfig()
     from transformers import BitsAndBytesConfig
 
     if model_args.quantization_bit == 8:

@@ -117,14 +117,16 @@ def parse_serve_config(config: dict[str, Any], source: str = "") -> ServePlan:
 
     from lf_data.args import DataArguments
     from lf_data.config import parse_sections
+    from lf_data.llamafactory_keys import translate_for
     from lf_data.run_folder import base_model
     from lf_data.templates import get_template
     from lf_models.args import FinetuningArguments, ModelArguments, check_model_combination
 
     if not config.get("model_name_or_path") and config.get("adapter_name_or_path"):
         config = {**config, "model_name_or_path": base_model(config["adapter_name_or_path"])}  # the run's base
-    data, model, finetuning, generating, infer = parse_sections(
-        config, DataArguments, ModelArguments, FinetuningArguments, GeneratingArguments, InferArguments, source=source)
+    sections = (DataArguments, ModelArguments, FinetuningArguments, GeneratingArguments, InferArguments)
+    config = translate_for("chat", config, *sections, source=source)
+    data, model, finetuning, generating, infer = parse_sections(config, *sections, source=source)
     check_model_combination(model, finetuning)
     if data.template is not None:
         get_template(data.template)

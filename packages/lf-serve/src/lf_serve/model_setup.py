@@ -24,7 +24,7 @@ class ModelSetup:
 
 
 def setup_model(plan: ServePlan) -> ModelSetup:
-    from lf_data.templates import Template, get_template
+    from lf_data.templates import Template, get_template, with_options
     from lf_models.loader import ModelSource, load_tokenizer, resolve_model
 
     source = resolve_model(plan.model)
@@ -33,7 +33,8 @@ def setup_model(plan: ServePlan) -> ModelSetup:
     if adapters and (Path(adapters[-1]) / "tokenizer_config.json").is_file():
         tokenizer_source = ModelSource(str(adapters[-1]))  # the tokenizer the adapter was trained with
     tokenizer = load_tokenizer(plan.model, tokenizer_source)
-    template = get_template(resolve_template(plan.data.template, adapters, source.default_template))
+    template = with_options(get_template(resolve_template(plan.data.template, adapters, source.default_template)),
+                            plan.data)
     logger.info("chat template: %s", template.name)
     eos_ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
     for word in getattr(template, "stop_words", ()):

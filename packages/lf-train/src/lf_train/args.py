@@ -40,6 +40,46 @@ class TrainArguments:
     """GaLore: scale of the projected update."""
     galore_layerwise: bool = False
     """GaLore: update layer by layer during the backward pass (lower peak memory; no gradient accumulation)."""
+    galore_proj_type: Literal["std", "reverse_std", "right", "left", "full"] = "std"
+    """GaLore: which side of each gradient is projected (`std`: the smaller one; `full`: both)."""
+    use_apollo: bool = False
+    """APOLLO: AdamW whose per-channel learning-rate scaling is estimated in a random low-rank space,
+    so optimizer state is about as small as SGD's (full or freeze tuning)."""
+    apollo_target: list[str] | None = None
+    """APOLLO: module names whose weights get the low-rank scaling (`all` = every linear layer but the head)."""
+    apollo_rank: Annotated[int, AtLeastOne] = 16
+    """APOLLO: rank of the auxiliary low-rank space."""
+    apollo_update_interval: Annotated[int, AtLeastOne] = 200
+    """APOLLO: steps between redrawing the projection."""
+    apollo_scale: Annotated[float, Positive] = 32.0
+    """APOLLO: scale of the update (the square root of it multiplies the scaled gradient)."""
+    apollo_proj: Literal["svd", "random"] = "random"
+    """APOLLO: the projection: `random` (Gaussian, no SVD) or `svd` (of the gradient, as GaLore)."""
+    apollo_proj_type: Literal["std", "right", "left"] = "std"
+    """APOLLO: which side of each gradient is projected (`std`: the smaller one)."""
+    apollo_scale_type: Literal["channel", "tensor"] = "channel"
+    """APOLLO: one scaling factor per channel, or one per weight matrix (APOLLO-Mini with rank 1)."""
+    apollo_layerwise: bool = False
+    """APOLLO: update layer by layer during the backward pass (lower peak memory; no gradient accumulation)."""
+    apollo_scale_front: bool = False
+    """APOLLO: apply the scale before the norm-growth limiter instead of after it."""
+    use_adam_mini: bool = False
+    """Adam-mini: one second-moment value per attention head / output neuron instead of per weight,
+    which halves Adam's optimizer state (full or freeze tuning)."""
+    use_dft_loss: bool = False
+    """sft: Dynamic Fine-Tuning loss, each token's cross-entropy weighted by its (detached) probability."""
+    use_asft_loss: bool = False
+    """sft: Anchored SFT loss, the DFT loss plus asft_alpha x KL to the frozen starting model."""
+    asft_alpha: Annotated[float, NonNegative] = 0.1
+    """ASFT: weight of the KL anchor to the starting model."""
+    use_eaft_loss: bool = False
+    """sft: Entropy-Adaptive Fine-Tuning loss, each token's cross-entropy weighted by the model's
+    normalised (top-20) entropy at that position, to the power eaft_alpha."""
+    eaft_alpha: Annotated[float, NonNegative] = 1.0
+    """EAFT: exponent of the normalised-entropy weight."""
+    mixture_of_depths: Literal["convert", "load"] | None = None
+    """Mixture-of-Depths: `convert` adds a token router to every other decoder layer, which then
+    processes only the top 12.5% of tokens; `load` continues training a model an earlier `convert` run saved."""
     use_badam: bool = False
     """BAdam: full-parameter training that updates one block of layers at a time (block coordinate
     descent), so optimizer state exists only for the active block."""
@@ -90,6 +130,46 @@ class TrainArguments:
     """Start over in an output_dir that already holds a finished run (its files are replaced)."""
     warmup_ratio: Annotated[float, Fraction] | None = None
     """Fraction of the steps used for linear learning-rate warm-up (sets warmup_steps)."""
+    ref_model: str | None = None
+    """dpo/kto: the reference model (a hub id or folder) instead of the starting policy (LoRA: the adapter switched off)."""
+    ref_model_adapters: list[str] | None = None
+    """dpo/kto: adapters merged into ref_model."""
+    ref_model_quantization_bit: Literal[4, 8] | None = None
+    """dpo/kto: load ref_model quantised to 4 or 8 bits with bitsandbytes (saves memory; it is never trained)."""
+    include_effective_tokens_per_second: bool = False
+    """Report `effective_tokens_per_sec` at the end: real (non-padding) tokens trained per second, all epochs."""
+    disable_gradient_checkpointing: bool = False
+    """LlamaFactory's switch: true keeps gradient checkpointing off (LF's default; turn it on with gradient_checkpointing)."""
+    use_reentrant_gc: bool | None = None
+    """Gradient checkpointing with the reentrant torch.utils.checkpoint (LF's default: non-reentrant)."""
+    use_swanlab: bool = False
+    """Log to SwanLab (report_to: swanlab; needs the swanlab package)."""
+    swanlab_project: str | None = None
+    """SwanLab project (SWANLAB_PROJECT)."""
+    swanlab_workspace: str | None = None
+    """SwanLab workspace (SWANLAB_WORKSPACE)."""
+    swanlab_run_name: str | None = None
+    """SwanLab experiment name (sets run_name when that is not given)."""
+    swanlab_mode: Literal["cloud", "local", "offline", "disabled"] | None = None
+    """SwanLab mode (SWANLAB_MODE)."""
+    swanlab_api_key: str | None = None
+    """SwanLab API key (SWANLAB_API_KEY; prefer setting the variable over writing the key in a config)."""
+    swanlab_logdir: str | None = None
+    """Folder of SwanLab's local logs (SWANLAB_LOG_DIR)."""
+    disable_shuffling: bool = False
+    """Train on the rows in dataset order (train_sampling_strategy: sequential)."""
+    early_stopping_steps: Annotated[int, AtLeastOne] | None = None
+    """Stop when the eval loss has not improved for this many evaluations (needs eval data and eval_strategy)."""
+    compute_accuracy: bool = False
+    """sft: also report token accuracy (of the next-token argmax on answer tokens) when evaluating."""
+    print_param_status: bool = False
+    """Log every parameter's name, shape, dtype, device and whether it trains, once the model is ready."""
+    fp8: bool = False
+    """Train the linear layers in FP8 through accelerate (needs a GPU with FP8 units: NVIDIA Ada/Hopper or newer)."""
+    fp8_backend: Literal["auto", "torchao", "te", "msamp"] = "auto"
+    """fp8: the FP8 implementation (torchao, Transformer Engine or MS-AMP; auto picks what is installed)."""
+    fp8_enable_fsdp_float8_all_gather: bool = False
+    """fp8 with FSDP: gather weights in FP8 (torchao backend)."""
 
     def __post_init__(self) -> None:
         if not self.galore_target:
@@ -105,7 +185,15 @@ class TrainArguments:
                 and not (Path(self.reward_model) / "config.json").is_file():
             raise ConfigError(f"reward_model_type: full needs whole weights in {self.reward_model!r}; that run saved "
                               "an adapter: use reward_model_type: lora (or train the rm with finetuning_type: full).")
-        if sum((self.use_badam, self.use_galore, self.use_muon)) > 1:
-            raise ConfigError("use_badam, use_galore and use_muon each choose the optimizer; pick one.")
+        if not self.apollo_target:
+            self.apollo_target = ["all"]
+        if sum((self.use_badam, self.use_galore, self.use_muon, self.use_apollo, self.use_adam_mini)) > 1:
+            raise ConfigError("use_badam, use_galore, use_apollo, use_adam_mini and use_muon each choose the "
+                              "optimizer; pick one.")
+        losses = [key for key in ("use_dft_loss", "use_asft_loss", "use_eaft_loss") if getattr(self, key)]
+        if len(losses) > 1:
+            raise ConfigError(f"{' and '.join(losses)} each replace the sft loss; pick one.")
+        if losses and self.stage != "sft":
+            raise ConfigError(f"{losses[0]} replaces the supervised fine-tuning loss; it needs stage: sft.")
         if self.dpo_label_smoothing and self.pref_loss != "sigmoid":
             raise ConfigError("dpo_label_smoothing applies to pref_loss: sigmoid only.")

@@ -9,7 +9,8 @@ def _run_train(argv: list[str]) -> int:
     config, source = read_command_config(
         "lf train", "Fine-tune a model from one flat YAML config; key=value arguments override its keys.",
         "Keys: see packages/lf-train/README.md. Example: lf train examples/quickstart.yaml learning_rate=1e-4. "
-        "Several processes: NPROC_PER_NODE=2 lf train x.yaml (and NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT).",
+        "Several processes: NPROC_PER_NODE=2 lf train x.yaml (and NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT); "
+        "through Ray Train: USE_RAY=1 lf train x.yaml ray_num_workers=4.",
         argv)
     from lf_train.plan import check_train_config, finish_plan
 
@@ -21,7 +22,10 @@ def _run_train(argv: list[str]) -> int:
         plan = finish_plan(plan)
         return print_check("lf train", source, describe_plan(plan), resolved_config(plan))
     from lf_train.launch import run_torchrun, torchrun_command
+    from lf_train.ray_launch import run_on_ray, wants_ray
 
+    if wants_ray(plan.ray):
+        return run_on_ray(plan, config, source)
     command = torchrun_command(argv)
     if command is not None:
         finish_plan(plan)  # one clear error now rather than one per process

@@ -14,20 +14,21 @@ def _decays(name: str, param: torch.Tensor) -> bool:
     return param.ndim >= 2 and "norm" not in name.lower() and not name.endswith(".bias")
 
 
-def loraplus_optimizer(model: Any, training_args: Any, ratio: float) -> torch.optim.Optimizer:
-    """AdamW where LoRA's B matrices learn `ratio` times faster than everything else (LoRA+).
+def loraplus_optimizer(model: Any, training_args: Any, ratio: float, embedding_lr: float = 1e-6) -> torch.optim.Optimizer:
+    """AdamW where LoRA's B matrices learn `ratio` times faster than everything else (LoRA+), and
+    the LoRA matrices of embedding layers at `embedding_lr` (loraplus_lr_embedding).
 
     B starts at zero and carries the update's output direction; a larger step for B than for A
     trains faster at the same stability (Hayou et al., 2024).
     """
     lr, decay = training_args.learning_rate, training_args.weight_decay
+    rates = {"lora_B": lr * ratio, "embedding": embedding_lr, "other": lr}
     groups: dict[tuple[str, bool], list[torch.Tensor]] = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
-            kind = "lora_B" if "lora_B" in name else "other"
+            kind = "embedding" if "lora_embedding" in name else "lora_B" if "lora_B" in name else "other"
             groups.setdefault((kind, _decays(name, param)), []).append(param)
-    params = [{"params": group, "lr": lr * ratio if kind == "lora_B" else lr,
-               "weight_decay": decay if decays else 0.0}
+    params = [{"params": group, "lr": rates[kind], "weight_decay": decay if decays else 0.0}
               for (kind, decays), group in groups.items()]
     logger.info("LoRA+: lora_B learns at %g (x%g)", lr * ratio, ratio)
     return torch.optim.AdamW(params, lr=lr, betas=(training_args.adam_beta1, training_args.adam_beta2),
@@ -131,3 +132,78 @@ def muon_optimizer(model: Any, training_args: Any) -> torch.optim.Optimizer:
                               eps=training_args.adam_epsilon)
     logger.info("Muon: %d weight matrices on Muon, %d other tensors on AdamW", len(hidden), len(other))
     return MuonWithAdamW(muon, adamw)
+
+
+def apollo_optimizer(model: Any, training_args: Any, train_args: Any) -> torch.optim.Optimizer:
+    """APOLLO (Zhu et al., arXiv 2412.05270): AdamW whose moments live in a low-rank (by default
+    random) projection of each targeted weight's gradient; only the per-channel scaling they give
+    is applied to the full gradient, so the state of the big matrices is rank x width.
+
+    The targeted linear weights get the projection and weight decay; the other trainable tensors
+    get plain AdamW (weight decay except on norms and biases). `apollo_layerwise` steps each tensor
+    in its gradient hook, as transformers does for GaLore's layer-wise mode."""
+    from apollo_torch import APOLLOAdamW
+    from transformers.trainer_pt_utils import LayerWiseDummyOptimizer
+
+    from lf_data.errors import ConfigError
+    from lf_models.adapters import lora_targets
+
+    targets = lora_targets(model, train_args.apollo_target)
+    projected = [module.weight for name, module in model.named_modules()
+                 if isinstance(module, torch.nn.Linear) and name.split(".")[-1] in targets
+                 and module.weight.requires_grad]
+    if not projected:
+        raise ConfigError(f"use_apollo found no trainable linear weights named {', '.join(targets)}; check "
+                          "apollo_target and the trainable layers.")
+    ids = {id(p) for p in projected}
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad and id(param) not in ids:
+            (decay if _decays(name, param) else no_decay).append(param)
+    projection = {"rank": train_args.apollo_rank, "proj": train_args.apollo_proj,
+                  "proj_type": train_args.apollo_proj_type, "update_proj_gap": train_args.apollo_update_interval,
+                  "scale": train_args.apollo_scale, "scale_type": train_args.apollo_scale_type}
+    decay_rate = training_args.weight_decay
+    groups = [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": decay_rate},
+              {"params": projected, "weight_decay": decay_rate, **projection}]
+    options = {"lr": training_args.learning_rate, "betas": (training_args.adam_beta1, training_args.adam_beta2),
+               "eps": training_args.adam_epsilon, "scale_front": train_args.apollo_scale_front}
+    logger.info("APOLLO: %d weight matrices projected to rank %d (%s), %d other tensors on AdamW", len(projected),
+                train_args.apollo_rank, train_args.apollo_proj, len(decay) + len(no_decay))
+    if not train_args.apollo_layerwise:
+        return APOLLOAdamW([g for g in groups if g["params"]], **options)
+    per_param = {param: APOLLOAdamW([{**group, "params": [param]}], **options)
+                 for group in groups for param in group["params"]}
+
+    def step_now(param: torch.Tensor) -> None:
+        if param.grad is not None:
+            per_param[param].step()
+            per_param[param].zero_grad()
+
+    for param in per_param:
+        param.register_post_accumulate_grad_hook(step_now)
+    return LayerWiseDummyOptimizer(optimizer_dict=per_param, lr=training_args.learning_rate)
+
+
+def adam_mini_optimizer(model: Any, training_args: Any) -> torch.optim.Optimizer:
+    """Adam-mini (Zhang et al., arXiv 2406.16793): Adam with one second-moment value per block
+    (a query/key head, an output neuron of the other matrices, an embedding row) instead of one
+    per weight, which about halves Adam's state at the same quality.
+
+    Adam-mini cuts query/key weights into heads of hidden_size**2 / heads elements; models whose
+    head_dim differs from hidden_size / heads get the true head size (head_dim x hidden_size)."""
+    from adam_mini import Adam_mini
+
+    config = model.config
+    hidden, heads = config.hidden_size, config.num_attention_heads
+    optimizer = Adam_mini(named_parameters=model.named_parameters(), lr=training_args.learning_rate,
+                          betas=(training_args.adam_beta1, training_args.adam_beta2), eps=training_args.adam_epsilon,
+                          weight_decay=training_args.weight_decay, dim=hidden, n_heads=heads,
+                          n_kv_heads=getattr(config, "num_key_value_heads", None), verbose=False)
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    optimizer.head_numel = head_dim * hidden
+    # it counts GPUs, not processes: one process on a machine with several GPUs would wait for the others
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    optimizer.world_size = torch.distributed.get_world_size() if distributed else 1
+    logger.info("Adam-mini: %d tensors, one second moment per head / neuron", len(optimizer.param_groups))
+    return optimizer

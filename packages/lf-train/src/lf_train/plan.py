@@ -22,20 +22,23 @@ from pathlib import Path
 from typing import Any
 
 from lf_data.args import DataArguments
-from lf_data.config import Range, build_section, coerce_value, parse_sections, section_keys
+from lf_data.config import Range, build_section, coerce_value, known_keys, parse_sections, section_keys
 from lf_data.dataset_info import get_dataset_attr, media_kinds
 from lf_data.errors import ConfigError
+from lf_data.llamafactory_keys import translate_for
 from lf_data.pipeline import check_stage_data
 from lf_data.run_folder import FINISHED_MARKER, RESOLVED_CONFIG, RUN_FILES, checkpoints, read_run_config
 from lf_data.templates import get_template
 from lf_models.adapters import check_lora_target
-from lf_models.args import FinetuningArguments, ModelArguments, check_model_combination
+from lf_models.args import ADAPTER_TYPES, FinetuningArguments, ModelArguments, check_model_combination
 from lf_models.families import check_media_support
 from lf_train.args import TrainArguments
+from lf_train.profiling import ProfilerArguments
+from lf_train.ray_launch import RayArguments
 from lf_train.stages import STAGES
 
 logger = logging.getLogger(__name__)
-LF_SECTIONS = (DataArguments, ModelArguments, FinetuningArguments, TrainArguments)
+LF_SECTIONS = (DataArguments, ModelArguments, FinetuningArguments, TrainArguments, ProfilerArguments, RayArguments)
 # Defaults LF prefers over the Hugging Face ones (a user's value always wins).
 HF_DEFAULTS: dict[str, Any] = {
     "report_to": "none",
@@ -58,7 +61,9 @@ HF_RANGES: dict[str, Range] = {
 RESUME_BREAKING = ("stage", "model_name_or_path", "finetuning_type", "lora_rank", "lora_target", "additional_target",
                    "use_dora", "use_rslora", "pissa_init", "quantization_bit", "freeze_trainable_layers",
                    "freeze_trainable_modules", "freeze_extra_modules", "new_special_tokens", "use_galore",
-                   "use_badam", "use_muon", "optim", "reward_model")
+                   "use_badam", "use_muon", "optim", "reward_model", "use_apollo", "apollo_layerwise",
+                   "use_adam_mini", "mixture_of_depths", "oft_rank", "oft_block_size", "oft_target", "use_llama_pro",
+                   "add_tokens", "add_special_tokens", "new_special_tokens_config")
 # These change the schedule: the checkpoint's own schedule continues, which may not be what is meant.
 RESUME_SCHEDULE = ("learning_rate", "num_train_epochs", "lr_scheduler_type", "warmup_steps", "warmup_ratio",
                    "per_device_train_batch_size", "gradient_accumulation_steps")
@@ -76,10 +81,21 @@ class TrainPlan:
     train: TrainArguments
     hf: dict[str, Any]
     """The Hugging Face `TrainingArguments` keys the config gave, typed and range-checked."""
+    profiler: ProfilerArguments = dataclasses.field(default_factory=ProfilerArguments)
+    ray: RayArguments = dataclasses.field(default_factory=RayArguments)
+    """The Ray Train launch (`USE_RAY=1`): workers, ray.init arguments, resources, Ray's storage."""
+    generation: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The generation keys (lf-serve's GeneratingArguments) the config gave: do_predict's decoding."""
     training_args: Any = None
     """transformers.TrainingArguments (set by `finish_plan`; None after `check_train_config` alone)."""
     resume_from_checkpoint: str | None = None
     clear_output_dir: bool = False
+    def sections(self) -> tuple[Any, ...]:
+        """LF's own sections of the config, in LF_SECTIONS order."""
+        return self.data, self.model, self.finetuning, self.train, self.profiler, self.ray
+
+    predict_only: bool = False
+    """do_predict with eval_dataset and no dataset (and no do_train): generate and score, train nothing."""
 
 
 @functools.cache
@@ -101,28 +117,44 @@ def hf_training_fields() -> dict[str, Any]:
 
 def check_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:
     """Every key checked and typed, every cheap fact about the run checked; no torch imported."""
+    from lf_serve.args import GeneratingArguments
+
     fields = hf_training_fields()
-    data, model, finetuning, train = parse_sections(config, *LF_SECTIONS, source=source, passthrough=fields)
+    resume_last = config.get("resume_from_checkpoint")
+    if isinstance(resume_last, bool) or str(resume_last).lower() in ("true", "false"):
+        # transformers' convention: true resumes from the last checkpoint in output_dir
+        config = {k: v for k, v in config.items() if k != "resume_from_checkpoint"}
+        resume_last = str(resume_last).lower() == "true"
+    else:
+        resume_last = False
+    config = translate_for("train", config, *LF_SECTIONS, GeneratingArguments, passthrough=fields, source=source)
+    data, model, finetuning, train, profiler, ray = parse_sections(config, *LF_SECTIONS, source=source,
+                                                    passthrough=[*fields, *section_keys(GeneratingArguments)])
     hf = {key: coerce_value(key, value, fields[key]) for key, value in config.items() if key in fields}
+    own = known_keys(*LF_SECTIONS)  # max_new_tokens is TrainArguments' (ppo and do_predict share it)
+    generation = build_section(GeneratingArguments, {k: v for k, v in config.items() if k not in own})
+    generation_keys = {k: getattr(generation, k) for k in config if k in section_keys(GeneratingArguments) and k not in own}
     for key, limit in HF_RANGES.items():  # typed before any value is compared
         limit.check(key, hf.get(key))
     check_model_combination(model, finetuning)
-    plan = TrainPlan(data, model, finetuning, train, hf)
+    plan = TrainPlan(data, model, finetuning, train, hf, generation=generation_keys, profiler=profiler, ray=ray)
     stage = STAGES[train.stage]
 
     if not hf.get("output_dir"):
         raise ConfigError("`output_dir` is required: the folder where the adapter, logs and checkpoints go.")
     if data.template is not None:
         get_template(data.template)
-    if not data.dataset:
-        raise ConfigError("no `dataset` given: name one or more datasets from dataset_info.json.")
-    for name in data.dataset + (data.eval_dataset or []):
+    plan.predict_only = not data.dataset and bool(hf.get("do_predict")) and not hf.get("do_train")
+    if not data.dataset and not plan.predict_only:
+        raise ConfigError("no `dataset` given: name one or more datasets from dataset_info.json (or set "
+                          "do_predict: true with eval_dataset to only generate and score answers).")
+    for name in (data.dataset or []) + (data.eval_dataset or []):
         attr = get_dataset_attr(name, data.dataset_dir)
         if attr.source == "file" and not Path(attr.location).exists():
             raise ConfigError(f"{attr}: file {attr.location!r} does not exist. Put the file there or fix "
                               "`file_name` in dataset_info.json (it is relative to dataset_dir).")
-    check_stage_data(data, train.stage, data.dataset + (data.eval_dataset or []))
-    media = media_kinds(data.dataset + (data.eval_dataset or []), data.dataset_dir)
+    check_stage_data(data, train.stage, (data.dataset or []) + (data.eval_dataset or []))
+    media = media_kinds((data.dataset or []) + (data.eval_dataset or []), data.dataset_dir)
     check_media_support(model.model_name_or_path, media)
     if media:  # the stages tokenise the placeholders as text and never pass pixels or sound to the model
         name, kinds = next(iter(media.items()))
@@ -130,7 +162,7 @@ def check_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:
                           "yet: it would train on the placeholder text. Remove the media column(s) from its entry in "
                           "dataset_info.json (lf chat and lf api already take images).")
     if train.use_galore:
-        if finetuning.finetuning_type == "lora":
+        if finetuning.finetuning_type in ADAPTER_TYPES:
             raise ConfigError("use_galore projects the gradients of full weights; use finetuning_type: full or "
                               "freeze (LoRA already trains low-rank matrices).")
         if "optim" in hf:
@@ -148,6 +180,46 @@ def check_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:
             raise ConfigError("use_badam needs the badam package: pip install 'lf-train[badam]'.")
     if train.use_muon and "optim" in hf:
         raise ConfigError("use_muon chooses the optimizer itself; remove `optim`.")
+    if train.use_apollo:
+        if finetuning.finetuning_type in ADAPTER_TYPES:
+            raise ConfigError("use_apollo scales the gradients of full weights; use finetuning_type: full or freeze "
+                              "(LoRA already trains low-rank matrices).")
+        if "optim" in hf:
+            raise ConfigError("use_apollo chooses the optimizer itself; remove `optim`.")
+        if train.apollo_layerwise and hf.get("gradient_accumulation_steps", 1) > 1:
+            raise ConfigError("apollo_layerwise updates during the backward pass: gradient_accumulation_steps must be 1.")
+        if hf.get("deepspeed"):
+            raise ConfigError("use_apollo does not work with DeepSpeed (it steps its own optimizer); drop deepspeed.")
+        if importlib.util.find_spec("apollo_torch") is None:
+            raise ConfigError("use_apollo needs the apollo-torch package: pip install 'lf-train[apollo]'.")
+    if train.use_adam_mini:
+        if finetuning.finetuning_type in ADAPTER_TYPES:
+            raise ConfigError("use_adam_mini partitions full weight matrices by head and neuron; use finetuning_type: "
+                              "full or freeze.")
+        if "optim" in hf:
+            raise ConfigError("use_adam_mini chooses the optimizer itself; remove `optim`.")
+        if importlib.util.find_spec("adam_mini") is None:
+            raise ConfigError("use_adam_mini needs the adam-mini package: pip install 'lf-train[adam-mini]'.")
+    if train.mixture_of_depths:
+        from lf_train.mixture_of_depths import check_mixture_of_depths
+
+        check_mixture_of_depths(train.mixture_of_depths, model, finetuning.finetuning_type)
+    if train.ref_model is None and (train.ref_model_adapters or train.ref_model_quantization_bit):
+        raise ConfigError("ref_model_adapters and ref_model_quantization_bit describe ref_model; set ref_model too.")
+    if train.ref_model is not None and not stage.needs_reference(train):
+        raise ConfigError(f"ref_model is the reference of a preference loss with one; stage {train.stage} with "
+                          f"pref_loss {train.pref_loss} uses none. Remove ref_model.")
+    if train.disable_shuffling and hf.get("train_sampling_strategy", "sequential") != "sequential":
+        raise ConfigError(f"disable_shuffling: true and train_sampling_strategy: {hf['train_sampling_strategy']} "
+                          "contradict each other; keep one.")
+    if train.early_stopping_steps is not None:
+        has_eval = data.eval_dataset or data.val_size
+        if not has_eval or hf.get("eval_strategy", "no") == "no":
+            raise ConfigError("early_stopping_steps stops on the eval loss: give eval_dataset (or val_size) and "
+                              "eval_strategy: steps (with eval_steps) or epoch.")
+    if train.disable_gradient_checkpointing and hf.get("gradient_checkpointing"):
+        raise ConfigError("disable_gradient_checkpointing: true and gradient_checkpointing: true contradict each other; "
+                          "keep one.")
     if hf.get("do_predict"):
         if not train.predict_with_generate:
             raise ConfigError("do_predict generates answers and scores them; predict_with_generate: false is not "
@@ -165,6 +237,12 @@ def check_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:
     if train.overwrite_output_dir:  # first: the most useful reason why a folder cannot be replaced
         _check_clearable(output_dir, [model.model_name_or_path, *(model.adapter_name_or_path or []),
                                       data.dataset_dir, train.reward_model])
+    if resume_last:
+        found = checkpoints(output_dir) if output_dir.is_dir() else []
+        if not found:
+            raise ConfigError(f"resume_from_checkpoint: true resumes from the last checkpoint in output_dir "
+                              f"{str(output_dir)!r}, which has none. Remove the key to start a new run.")
+        hf["resume_from_checkpoint"] = str(found[-1])
     plan.resume_from_checkpoint, plan.clear_output_dir = _plan_output_dir(
         output_dir, train.overwrite_output_dir, hf.get("resume_from_checkpoint"))
     if plan.resume_from_checkpoint:
@@ -197,13 +275,22 @@ def finish_plan(plan: TrainPlan) -> TrainPlan:
     if model.pure_bf16:  # the weights are bf16 themselves: no autocast, no fp32 master copy
         hf_config.update(bf16=False, fp16=False)
     if hf_config.get("gradient_checkpointing") and not hf_config.get("gradient_checkpointing_kwargs"):
-        hf_config["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+        reentrant = bool(train.use_reentrant_gc)  # LF's default is the non-reentrant checkpoint (torch's advice)
+        hf_config["gradient_checkpointing_kwargs"] = {"use_reentrant": reentrant}
+    if train.use_swanlab:
+        _use_swanlab(train, hf_config)
+    if train.disable_shuffling:
+        hf_config["train_sampling_strategy"] = "sequential"
+    if train.early_stopping_steps is not None:
+        hf_config.setdefault("metric_for_best_model", "eval_loss")
+    if train.fp8:
+        _check_fp8(train)
     if train.warmup_ratio is not None:
         hf_config["warmup_steps"] = train.warmup_ratio
     if train.use_galore:  # transformers' GaLore integration; the target modules are set once the model is loaded
         hf_config["optim"] = "galore_adamw_layerwise" if train.galore_layerwise else "galore_adamw"
         hf_config["optim_args"] = (f"rank={train.galore_rank},update_proj_gap={train.galore_update_interval},"
-                                   f"scale={train.galore_scale}")
+                                   f"scale={train.galore_scale},proj_type={train.galore_proj_type}")
         hf_config["optim_target_modules"] = ["placeholder"]
     if "use_cpu" not in hf and not _has_accelerator():
         hf_config["use_cpu"] = True  # what makes accelerate pick gloo for processes started by torchrun on a CPU
@@ -211,6 +298,37 @@ def finish_plan(plan: TrainPlan) -> TrainPlan:
     _check_report_to(plan.training_args.report_to)
     check_lora_target(model, plan.finetuning)
     return plan
+
+
+def _use_swanlab(train: TrainArguments, hf_config: dict[str, Any]) -> None:
+    """LlamaFactory's swanlab_* keys: report_to swanlab, and the settings swanlab reads from the environment."""
+    reports = hf_config.get("report_to") or []
+    reports = [reports] if isinstance(reports, str) else list(reports)
+    hf_config["report_to"] = [r for r in reports if r != "none"] + ([] if "swanlab" in reports else ["swanlab"])
+    settings = {"SWANLAB_PROJECT": train.swanlab_project, "SWANLAB_WORKSPACE": train.swanlab_workspace,
+                "SWANLAB_MODE": train.swanlab_mode, "SWANLAB_API_KEY": train.swanlab_api_key,
+                "SWANLAB_LOG_DIR": train.swanlab_logdir}
+    for name, value in settings.items():
+        if value is not None:
+            os.environ[name] = value
+    if train.swanlab_run_name and not hf_config.get("run_name"):
+        hf_config["run_name"] = train.swanlab_run_name
+
+
+def _check_fp8(train: TrainArguments) -> None:
+    """FP8 matmuls need FP8 units: NVIDIA compute capability 8.9 (Ada) or newer."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError("fp8: true trains with FP8 matrix units, which need an NVIDIA GPU of compute capability "
+                          "8.9 or newer (Ada, Hopper, Blackwell); this machine has no CUDA GPU. Remove fp8.")
+    capability = torch.cuda.get_device_capability()
+    if capability < (8, 9):
+        raise ConfigError(f"fp8: true needs an NVIDIA GPU of compute capability 8.9 or newer; this one is "
+                          f"{capability[0]}.{capability[1]} ({torch.cuda.get_device_name()}). Use bf16: true instead.")
+    os.environ["ACCELERATE_MIXED_PRECISION"] = "fp8"  # accelerate's Accelerator reads these
+    if train.fp8_backend != "auto":
+        os.environ["ACCELERATE_FP8_BACKEND"] = train.fp8_backend.upper()
 
 
 def _check_writable(output_dir: Path) -> None:
@@ -282,7 +400,7 @@ def check_resumable(plan: TrainPlan, saved: dict[str, Any]) -> None:
     make the checkpoint unusable stop the run; schedule keys warn; the rest is logged."""
     if not saved:
         return
-    new = {**{k: v for s in (plan.data, plan.model, plan.finetuning, plan.train) for k, v in dataclasses.asdict(s).items()},
+    new = {**{k: v for s in plan.sections() for k, v in dataclasses.asdict(s).items()},
            **plan.hf}
     changed = {key: (saved[key], new[key]) for key in new
                if key in saved and saved[key] != new[key] and key not in ("resume_from_checkpoint", "overwrite_output_dir")}
@@ -312,7 +430,7 @@ def _check_clearable(output_dir: Path, inputs: list[str | None]) -> None:
 
 def resolved_config(plan: TrainPlan) -> dict[str, Any]:
     config: dict[str, Any] = {}
-    for section in (plan.data, plan.model, plan.finetuning, plan.train):
+    for section in plan.sections():
         config.update(dataclasses.asdict(section))
     hf = plan.training_args.to_dict()
     for key in section_keys(type(plan.training_args)):

@@ -15,8 +15,8 @@ from typing import Any
 from lf_data.atomic_files import share_tree, storage_error, write_yaml_atomic
 from lf_data.pipeline import build_dataset
 from lf_data.run_folder import LOG_FILE, LOSS_PLOT, RESOLVED_CONFIG, resolve_template
-from lf_data.templates import Template, get_template
-from lf_models.args import FinetuningArguments
+from lf_data.templates import Template, get_template, with_options
+from lf_models.args import ADAPTER_TYPES, FinetuningArguments
 from lf_models.loader import load_model, load_tokenizer, resolve_model
 from lf_models.precision import choose_precision
 from lf_train.callbacks import JsonlLogCallback, plot_loss
@@ -33,6 +33,8 @@ def run_train(config: dict[str, Any], source: str = "", plan: TrainPlan | None =
     stage = STAGES[plan.train.stage]
     args = plan.training_args
     output_dir = Path(args.output_dir)
+    if plan.predict_only:
+        return _predict_only(plan, output_dir)
     # join the process group now (a no-op for one process): the data step below waits for the main
     # process, and DeepSpeed ZeRO-3 partitions the weights while they load
     args._setup_devices  # noqa: B018
@@ -43,8 +45,8 @@ def run_train(config: dict[str, Any], source: str = "", plan: TrainPlan | None =
 
     model_source = resolve_model(plan.model)
     tokenizer = load_tokenizer(plan.model, model_source)
-    template = get_template(resolve_template(plan.data.template, plan.model.adapter_name_or_path,
-                                             model_source.default_template))
+    template = with_options(get_template(resolve_template(plan.data.template, plan.model.adapter_name_or_path,
+                                                          model_source.default_template)), plan.data)
     if isinstance(template, Template):
         tokenizer.chat_template = template.to_jinja()  # saved with the tokenizer: inference builds the same prompts
     plan.data.template = template.name
@@ -70,6 +72,10 @@ def run_train(config: dict[str, Any], source: str = "", plan: TrainPlan | None =
     if args.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()  # frozen embeddings: checkpointed adapter layers still need input grads
     logger.info("precision: %s", "pure bf16" if plan.model.pure_bf16 else precision.describe())
+    if plan.train.print_param_status and args.process_index == 0:
+        for name, param in model.named_parameters():
+            logger.info("%s: %s %s %s %s", name, tuple(param.shape), param.dtype, param.device,
+                        "trainable" if param.requires_grad else "frozen")
 
     with args.main_process_first(local=False, desc="preparing output_dir"):
         if args.process_index == 0:
@@ -81,12 +87,23 @@ def run_train(config: dict[str, Any], source: str = "", plan: TrainPlan | None =
         logger.warning("resuming from %s", plan.resume_from_checkpoint)
 
     extra = {}
-    if stage.needs_reference(plan.train) and plan.finetuning.finetuning_type != "lora":  # LoRA switches its adapter off instead
+    if stage.needs_reference(plan.train) and plan.train.ref_model:
+        extra["reference"] = _load_reference(plan, precision, tokenizer)
+    elif stage.needs_reference(plan.train) and plan.finetuning.finetuning_type not in ADAPTER_TYPES:  # adapters switch off instead
         extra["reference"] = load_model(plan.model, FinetuningArguments(finetuning_type="full"), precision,
                                         is_trainable=False, source=model_source, tokenizer=tokenizer,
                                         cutoff_len=plan.data.cutoff_len)
     try:
-        stage.run(model, tokenizer, data, plan, [JsonlLogCallback(output_dir)], **extra)
+        callbacks = [JsonlLogCallback(output_dir)]
+        if plan.train.early_stopping_steps is not None:
+            from transformers import EarlyStoppingCallback
+
+            callbacks.append(EarlyStoppingCallback(early_stopping_patience=plan.train.early_stopping_steps))
+        if plan.profiler.enable_torch_profiler:
+            from lf_train.profiling import profiler_callback
+
+            callbacks.append(profiler_callback(plan.profiler, str(output_dir)))
+        stage.run(model, tokenizer, data, plan, callbacks, **extra)
     except OSError as err:  # a full disk mid-checkpoint: one line; the last complete checkpoint is intact
         raise storage_error(err, output_dir, "The last complete checkpoint is kept; the run resumes from it.") from None
     if args.process_index == 0:
@@ -100,32 +117,68 @@ def run_train(config: dict[str, Any], source: str = "", plan: TrainPlan | None =
     return output_dir
 
 
-def predict_after_training(plan: TrainPlan, output_dir: Path) -> dict[str, Any]:
-    """Answer every eval_dataset row with the trained model and score the answers (BLEU-4, ROUGE):
-    the same engine and files as `lf eval task=predict`, written into output_dir."""
+def _load_reference(plan: TrainPlan, precision: Any, tokenizer: Any) -> Any:
+    """ref_model (with ref_model_adapters merged, quantised if asked): a frozen model of its own."""
+    from lf_models.args import ModelArguments
+
+    train = plan.train
+    reference = ModelArguments(model_name_or_path=train.ref_model, adapter_name_or_path=train.ref_model_adapters,
+                               quantization_bit=train.ref_model_quantization_bit, cache_dir=plan.model.cache_dir,
+                               trust_remote_code=plan.model.trust_remote_code)
+    kind = "lora" if train.ref_model_adapters or train.ref_model_quantization_bit else "full"
+    logger.info("reference model: %s%s", train.ref_model,
+                f" + {', '.join(train.ref_model_adapters)}" if train.ref_model_adapters else "")
+    return load_model(reference, FinetuningArguments(finetuning_type=kind), precision, is_trainable=False,
+                      tokenizer=tokenizer, cutoff_len=plan.data.cutoff_len)
+
+
+def _predict_only(plan: TrainPlan, output_dir: Path) -> Path:
+    """A LlamaFactory predict recipe (do_predict, eval_dataset, no dataset): score the model as given."""
+    args = plan.training_args
+    if args.process_index == 0:
+        if plan.clear_output_dir and output_dir.exists():
+            shutil.rmtree(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_yaml_atomic(output_dir / RESOLVED_CONFIG, resolved_config(plan))
+        predict_after_training(plan, output_dir, trained=False)
+        share_tree(output_dir)
+    return output_dir
+
+
+def predict_after_training(plan: TrainPlan, output_dir: Path, trained: bool = True) -> dict[str, Any]:
+    """Answer every eval_dataset row with the trained model (or, `trained=False`, the model and adapters
+    the config names) and score the answers (BLEU-4, ROUGE): the same engine and files as
+    `lf eval task=predict`, written into output_dir."""
     from lf_data.args import DataArguments
     from lf_eval.args import PREDICT_TASK, EvalArguments
     from lf_eval.predict import run_predict
     from lf_models.args import ModelArguments
     from lf_serve.args import GeneratingArguments, InferArguments, ServePlan
 
-    lora = plan.finetuning.finetuning_type == "lora"
-    model = ModelArguments(model_name_or_path=plan.model.model_name_or_path if lora else str(output_dir),
-                           adapter_name_or_path=[str(output_dir)] if lora else None,
+    lora = plan.finetuning.finetuning_type in ADAPTER_TYPES
+    if not trained:
+        base, adapters = plan.model.model_name_or_path, plan.model.adapter_name_or_path
+    else:
+        base = plan.model.model_name_or_path if lora else str(output_dir)
+        adapters = [str(output_dir)] if lora else None
+    model = ModelArguments(model_name_or_path=base, adapter_name_or_path=adapters,
                            cache_dir=plan.model.cache_dir, model_revision=plan.model.model_revision,
                            trust_remote_code=plan.model.trust_remote_code)
     data = DataArguments(template=plan.data.template, dataset=plan.data.eval_dataset, dataset_dir=plan.data.dataset_dir,
                          cutoff_len=plan.data.cutoff_len, max_samples=plan.data.max_samples, media_dir=plan.data.media_dir)
     batch = plan.training_args.per_device_eval_batch_size
-    length = {"max_new_tokens": plan.train.max_new_tokens} if plan.train.max_new_tokens else {}
-    serve = ServePlan(data, model, type(plan.finetuning)(), GeneratingArguments(do_sample=False, **length),
+    decoding = {"max_new_tokens": plan.train.max_new_tokens} if plan.train.max_new_tokens else {}
+    if "do_sample" not in plan.generation and "temperature" not in plan.generation:
+        decoding["do_sample"] = False  # scores should not depend on luck, unless the config asks to sample
+    serve = ServePlan(data, model, type(plan.finetuning)(), GeneratingArguments(**decoding, **plan.generation),
                       InferArguments(max_batch_size=batch))
     args = EvalArguments(task=PREDICT_TASK, save_dir=str(output_dir), overwrite_save_dir=True, batch_size=batch)
     return run_predict(args, serve)
 
 
 def _print_summary(output_dir: Path, plan: TrainPlan, base_path: str) -> None:
-    what = "LoRA adapter" if plan.finetuning.finetuning_type == "lora" else "model"
+    adapter = plan.finetuning.finetuning_type in ADAPTER_TYPES
+    what = f"{plan.finetuning.finetuning_type.upper()} adapter" if adapter else "model"
     lines = [
         "",
         f"Done. The {what} is in {output_dir}/ with the tokenizer and its chat template,",
@@ -135,7 +188,7 @@ def _print_summary(output_dir: Path, plan: TrainPlan, base_path: str) -> None:
         "Use it from Python (plain transformers + peft):",
         "  from transformers import AutoModelForCausalLM, AutoTokenizer",
     ]
-    if plan.finetuning.finetuning_type == "lora":
+    if adapter:
         lines += [
             "  from peft import PeftModel",
             f"  model = AutoModelForCausalLM.from_pretrained({base_path!r})",
@@ -150,7 +203,7 @@ def _print_summary(output_dir: Path, plan: TrainPlan, base_path: str) -> None:
         "  out = model.generate(**ids, max_new_tokens=64)",
         "  print(tokenizer.decode(out[0][ids['input_ids'].shape[1]:], skip_special_tokens=True))",
     ]
-    if plan.finetuning.finetuning_type == "lora":
+    if adapter:
         lines += ["", "Or merge it into one standalone model (safetensors + Ollama Modelfile, or GGUF):",
                   f"  lf export adapter_name_or_path={output_dir} export_dir=<folder> [export_format=gguf]"]
     print("\n".join(lines))

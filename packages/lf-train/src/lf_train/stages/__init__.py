@@ -62,7 +62,7 @@ def _check_ppo(plan: TrainPlan) -> None:
 
 STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("pt", "lf_train.stages.sft:run_sft", can_predict=True),  # the sft loop on packed plain text
-    Stage("sft", "lf_train.stages.sft:run_sft", can_predict=True),
+    Stage("sft", "lf_train.stages.sft:run_sft", can_predict=True, needs_reference=lambda t: t.use_asft_loss),
     Stage("rm", "lf_train.stages.rm:run_rm", value_head=True),
     Stage("dpo", "lf_train.stages.dpo:run_dpo", needs_reference=lambda t: t.pref_loss not in REFERENCE_FREE_LOSSES),
     Stage("kto", "lf_train.stages.kto:run_kto", needs_reference=lambda t: True),

@@ -6,18 +6,29 @@ from __future__ import annotations
 from typing import Any
 
 from lf_train.checkpoints import atomic_checkpoints
-from lf_train.optimizers import badam_optimizer, loraplus_optimizer, muon_optimizer
+from lf_train.optimizers import (
+    adam_mini_optimizer,
+    apollo_optimizer,
+    badam_optimizer,
+    loraplus_optimizer,
+    muon_optimizer,
+)
 from lf_train.plan import TrainPlan
 
 
 def custom_optimizer(model: Any, plan: TrainPlan) -> Any:
-    """LoRA+, BAdam or Muon when asked for; None lets the Trainer build the one `optim` names."""
+    """LoRA+, BAdam, Muon, APOLLO or Adam-mini when asked for; None lets the Trainer build the one
+    `optim` names (GaLore too, through transformers' own integration)."""
     if plan.train.use_badam:
         return badam_optimizer(model, plan.training_args, plan.train)
     if plan.train.use_muon:
         return muon_optimizer(model, plan.training_args)
+    if plan.train.use_apollo:
+        return apollo_optimizer(model, plan.training_args, plan.train)
+    if plan.train.use_adam_mini:
+        return adam_mini_optimizer(model, plan.training_args)
     ratio = plan.finetuning.loraplus_lr_ratio
-    return loraplus_optimizer(model, plan.training_args, ratio) if ratio else None
+    return loraplus_optimizer(model, plan.training_args, ratio, plan.finetuning.loraplus_lr_embedding) if ratio else None
 
 
 def build_trainer(trainer_class: Any, model: Any, tokenizer: Any, data: Any, plan: TrainPlan, callbacks: list,
@@ -29,6 +40,10 @@ def build_trainer(trainer_class: Any, model: Any, tokenizer: Any, data: Any, pla
     from lf_data.cli import show_progress
 
     args = plan.training_args
+    if plan.train.mixture_of_depths:  # before the optimizer is built: the routers are trained too
+        from lf_train.mixture_of_depths import prepare_mixture_of_depths
+
+        prepare_mixture_of_depths(model, plan.train.mixture_of_depths, plan.model.model_name_or_path)
     trainer = atomic_checkpoints(trainer_class)(
         model=model,
         args=args,
@@ -48,6 +63,8 @@ def build_trainer(trainer_class: Any, model: Any, tokenizer: Any, data: Any, pla
 
 def train_and_save(trainer: Any, plan: TrainPlan, data: Any, before_save: Any = None) -> Any:
     result = trainer.train(resume_from_checkpoint=plan.resume_from_checkpoint)
+    if plan.train.include_effective_tokens_per_second:
+        result.metrics["effective_tokens_per_sec"] = effective_tokens_per_second(data.train_dataset, result.metrics)
     trainer.save_model()
     if before_save is not None:
         before_save()
@@ -59,3 +76,12 @@ def train_and_save(trainer: Any, plan: TrainPlan, data: Any, before_save: Any = 
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
     return trainer
+
+
+def effective_tokens_per_second(dataset: Any, metrics: dict[str, float]) -> float:
+    """Real (non-padding) tokens trained per second over all epochs: the dataset's tokens times the
+    epochs trained, over the training time (LlamaFactory's include_effective_tokens_per_second)."""
+    if not hasattr(dataset, "__len__") or "input_ids" not in dataset.column_names:
+        return float("nan")  # streaming: the number of tokens is unknown in advance
+    tokens = sum(len(ids) for ids in dataset["input_ids"])
+    return tokens * metrics.get("epoch", 1.0) / max(metrics.get("train_runtime", 0.0), 1e-9)

@@ -1,22 +1,75 @@
-"""Supervised fine-tuning: next-token loss on the assistant tokens of conversations."""
+"""Supervised fine-tuning: next-token loss on the assistant tokens of conversations (or, with
+use_dft_loss / use_asft_loss / use_eaft_loss, a token-weighted variant from `lf_train.losses`)."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import Trainer
 
 from lf_train.collators import SupervisedCollator
+from lf_train.losses import asft_loss, sft_loss_func
 from lf_train.plan import TrainPlan
 from lf_train.stages.common import build_trainer, train_and_save
 
 PISSA_INIT = "pissa_init"
 
 
-def run_sft(model: Any, tokenizer: Any, data: Any, plan: TrainPlan, callbacks: list) -> Trainer:
-    trainer = build_trainer(Trainer, model, tokenizer, data, plan, callbacks, SupervisedCollator,
-                            collator_options={"neat_packing": plan.data.neat_packing})
+class SupervisedTrainer(Trainer):
+    """The Trainer with LF's sft losses: DFT and EAFT through `compute_loss_func`; ASFT also runs the
+    frozen starting model on each batch (a loaded reference, or with LoRA the base with the adapter off)."""
+
+    def __init__(self, *args: Any, train_args: Any, reference: Any = None, **kwargs: Any) -> None:
+        if train_args.use_asft_loss:
+            kwargs["compute_loss_func"] = self._asft_loss
+        else:
+            kwargs["compute_loss_func"] = sft_loss_func(train_args)
+        super().__init__(*args, **kwargs)
+        self.asft_alpha = train_args.asft_alpha
+        self.reference = reference.to(self.args.device).eval() if reference is not None else None
+        self._reference_logits: torch.Tensor | None = None
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        if self.compute_loss_func == self._asft_loss:
+            if self.reference is not None:
+                context, ref_model = contextlib.nullcontext(), self.reference
+            else:  # LoRA: the frozen base without the adapter is the starting model
+                context, ref_model = self.accelerator.unwrap_model(model).disable_adapter(), model
+            with torch.no_grad(), context:
+                self._reference_logits = ref_model(**{k: v for k, v in inputs.items() if k != "labels"}).logits
+        try:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        finally:
+            self._reference_logits = None
+
+    def _asft_loss(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+        return asft_loss(outputs["logits"], self._reference_logits, labels, num_items_in_batch, self.asft_alpha)
+
+
+def next_token_argmax(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Keep only what token accuracy needs while evaluating (the argmax, not the vocabulary-wide logits)."""
+    return (logits[0] if isinstance(logits, tuple) else logits).argmax(dim=-1)
+
+
+def token_accuracy(prediction: Any) -> dict[str, float]:
+    """compute_accuracy: share of answer tokens (labels != -100) whose next-token argmax is right."""
+
+    predicted, labels = prediction.predictions[:, :-1], prediction.label_ids[:, 1:]
+    mask = labels != -100
+    return {"accuracy": float((predicted[mask] == labels[mask]).mean()) if mask.any() else float("nan")}
+
+
+def run_sft(model: Any, tokenizer: Any, data: Any, plan: TrainPlan, callbacks: list, reference: Any = None) -> Trainer:
+    metrics = ({"compute_metrics": token_accuracy, "preprocess_logits_for_metrics": next_token_argmax}
+               if plan.train.compute_accuracy else {})
+    trainer = build_trainer(SupervisedTrainer, model, tokenizer, data, plan, callbacks, SupervisedCollator,
+                            collator_options={"neat_packing": plan.data.neat_packing}, train_args=plan.train,
+                            reference=reference, **metrics)
     output_dir = Path(plan.training_args.output_dir)
     if plan.finetuning.pissa_convert and not plan.resume_from_checkpoint:
         model.save_pretrained(output_dir / PISSA_INIT)  # the starting point the conversion subtracts
