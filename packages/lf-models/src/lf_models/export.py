@@ -9,12 +9,14 @@ needs no weights (keys, quantised base, target folder, GGUF support) runs before
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -534,10 +536,7 @@ def run_export(config: dict[str, Any], source: str = "") -> Path:
     adapters = model_args.adapter_name_or_path or []
     logger.info("merged %d adapter(s) into %s", len(adapters), model_args.model_name_or_path)
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(target)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-    try:
+    with staged_folder(target) as tmp:
         if export_args.export_format == "gguf":
             from lf_models.gguf_export import write_gguf
 
@@ -557,13 +556,6 @@ def run_export(config: dict[str, Any], source: str = "") -> Path:
         if plan.stage == "rm":
             _copy_value_head(plan, tmp)
         write_yaml_atomic(tmp / EXPORT_CONFIG, plan.resolved())
-        _replace_dir(share_tree(tmp), target)
-    except OSError as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise storage_error(err, target.parent, f"{target} is as it was.") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     print(summary(target, export_args, model_file))
     if export_args.export_hub_model_id:
         url = push_to_hub(target, export_args.export_hub_model_id, model_args.hf_hub_token)
@@ -606,6 +598,24 @@ def _remove_stale(target: Path) -> None:
         if (stale / "previous").is_dir() and not target.exists():  # killed between the two renames
             os.replace(stale / "previous", target)
         shutil.rmtree(stale, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_folder(target: Path) -> Iterator[Path]:
+    """A temporary folder beside `target` that replaces it only once the block has written everything:
+    a crash or a full disk leaves `target` as it was (and the next run removes the leftovers)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(target)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    try:
+        yield tmp
+        _replace_dir(share_tree(tmp), target)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise storage_error(err, target.parent, f"{target} is as it was.") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _replace_dir(tmp: Path, target: Path) -> None:

@@ -14,12 +14,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
-from lf_data.atomic_files import share_tree, storage_error, write_yaml_atomic
+from lf_data.atomic_files import write_yaml_atomic
 from lf_data.config import AtLeastOne, parse_sections, section
 from lf_data.errors import ConfigError
 from lf_models.args import ModelArguments
@@ -166,7 +164,7 @@ def run_expand(config: dict[str, Any], source: str = "") -> Path:
     plan = check_expand(config, source)
     from transformers import AutoConfig, AutoTokenizer
 
-    from lf_models.export import _remove_stale, _replace_dir
+    from lf_models.export import staged_folder
     from lf_models.families import model_class_for
 
     target, trust = plan.target, plan.model.trust_remote_code
@@ -176,20 +174,10 @@ def run_expand(config: dict[str, Any], source: str = "") -> Path:
     added = expand_model(model, plan.expand.num_expand)
     logger.info("expanded %d -> %d layers; new blocks at %s", plan.layers, plan.layers + len(added), added)
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(target)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-    try:
+    with staged_folder(target) as tmp:
         model.save_pretrained(tmp, max_shard_size=plan.expand.shard_size)
         tokenizer.save_pretrained(tmp)
         write_yaml_atomic(tmp / EXPAND_CONFIG, {**plan.resolved(), "expanded_layers": added})
-        _replace_dir(share_tree(tmp), target)
-    except OSError as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise storage_error(err, target.parent, f"{target} is as it was.") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     print("\n".join([
         "", f"Done. The expanded model ({plan.layers} + {len(added)} layers) is in {target}/", "",
         "Train only the new blocks with:",

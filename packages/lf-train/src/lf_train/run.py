@@ -178,7 +178,7 @@ def predict_after_training(plan: TrainPlan, output_dir: Path, trained: bool = Tr
 
 def _print_summary(output_dir: Path, plan: TrainPlan, base_path: str) -> None:
     adapter = plan.finetuning.finetuning_type in ADAPTER_TYPES
-    what = f"{plan.finetuning.finetuning_type.upper()} adapter" if adapter else "model"
+    what = f"{ {'lora': 'LoRA', 'oft': 'OFT'}[plan.finetuning.finetuning_type]} adapter" if adapter else "model"
     lines = [
         "",
         f"Done. The {what} is in {output_dir}/ with the tokenizer and its chat template,",
