@@ -28,7 +28,6 @@ ROWS = [{"instruction": f"Question {i}?", "input": "", "output": f"Answer {i}."}
 def no_switches(monkeypatch):
     monkeypatch.delenv("USE_MODELSCOPE_HUB", raising=False)
     monkeypatch.delenv("USE_OPENMIND_HUB", raising=False)
-    monkeypatch.setattr(loading, "HUB_CREDENTIALS", loading.HubCredentials())
 
 
 @pytest.fixture
@@ -145,17 +144,15 @@ def test_lf_data_check_reads_a_modelscope_only_dataset(tmp_path, tiny_llama, sto
 
 def test_modelscope_dataset_gets_the_token_and_cache_of_the_model_keys(tmp_path, monkeypatch):
     from lf_models.args import ModelArguments
-    from lf_models.loader import resolve_model
+    from lf_models.loader import hub_credentials
 
     calls: list = []
     fake_modelscope(monkeypatch, calls)
     (tmp_path / "dataset_info.json").write_text(json.dumps(
         {"d": {"ms_hub_url": "org/d", "subset": "zh", "split": "test", "folder": "part1"}}))
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "config.json").write_text("{}")
-    resolve_model(ModelArguments(model_name_or_path=str(model), ms_hub_token="ms-tok", cache_dir=str(tmp_path / "c")))
-    rows = loading.load_raw(get_dataset_attr("d", tmp_path))
+    hub = hub_credentials(ModelArguments(model_name_or_path="unused", ms_hub_token="ms-tok",
+                                         cache_dir=str(tmp_path / "c")))
+    rows = loading.load_raw(get_dataset_attr("d", tmp_path), hub=hub)
     assert rows.num_rows == 5
     assert calls == [("MsDataset.load", "org/d", {"subset_name": "zh", "split": "test", "data_dir": "part1",
                                                   "token": "ms-tok", "use_streaming": False,
@@ -169,8 +166,7 @@ def test_openmind_dataset_is_downloaded_then_read_from_the_local_copy(tmp_path, 
     calls: list = []
     fake_openmind(monkeypatch, calls, snapshot)
     (tmp_path / "dataset_info.json").write_text(json.dumps({"d": {"om_hub_url": "HaM/alpaca_en"}}))
-    loading.set_hub_credentials(om="om-tok")
-    aligned = loading.load_aligned(["d"], str(tmp_path))
+    aligned = loading.load_aligned(["d"], str(tmp_path), hub=loading.HubCredentials(om="om-tok"))
     assert calls == [("snapshot_download", {"repo_id": "HaM/alpaca_en", "repo_type": "dataset", "token": "om-tok",
                                             "cache_dir": None})]
     assert aligned.rows_read == 3 and aligned.dataset[2]["_response"][0]["content"] == "Answer 2."
@@ -260,14 +256,13 @@ def test_hf_hub_token_reaches_transformers_and_datasets(monkeypatch, tmp_path):
     import datasets
 
     from lf_models.args import ModelArguments
-    from lf_models.loader import ModelSource, _hub_kwargs, resolve_model
+    from lf_models.loader import ModelSource, _hub_kwargs, hub_credentials
 
     args = ModelArguments(model_name_or_path="org/private", hf_hub_token="hf-tok")
     assert _hub_kwargs(args, ModelSource("org/private", local=False))["token"] == "hf-tok"
     assert "token" not in _hub_kwargs(args, ModelSource("/local", local=True))
-    resolve_model(args)
     seen = {}
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: seen.update(args=a, kwargs=k) or "rows")
     (tmp_path / "dataset_info.json").write_text(json.dumps({"d": {"hf_hub_url": "org/private-data"}}))
-    assert loading.load_raw(get_dataset_attr("d", tmp_path)) == "rows"
+    assert loading.load_raw(get_dataset_attr("d", tmp_path), hub=hub_credentials(args)) == "rows"
     assert seen["args"] == ("org/private-data",) and seen["kwargs"]["token"] == "hf-tok"

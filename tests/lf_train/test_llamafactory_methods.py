@@ -127,7 +127,7 @@ def test_dft_loss_is_normalised_over_the_whole_accumulated_batch(base_config, wr
     ({"use_apollo": True, "use_galore": True, "finetuning_type": "full"}, "each choose the optimizer; pick one"),
     ({"use_adam_mini": True}, "use_adam_mini partitions full weight matrices"),
     ({"use_adam_mini": True, "use_muon": True, "finetuning_type": "full"}, "each choose the optimizer; pick one"),
-    ({"mixture_of_depths": "convert"}, "mixture_of_depths adds router weights that a LoRA adapter does not save"),
+    ({"mixture_of_depths": "convert"}, "mixture_of_depths adds router weights that an adapter does not save"),
     ({"mixture_of_depths": "load", "finetuning_type": "full"}, "is not a Mixture-of-Depths model"),
 ])
 def test_method_rules_refuse_before_loading(change, message, base_config, write_config, capsys):

@@ -217,5 +217,19 @@ def test_tool_format_and_preserve_thinking_change_the_template(tiny_tokenizer):
     history = lambda template: "".join(p + r for p, r in template.render_pairs(messages, None, tiny_tokenizer))  # noqa: E731
     assert "hmm" not in history(qwen3) and "hmm" in history(kept)
     assert with_options(qwen3, DataArguments(tool_format="llama3")).tool_format == "llama3"
+    briefed = with_options(get_template("chatml"), DataArguments(default_system="Be brief."))
+    assert "Be brief." in "".join(p for p, _ in briefed.render_pairs(messages[:2], None, tiny_tokenizer))
     with pytest.raises(ConfigError, match="tool_format 'nope'"):
         DataArguments(tool_format="nope")
+
+
+def test_default_system_reaches_the_exported_chat_template(tiny_llama, lora_adapter, tmp_path):
+    """LlamaFactory's data key default_system: the exported tokenizer template and Modelfile carry it."""
+    from lf_models.export import check_export, modelfile
+
+    plan = check_export({"model_name_or_path": str(tiny_llama), "adapter_name_or_path": str(lora_adapter),
+                         "template": "chatml", "default_system": "Be brief.", "export_dir": str(tmp_path / "x")})
+    assert plan.chat_template.default_system == "Be brief."
+    from transformers import AutoTokenizer
+
+    assert 'SYSTEM """Be brief."""' in modelfile(plan.chat_template, AutoTokenizer.from_pretrained(tiny_llama))

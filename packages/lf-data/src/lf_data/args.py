@@ -46,6 +46,9 @@ class DataArguments:
     enable_thinking: bool | None = None
     """For reasoning templates: false renders the empty thinking block (no-think mode); unset keeps
     the template's default."""
+    default_system: str | None = None
+    """System prompt for conversations that have none, in training, serving and the exported chat template
+    (replaces the template's own default)."""
     tool_format: str | None = None
     """How tool definitions and calls are written (`lf_data.templates.TOOL_FORMATS`: default, qwen, llama3,
     glm4, mistral, ...); unset: the template's own."""

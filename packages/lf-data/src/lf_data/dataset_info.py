@@ -116,8 +116,9 @@ def get_dataset_attr(name: str, dataset_dir: str | Path) -> DatasetAttr:
     if formatting not in FORMATTINGS:
         raise DataError(f"{info_path}: entry {name!r} has formatting {formatting!r}; "
                         f"use one of {', '.join(FORMATTINGS)}.")
-    if hub_source(entry) is not None:  # a hub id wins over file_name, as in LlamaFactory
-        source, location = hub_source(entry)
+    hub = hub_source(entry)
+    if hub is not None:  # a hub id wins over file_name, as in LlamaFactory
+        source, location = hub
     elif "file_name" in entry:
         source, location = "file", str(Path(dataset_dir) / entry["file_name"])
     else:

@@ -62,9 +62,6 @@ _MM = ("applies to images, videos and audio, which lf train does not feed to mod
        "normally; lf chat/api read image_max_pixels)")
 _SGLANG = "read only by infer_backend: sglang, which LF does not offer; use infer_backend: vllm or huggingface"
 _KT = "KTransformers (use_kt) runs MoE experts on CPU kernels of the ktransformers package; LF does not offer it"
-_SWANLAB = ("set use_swanlab: true (report_to: swanlab) with the swanlab package installed; the value goes to "
-            "swanlab's own setting of the same name")
-_PROFILER = "enable_torch_profiler: true records a torch.profiler trace of the first steps"
 _MEGATRON = ("Megatron-Core training (mcore_adapter) needs NVIDIA GPUs and the mcore_adapter package; LF trains "
              "with transformers' Trainer (DeepSpeed/FSDP for large models)")
 

@@ -135,23 +135,13 @@ def _one_line(err: Exception) -> str:
 
 @dataclass
 class HubCredentials:
-    """Tokens and cache folder for hub datasets; the model's keys (hf_hub_token, ms_hub_token,
-    om_hub_token, cache_dir) set them when the model is resolved. None: the client's own default."""
+    """Tokens and cache folder for hub datasets, from the run's model keys (hf_hub_token, ms_hub_token,
+    om_hub_token, cache_dir). None: the client's own default (its environment variable or saved login)."""
 
     hf: str | None = None
     ms: str | None = None
     om: str | None = None
     cache_dir: str | None = None
-
-
-HUB_CREDENTIALS = HubCredentials()
-
-
-def set_hub_credentials(hf: str | None = None, ms: str | None = None, om: str | None = None,
-                        cache_dir: str | None = None) -> None:
-    """Remember the run's hub tokens and cache folder for the datasets it loads (lf_models.loader.resolve_model)."""
-    global HUB_CREDENTIALS
-    HUB_CREDENTIALS = HubCredentials(hf, ms, om, cache_dir)
 
 
 def _hub_client(attr: DatasetAttr, module: str, install: str) -> Any:
@@ -163,32 +153,34 @@ def _hub_client(attr: DatasetAttr, module: str, install: str) -> Any:
         raise DataError(f"{attr} is on {HUB_NAMES[attr.source]}; reading it needs its client: {install}.") from None
 
 
-def _load_modelscope(attr: DatasetAttr, streaming: bool) -> Dataset | IterableDataset:
+def _load_modelscope(attr: DatasetAttr, streaming: bool, hub: HubCredentials) -> Dataset | IterableDataset:
     """ModelScope's MsDataset.load, handed back as a `datasets` dataset."""
     modelscope = _hub_client(attr, "modelscope", "pip install modelscope (or 'lf-models[modelscope]')")
     kwargs: dict[str, Any] = {"subset_name": attr.subset, "split": attr.split, "data_dir": attr.folder,
-                              "token": HUB_CREDENTIALS.ms, "use_streaming": streaming}
-    if HUB_CREDENTIALS.cache_dir:
-        kwargs["cache_dir"] = HUB_CREDENTIALS.cache_dir
+                              "token": hub.ms, "use_streaming": streaming}
+    if hub.cache_dir:
+        kwargs["cache_dir"] = hub.cache_dir
     dataset = modelscope.MsDataset.load(attr.location, **kwargs)
     return dataset.to_hf_dataset() if isinstance(dataset, modelscope.MsDataset) else dataset
 
 
-def _load_openmind(attr: DatasetAttr, streaming: bool) -> Dataset | IterableDataset:
+def _load_openmind(attr: DatasetAttr, streaming: bool, hub: HubCredentials) -> Dataset | IterableDataset:
     """The Modelers repository downloaded with openmind_hub, then read by `datasets` from the local copy."""
     import datasets
 
     om_hub = _hub_client(attr, "openmind_hub", "pip install openmind-hub")
-    local = om_hub.snapshot_download(repo_id=attr.location, repo_type="dataset", token=HUB_CREDENTIALS.om,
-                                     cache_dir=HUB_CREDENTIALS.cache_dir)
+    local = om_hub.snapshot_download(repo_id=attr.location, repo_type="dataset", token=hub.om,
+                                     cache_dir=hub.cache_dir)
     return datasets.load_dataset(str(local), name=attr.subset, split=attr.split, data_dir=attr.folder,
                                  streaming=streaming)
 
 
-def load_raw(attr: DatasetAttr, streaming: bool = False) -> Dataset | IterableDataset:
-    """The dataset as stored, through `datasets` (Arrow-backed and memory-mapped, or streamed)."""
+def load_raw(attr: DatasetAttr, streaming: bool = False, hub: HubCredentials | None = None) -> Dataset | IterableDataset:
+    """The dataset as stored, through `datasets` (Arrow-backed and memory-mapped, or streamed); `hub`:
+    the run's hub tokens and cache folder (the model keys hf_hub_token, ms_hub_token, om_hub_token, cache_dir)."""
     import datasets
 
+    hub = hub or HubCredentials()
     if attr.source == "file":
         builder, files = data_files(attr)
         check_files(attr, builder, files)
@@ -205,12 +197,12 @@ def load_raw(attr: DatasetAttr, streaming: bool = False) -> Dataset | IterableDa
             raise DataError(f"{attr}: could not read {where}: {_one_line(err)}") from None
     try:
         if attr.source == "ms_hub":
-            return _load_modelscope(attr, streaming)
+            return _load_modelscope(attr, streaming, hub)
         if attr.source == "om_hub":
-            return _load_openmind(attr, streaming)
-        extra = {"token": HUB_CREDENTIALS.hf} if HUB_CREDENTIALS.hf else {}
+            return _load_openmind(attr, streaming, hub)
+        extra = {"token": hub.hf} if hub.hf else {}
         return datasets.load_dataset(attr.location, name=attr.subset, split=attr.split, data_dir=attr.folder,
-                                     streaming=streaming, cache_dir=HUB_CREDENTIALS.cache_dir, **extra)
+                                     streaming=streaming, cache_dir=hub.cache_dir, **extra)
     except DataError:
         raise
     except Exception as err:
@@ -277,7 +269,7 @@ def load_aligned(names: list[str], dataset_dir: str, *, max_samples: int | None 
                  streaming: bool = False, mix_strategy: str = "concat", interleave_probs: list[float] | None = None,
                  seed: int = 42, media_dir: str | None = None, skip_invalid: bool = False,
                  needs_response: bool = True, then: Any = None, features: Any = None,
-                 batch_size: int = 1000) -> AlignedData:
+                 batch_size: int = 1000, hub: HubCredentials | None = None) -> AlignedData:
     """Load, align and mix the named datasets; invalid rows are found, counted and set apart.
 
     `then` transforms each aligned batch in the same pass (see `aligner.align`); its output keeps
@@ -286,7 +278,7 @@ def load_aligned(names: list[str], dataset_dir: str, *, max_samples: int | None 
     attrs = [get_dataset_attr(name, dataset_dir) for name in names]  # every name checked before loading
     parts, errors, invalid, read = [], [], 0, 0
     for attr in attrs:
-        raw = _resize(attr, load_raw(attr, streaming), max_samples, streaming, seed)
+        raw = _resize(attr, load_raw(attr, streaming, hub), max_samples, streaming, seed)
         aligned = align(attr, raw, Path(media_dir or dataset_dir), None if streaming else num_proc, needs_response,
                         then, features, batch_size)
         if streaming:

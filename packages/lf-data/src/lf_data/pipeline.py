@@ -20,7 +20,7 @@ from lf_data.args import DataArguments
 from lf_data.cache import cache_key, cache_root, load_cached, save_cached
 from lf_data.dataset_info import get_dataset_attr
 from lf_data.errors import ConfigError, DataError
-from lf_data.loading import load_aligned, non_empty
+from lf_data.loading import HubCredentials, load_aligned, non_empty
 from lf_data.processors import Context
 from lf_data.processors.packing import pack
 from lf_data.stages import DATA_STAGES
@@ -152,7 +152,7 @@ def _cache_location(names: list[str], data_args: DataArguments, stage: str, temp
 
 
 def _prepare(names: list[str], data_args: DataArguments, stage: str, template: Any, tokenizer: Any,
-             report: DataReport, split: str = "train") -> Dataset:
+             report: DataReport, split: str = "train", hub: HubCredentials | None = None) -> Dataset:
     spec = DATA_STAGES[stage]
     processor = spec.processor
     packing = data_args.packing if data_args.packing is not None else spec.plain_text
@@ -178,7 +178,7 @@ def _prepare(names: list[str], data_args: DataArguments, stage: str, template: A
                              num_proc=data_args.preprocessing_num_workers, streaming=data_args.streaming,
                              mix_strategy=data_args.mix_strategy, interleave_probs=data_args.interleave_probs,
                              seed=data_args.seed, media_dir=data_args.media_dir, skip_invalid=data_args.skip_invalid,
-                             needs_response=processor.needs_response, batch_size=data_args.preprocessing_batch_size,
+                             needs_response=processor.needs_response, batch_size=data_args.preprocessing_batch_size, hub=hub,
                              then=partial(_tokenize, ctx=ctx, processor=processor, carry_media=carry_media),
                              features=_features(processor, carry_media))
     report.rows_read, report.invalid, report.errors = tokenized.rows_read, tokenized.invalid, tokenized.errors
@@ -219,21 +219,24 @@ def _prepare(names: list[str], data_args: DataArguments, stage: str, template: A
     return kept
 
 
-def build_dataset(data_args: DataArguments, tokenizer: Any, stage: str = "sft", template: Any = None) -> DatasetModule:
-    """The train (and eval) datasets for a stage; `template` defaults to `data_args.template`."""
+def build_dataset(data_args: DataArguments, tokenizer: Any, stage: str = "sft", template: Any = None,
+                  hub: HubCredentials | None = None) -> DatasetModule:
+    """The train (and eval) datasets for a stage; `template` defaults to `data_args.template`; `hub`: the
+    tokens and cache folder for hub datasets."""
     if not data_args.dataset:
         raise ConfigError("no `dataset` given: name one or more datasets from dataset_info.json "
                           "(for example dataset: identity).")
     template = template if template is not None else with_options(get_template(data_args.template), data_args)
     check_stage_data(data_args, stage, data_args.dataset + (data_args.eval_dataset or []))
     report = DataReport()
-    train = _prepare(data_args.dataset, data_args, stage, template, tokenizer, report)
+    prepare = partial(_prepare, hub=hub)
+    train = prepare(data_args.dataset, data_args, stage, template, tokenizer, report)
     evaluation = None
     if data_args.eval_dataset and data_args.eval_on_each_dataset:  # the Trainer reports eval_<name>_loss for each
-        evaluation = {name: _prepare([name], data_args, stage, template, tokenizer, DataReport(), "eval")
+        evaluation = {name: prepare([name], data_args, stage, template, tokenizer, DataReport(), "eval")
                       for name in data_args.eval_dataset}
     elif data_args.eval_dataset:
-        evaluation = _prepare(data_args.eval_dataset, data_args, stage, template, tokenizer, DataReport(), "eval")
+        evaluation = prepare(data_args.eval_dataset, data_args, stage, template, tokenizer, DataReport(), "eval")
     if data_args.streaming:
         train = train.shuffle(buffer_size=data_args.buffer_size, seed=data_args.seed)
         if data_args.val_size:

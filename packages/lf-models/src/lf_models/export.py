@@ -114,7 +114,8 @@ def export_keys() -> set[str]:
     return keys
 
 
-def parse_export_config(config: dict[str, Any], source: str = "") -> tuple[ModelArguments, ExportArguments]:
+def parse_export_config(config: dict[str, Any], source: str = "") -> tuple[ModelArguments, ExportArguments,
+                                                                          DataArguments]:
     """Keys checked and typed; the model reference filled from the adapter's run when it is missing."""
     config = dict(config)
     raw = config.get("adapter_name_or_path") or []
@@ -135,7 +136,7 @@ def parse_export_config(config: dict[str, Any], source: str = "") -> tuple[Model
             raise ConfigError(f"infer_dtype={infer_dtype!r}: choose one of {', '.join(INFER_DTYPES)}.")
         config["export_dtype"] = infer_dtype
     config = translate_for("export", config, *EXPORT_SECTIONS, source=source)
-    model_args, export_args, _, finetuning_args = parse_sections(config, *EXPORT_SECTIONS, source=source)
+    model_args, export_args, data_args, finetuning_args = parse_sections(config, *EXPORT_SECTIONS, source=source)
     check_model_combination(model_args, finetuning_args)
     if export_args.export_quantization_bit is not None and adapters:
         raise ConfigError("export_quantization_bit quantises a finished model: merge the adapters first (one `lf "
@@ -145,7 +146,7 @@ def parse_export_config(config: dict[str, Any], source: str = "") -> tuple[Model
         raise ConfigError(f"quantization_bit={model_args.quantization_bit}: adapters cannot be merged into a "
                           "quantised model, and the export would be quantised. Remove quantization_bit: the "
                           "adapter trained with QLoRA merges into the full-precision base.")
-    return model_args, export_args
+    return model_args, export_args, data_args
 
 
 def _check_adapter(adapter: str) -> None:
@@ -187,14 +188,13 @@ def _check_not_quantised(hf_config: Any, model_args: ModelArguments) -> None:
 
 
 # -- tokenizer, template and Modelfile -------------------------------------------------------------
-def prepare_tokenizer(model_args: ModelArguments, source: Any, template_name: str | None,
-                      explicit_template: bool) -> Any:
+def prepare_tokenizer(model_args: ModelArguments, source: Any, template: Any, explicit_template: bool) -> Any:
     """The adapter's tokenizer when it saved one (it carries the chat template it was trained with),
     else the base's. A template named in the export config replaces the tokenizer's chat template;
     otherwise the known template only fills in a missing one."""
     from transformers import AutoTokenizer
 
-    from lf_data.templates import Template, get_template
+    from lf_data.templates import Template
     from lf_models.loader import load_tokenizer
 
     adapters = model_args.adapter_name_or_path or []
@@ -205,7 +205,6 @@ def prepare_tokenizer(model_args: ModelArguments, source: Any, template_name: st
         tokenizer = load_tokenizer(dataclasses.replace(model_args, new_special_tokens=None), source)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    template = get_template(template_name) if template_name else None
     if isinstance(template, Template) and (explicit_template or not tokenizer.chat_template):
         tokenizer.chat_template = template.to_jinja()
     return tokenizer
@@ -231,11 +230,10 @@ def ollama_template(template: Any, tokenizer: Any) -> str:
             f'{{{{ else if eq .Role "assistant" }}}}{assistant}{{{{ end }}}}{{{{ end }}}}')
 
 
-def modelfile(template_name: str | None, tokenizer: Any, model_file: str = ".") -> str:
+def modelfile(template: Any, tokenizer: Any, model_file: str = ".") -> str:
     """An Ollama Modelfile: FROM the export, its prompt TEMPLATE, stop words and default SYSTEM prompt."""
-    from lf_data.templates import Template, get_template
+    from lf_data.templates import Template
 
-    template = get_template(template_name) if template_name else None
     lines = ["# Ollama Modelfile written by `lf export`. Create the model with:",
              "#   ollama create my-model -f Modelfile", "", f"FROM {model_file}", ""]
     stops: list[str] = []
@@ -256,14 +254,13 @@ def modelfile(template_name: str | None, tokenizer: Any, model_file: str = ".") 
     return "\n".join(lines) + "\n"
 
 
-def _set_generation_config(model: Any, tokenizer: Any, template_name: str | None) -> None:
+def _set_generation_config(model: Any, tokenizer: Any, template: Any) -> None:
     """End generation at the tokenizer's eos and the template's stop words (when they are single tokens)."""
-    from lf_data.templates import Template, get_template
+    from lf_data.templates import Template
 
     config = model.generation_config
     eos = config.eos_token_id
     ids = list(eos) if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else [])
-    template = get_template(template_name) if template_name else None
     words = [tokenizer.eos_token] + (list(template.stop_words) if isinstance(template, Template) else [])
     unk = tokenizer.unk_token_id
     for word in words:
@@ -321,6 +318,8 @@ class ExportPlan:
     hf_config: Any
     template: str | None
     stage: str = "sft"  # LlamaFactory's key; rm also copies the value head
+    chat_template: Any = None
+    """The template object (with default_system / tool_format applied), or None when none is known."""
 
     def resolved(self) -> dict[str, Any]:
         return {"model_name_or_path": self.model.model_name_or_path,
@@ -487,7 +486,7 @@ def check_export(config: dict[str, Any], source: str = "") -> ExportPlan:
 
     from lf_models.loader import resolve_model
 
-    model_args, export_args = parse_export_config(config, source)
+    model_args, export_args, data_args = parse_export_config(config, source)
     if export_args.export_quantization_bit is not None:  # the hardware answer comes before any download
         check_gptq_environment(export_args.export_quantization_bit)
         _check_gptq_dataset(export_args.export_quantization_dataset)
@@ -506,33 +505,34 @@ def check_export(config: dict[str, Any], source: str = "") -> ExportPlan:
         check_gguf_supported(hf_config, export_args.export_quantization)
     template_name = resolve_template(export_args.template, model_args.adapter_name_or_path,
                                      model_source.default_template)
+    chat_template = None
     if template_name:
-        from lf_data.templates import get_template
+        from lf_data.templates import get_template, with_options
 
-        get_template(template_name)  # an unknown name fails here, with the closest one
+        chat_template = with_options(get_template(template_name), data_args)  # an unknown name fails here
     from lf_data.config import coerce_value
     from lf_data.stages import StageName
 
     stage = coerce_value("stage", config.get("stage") or "sft", StageName)
-    return ExportPlan(model_args, export_args, target, model_source, hf_config, template_name, stage)
+    return ExportPlan(model_args, export_args, target, model_source, hf_config, template_name, stage, chat_template)
 
 
 def run_export(config: dict[str, Any], source: str = "") -> Path:
     plan = check_export(config, source)
     model_args, export_args, target = plan.model, plan.export, plan.target
-    model_source, hf_config, template_name = plan.source, plan.hf_config, plan.template
+    model_source, hf_config, template = plan.source, plan.hf_config, plan.chat_template
 
     import torch
 
     dtype = torch.float32 if export_args.export_format == "gguf" else _export_dtype(export_args.export_dtype, hf_config)
-    tokenizer = prepare_tokenizer(model_args, model_source, template_name, bool(export_args.template))
+    tokenizer = prepare_tokenizer(model_args, model_source, template, bool(export_args.template))
     gptq = export_args.export_quantization_bit is not None
     if gptq:
         model = load_gptq_model(model_args, tokenizer, model_source, export_args)
     else:
         device_map = "auto" if export_args.export_device == "auto" and torch.cuda.is_available() else None
         model = load_merged_model(model_args, tokenizer, dtype, model_source, device_map)
-    _set_generation_config(model, tokenizer, template_name)
+    _set_generation_config(model, tokenizer, template)
     adapters = model_args.adapter_name_or_path or []
     logger.info("merged %d adapter(s) into %s", len(adapters), model_args.model_name_or_path)
 
@@ -544,7 +544,7 @@ def run_export(config: dict[str, Any], source: str = "") -> Path:
             model_file = f"{target.name}-{export_args.export_quantization}.gguf"
             write_gguf(model, tokenizer, tmp / model_file, export_args.export_quantization,
                        pre_tokenizer=pre, name=target.name)
-            (tmp / MODELFILE).write_text(modelfile(template_name, tokenizer, f"./{model_file}"), encoding="utf-8")
+            (tmp / MODELFILE).write_text(modelfile(template, tokenizer, f"./{model_file}"), encoding="utf-8")
         else:
             model_file = None
             if not gptq:  # GPTQ weights stay as quantised (fp16 scales)
@@ -552,7 +552,7 @@ def run_export(config: dict[str, Any], source: str = "") -> Path:
             model.config.use_cache = True
             model.save_pretrained(tmp, max_shard_size=max(1, int(export_args.export_size * 1e9)))
             tokenizer.save_pretrained(tmp)
-            (tmp / MODELFILE).write_text(modelfile(template_name, tokenizer), encoding="utf-8")
+            (tmp / MODELFILE).write_text(modelfile(template, tokenizer), encoding="utf-8")
         if plan.stage == "rm":
             _copy_value_head(plan, tmp)
         write_yaml_atomic(tmp / EXPORT_CONFIG, plan.resolved())

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lf_data.errors import ConfigError
+from lf_data.loading import HubCredentials
 from lf_models.adapters import (  # noqa: F401 (find_all_linear_modules re-exported)
     find_all_linear_modules,
     refuse_pickled_weights,
@@ -44,14 +45,17 @@ class ModelSource:
     local: bool = True
 
 
+def hub_credentials(model_args: ModelArguments) -> HubCredentials:
+    """The run's hub tokens and cache folder, for the hub datasets it reads."""
+    return HubCredentials(model_args.hf_hub_token, model_args.ms_hub_token, model_args.om_hub_token,
+                          model_args.cache_dir)
+
+
 def resolve_model(model_args: ModelArguments) -> ModelSource:
     """Turn `model_name_or_path` into a loadable folder or hub id; check local paths exist (cheap)."""
-    from lf_data.loading import set_hub_credentials
     from lf_models.default_template import default_template
     from lf_models.gguf_import import converted_dir
 
-    set_hub_credentials(model_args.hf_hub_token, model_args.ms_hub_token, model_args.om_hub_token,
-                        model_args.cache_dir)  # the hub datasets of the same run read these
     ref = model_args.model_name_or_path
     if ref in BUNDLED_MODELS:
         bundled = BUNDLED_MODELS[ref]

@@ -36,8 +36,6 @@ class GeneratingArguments:
     """Beam search length penalty."""
     skip_special_tokens: bool = True
     """Drop special tokens from the decoded answer."""
-    default_system: str | None = None
-    """System prompt used when a conversation has none (else the template's default)."""
     num_return_sequences: Annotated[int, AtLeastOne] = 1
     """Answers per request (the API's `n` overrides it)."""
     stop: list[str] | None = None

@@ -151,7 +151,7 @@ class ChatEngine:
             raise RequestError("the last message must be from the user (or a tool result), so the model has "
                                "something to answer.", "messages")
         if system is None:
-            system = own_system if own_system is not None else self.generating.default_system
+            system = own_system if own_system is not None else self.plan.data.default_system
         return out, system
 
     def encode_chat(self, messages: list[dict[str, Any]], system: str | None = None,

@@ -90,12 +90,12 @@ class TrainPlan:
     """transformers.TrainingArguments (set by `finish_plan`; None after `check_train_config` alone)."""
     resume_from_checkpoint: str | None = None
     clear_output_dir: bool = False
+    predict_only: bool = False
+    """do_predict with eval_dataset and no dataset (and no do_train): generate and score, train nothing."""
+
     def sections(self) -> tuple[Any, ...]:
         """LF's own sections of the config, in LF_SECTIONS order."""
         return self.data, self.model, self.finetuning, self.train, self.profiler, self.ray
-
-    predict_only: bool = False
-    """do_predict with eval_dataset and no dataset (and no do_train): generate and score, train nothing."""
 
 
 @functools.cache
@@ -132,8 +132,9 @@ def check_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:
                                                     passthrough=[*fields, *section_keys(GeneratingArguments)])
     hf = {key: coerce_value(key, value, fields[key]) for key, value in config.items() if key in fields}
     own = known_keys(*LF_SECTIONS)  # max_new_tokens is TrainArguments' (ppo and do_predict share it)
-    generation = build_section(GeneratingArguments, {k: v for k, v in config.items() if k not in own})
-    generation_keys = {k: getattr(generation, k) for k in config if k in section_keys(GeneratingArguments) and k not in own}
+    given = {k: v for k, v in config.items() if k in section_keys(GeneratingArguments) and k not in own}
+    generation = build_section(GeneratingArguments, given)  # typed and checked now, not after training
+    generation_keys = {k: getattr(generation, k) for k in given}
     for key, limit in HF_RANGES.items():  # typed before any value is compared
         limit.check(key, hf.get(key))
     check_model_combination(model, finetuning)
@@ -161,45 +162,7 @@ def check_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:
         raise ConfigError(f"dataset {name!r} has {' and '.join(kinds)}, but lf train does not feed media to a model "
                           "yet: it would train on the placeholder text. Remove the media column(s) from its entry in "
                           "dataset_info.json (lf chat and lf api already take images).")
-    if train.use_galore:
-        if finetuning.finetuning_type in ADAPTER_TYPES:
-            raise ConfigError("use_galore projects the gradients of full weights; use finetuning_type: full or "
-                              "freeze (LoRA already trains low-rank matrices).")
-        if "optim" in hf:
-            raise ConfigError("use_galore chooses the optimizer itself; remove `optim`.")
-        if train.galore_layerwise and hf.get("gradient_accumulation_steps", 1) > 1:
-            raise ConfigError("galore_layerwise updates during the backward pass: gradient_accumulation_steps must be 1.")
-    if train.use_badam:
-        if finetuning.finetuning_type != "full":
-            raise ConfigError("use_badam trains blocks of the full weights; use finetuning_type: full.")
-        if "optim" in hf:
-            raise ConfigError("use_badam chooses the optimizer itself; remove `optim`.")
-        if train.badam_mode == "ratio" and hf.get("deepspeed"):
-            raise ConfigError("badam_mode: ratio does not work with DeepSpeed; use badam_mode: layer.")
-        if importlib.util.find_spec("badam") is None:
-            raise ConfigError("use_badam needs the badam package: pip install 'lf-train[badam]'.")
-    if train.use_muon and "optim" in hf:
-        raise ConfigError("use_muon chooses the optimizer itself; remove `optim`.")
-    if train.use_apollo:
-        if finetuning.finetuning_type in ADAPTER_TYPES:
-            raise ConfigError("use_apollo scales the gradients of full weights; use finetuning_type: full or freeze "
-                              "(LoRA already trains low-rank matrices).")
-        if "optim" in hf:
-            raise ConfigError("use_apollo chooses the optimizer itself; remove `optim`.")
-        if train.apollo_layerwise and hf.get("gradient_accumulation_steps", 1) > 1:
-            raise ConfigError("apollo_layerwise updates during the backward pass: gradient_accumulation_steps must be 1.")
-        if hf.get("deepspeed"):
-            raise ConfigError("use_apollo does not work with DeepSpeed (it steps its own optimizer); drop deepspeed.")
-        if importlib.util.find_spec("apollo_torch") is None:
-            raise ConfigError("use_apollo needs the apollo-torch package: pip install 'lf-train[apollo]'.")
-    if train.use_adam_mini:
-        if finetuning.finetuning_type in ADAPTER_TYPES:
-            raise ConfigError("use_adam_mini partitions full weight matrices by head and neuron; use finetuning_type: "
-                              "full or freeze.")
-        if "optim" in hf:
-            raise ConfigError("use_adam_mini chooses the optimizer itself; remove `optim`.")
-        if importlib.util.find_spec("adam_mini") is None:
-            raise ConfigError("use_adam_mini needs the adam-mini package: pip install 'lf-train[adam-mini]'.")
+    _check_optimizer_choice(train, finetuning, hf)
     if train.mixture_of_depths:
         from lf_train.mixture_of_depths import check_mixture_of_depths
 
@@ -248,6 +211,42 @@ def check_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:
     if plan.resume_from_checkpoint:
         check_resumable(plan, read_run_config(output_dir))
     return plan
+
+
+# The keys that replace AdamW with an optimizer of their own: (why adapters cannot use it: "" when they
+# can, None when it needs finetuning_type full; the module it imports; the lf-train extra that installs it).
+OWN_OPTIMIZERS: dict[str, tuple[str | None, str | None, str | None]] = {
+    "use_galore": ("projects the gradients of full weights", None, None),
+    "use_apollo": ("scales the gradients of full weights", "apollo_torch", "apollo"),
+    "use_adam_mini": ("partitions full weight matrices by head and neuron", "adam_mini", "adam-mini"),
+    "use_badam": (None, "badam", "badam"),
+    "use_muon": ("", None, None),
+}
+
+
+def _check_optimizer_choice(train: TrainArguments, finetuning: FinetuningArguments, hf: dict[str, Any]) -> None:
+    """One rule set for every key that picks the optimizer (TrainArguments refuses two at once)."""
+    for key, (why, module, extra) in OWN_OPTIMIZERS.items():
+        if not getattr(train, key):
+            continue
+        if why is None and finetuning.finetuning_type != "full":
+            raise ConfigError(f"{key} trains blocks of the full weights; use finetuning_type: full.")
+        if why and finetuning.finetuning_type in ADAPTER_TYPES:
+            raise ConfigError(f"{key} {why}; use finetuning_type: full or freeze (LoRA already trains low-rank "
+                              "matrices).")
+        if "optim" in hf:
+            raise ConfigError(f"{key} chooses the optimizer itself; remove `optim`.")
+        if module and importlib.util.find_spec(module) is None:
+            raise ConfigError(f"{key} needs the {module.replace('_', '-')} package: pip install 'lf-train[{extra}]'.")
+    for method in ("galore", "apollo"):
+        if getattr(train, f"use_{method}") and getattr(train, f"{method}_layerwise") \
+                and hf.get("gradient_accumulation_steps", 1) > 1:
+            raise ConfigError(f"{method}_layerwise updates during the backward pass: gradient_accumulation_steps "
+                              "must be 1.")
+    if train.use_badam and train.badam_mode == "ratio" and hf.get("deepspeed"):
+        raise ConfigError("badam_mode: ratio does not work with DeepSpeed; use badam_mode: layer.")
+    if train.use_apollo and hf.get("deepspeed"):
+        raise ConfigError("use_apollo does not work with DeepSpeed (it steps its own optimizer); drop deepspeed.")
 
 
 def parse_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:

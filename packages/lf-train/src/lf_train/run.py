@@ -17,7 +17,7 @@ from lf_data.pipeline import build_dataset
 from lf_data.run_folder import LOG_FILE, LOSS_PLOT, RESOLVED_CONFIG, resolve_template
 from lf_data.templates import Template, get_template, with_options
 from lf_models.args import ADAPTER_TYPES, FinetuningArguments
-from lf_models.loader import load_model, load_tokenizer, resolve_model
+from lf_models.loader import hub_credentials, load_model, load_tokenizer, resolve_model
 from lf_models.precision import choose_precision
 from lf_train.callbacks import JsonlLogCallback, plot_loss
 from lf_train.plan import TrainPlan, finish_plan, parse_train_config, resolved_config
@@ -51,7 +51,7 @@ def run_train(config: dict[str, Any], source: str = "", plan: TrainPlan | None =
         tokenizer.chat_template = template.to_jinja()  # saved with the tokenizer: inference builds the same prompts
     plan.data.template = template.name
     with args.main_process_first(desc="tokenising the dataset"):  # other processes reuse its cache
-        data = build_dataset(plan.data, tokenizer, plan.train.stage, template)
+        data = build_dataset(plan.data, tokenizer, plan.train.stage, template, hub=hub_credentials(plan.model))
     if not plan.data.streaming:
         report = data.report
         logger.info("data: %s rows read, %d invalid, %d dropped, %d examples to train on (template %s, cutoff_len %d, "

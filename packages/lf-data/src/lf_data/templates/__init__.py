@@ -10,12 +10,16 @@ __all__ = ["TEMPLATES", "TOOL_FORMATS", "AutoTemplate", "Template", "Thought", "
 
 
 def with_options(template: Template | AutoTemplate, data_args: object) -> Template | AutoTemplate:
-    """The template with the data keys that change how it writes: `tool_format` and `preserve_thinking`
-    (a tokenizer's own template, `AutoTemplate`, is used as it is)."""
+    """The template with the data keys that change how it writes: `default_system`, `tool_format` and
+    `preserve_thinking` (a tokenizer's own template, `AutoTemplate`, is used as it is; lf-serve passes
+    default_system to it as a system message)."""
     import dataclasses
 
     if not isinstance(template, Template):
         return template
+    default_system = getattr(data_args, "default_system", None)
+    if default_system is not None and default_system != template.default_system:
+        template = dataclasses.replace(template, default_system=default_system)
     tool_format = getattr(data_args, "tool_format", None)
     if tool_format and tool_format != template.tool_format:
         template = dataclasses.replace(template, tool_format=tool_format)
