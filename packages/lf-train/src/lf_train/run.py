@@ -7,6 +7,7 @@ once the data is tokenised and the model is loaded, so bad input never leaves a 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from pathlib import Path
@@ -149,23 +150,23 @@ def predict_after_training(plan: TrainPlan, output_dir: Path, trained: bool = Tr
     """Answer every eval_dataset row with the trained model (or, `trained=False`, the model and adapters
     the config names) and score the answers (BLEU-4, ROUGE): the same engine and files as
     `lf eval task=predict`, written into output_dir."""
-    from lf_data.args import DataArguments
     from lf_eval.args import PREDICT_TASK, EvalArguments
     from lf_eval.predict import run_predict
     from lf_models.args import ModelArguments
     from lf_serve.args import GeneratingArguments, InferArguments, ServePlan
 
-    lora = plan.finetuning.finetuning_type in ADAPTER_TYPES
+    adapter = plan.finetuning.finetuning_type in ADAPTER_TYPES
     if not trained:
         base, adapters = plan.model.model_name_or_path, plan.model.adapter_name_or_path
     else:
-        base = plan.model.model_name_or_path if lora else str(output_dir)
-        adapters = [str(output_dir)] if lora else None
+        base = plan.model.model_name_or_path if adapter else str(output_dir)
+        adapters = [str(output_dir)] if adapter else None
     model = ModelArguments(model_name_or_path=base, adapter_name_or_path=adapters,
                            cache_dir=plan.model.cache_dir, model_revision=plan.model.model_revision,
                            trust_remote_code=plan.model.trust_remote_code)
-    data = DataArguments(template=plan.data.template, dataset=plan.data.eval_dataset, dataset_dir=plan.data.dataset_dir,
-                         cutoff_len=plan.data.cutoff_len, max_samples=plan.data.max_samples, media_dir=plan.data.media_dir)
+    # the training run's data keys (template, default_system, tool_format, thinking), over eval_dataset's rows
+    data = dataclasses.replace(plan.data, dataset=plan.data.eval_dataset, eval_dataset=None, val_size=0.0,
+                               streaming=False, packing=False, neat_packing=False, eval_on_each_dataset=False)
     batch = plan.training_args.per_device_eval_batch_size
     decoding = {"max_new_tokens": plan.train.max_new_tokens} if plan.train.max_new_tokens else {}
     if "do_sample" not in plan.generation and "temperature" not in plan.generation:

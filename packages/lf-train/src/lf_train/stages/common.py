@@ -85,3 +85,19 @@ def effective_tokens_per_second(dataset: Any, metrics: dict[str, float]) -> floa
         return float("nan")  # streaming: the number of tokens is unknown in advance
     tokens = sum(len(ids) for ids in dataset["input_ids"])
     return tokens * metrics.get("epoch", 1.0) / max(metrics.get("train_runtime", 0.0), 1e-9)
+
+
+def reference_logits(trainer: Any, model: Any, inputs: dict[str, Any]) -> Any:
+    """Logits of the frozen reference on `inputs`, without gradients: the loaded reference model when
+    the stage has one (`trainer.reference`), else the policy with its adapter switched off (LoRA/OFT:
+    the base weights are the starting model, so no second copy exists)."""
+    import contextlib
+
+    import torch
+
+    if trainer.reference is not None:
+        context, ref_model = contextlib.nullcontext(), trainer.reference
+    else:
+        context, ref_model = trainer.accelerator.unwrap_model(model).disable_adapter(), model
+    with torch.no_grad(), context:
+        return ref_model(**{k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}).logits

@@ -14,7 +14,6 @@ times the mean log-probability without one), `rewards/margins` (chosen - rejecte
 
 from __future__ import annotations
 
-import contextlib
 from collections import defaultdict
 from typing import Any
 
@@ -26,7 +25,7 @@ from lf_data.processors import IGNORE_INDEX
 from lf_train.args import REFERENCE_FREE_LOSSES
 from lf_train.collators import PairwiseCollator
 from lf_train.plan import TrainPlan
-from lf_train.stages.common import build_trainer, train_and_save
+from lf_train.stages.common import build_trainer, reference_logits, train_and_save
 
 
 def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,14 +91,7 @@ class PreferenceTrainer(Trainer):
         super().log(logs, start_time)
 
     def _reference_logps(self, model: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.reference is not None:
-            context, ref_model = contextlib.nullcontext(), self.reference
-        else:  # LoRA: the frozen base without the adapter is the reference
-            unwrapped = self.accelerator.unwrap_model(model)
-            context, ref_model = unwrapped.disable_adapter(), model
-        with torch.no_grad(), context:
-            logits = ref_model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
-        return sequence_logps(logits, inputs["labels"])[0]
+        return sequence_logps(reference_logits(self, model, inputs), inputs["labels"])[0]
 
     def compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:

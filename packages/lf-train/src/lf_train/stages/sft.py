@@ -3,7 +3,6 @@ use_dft_loss / use_asft_loss / use_eaft_loss, a token-weighted variant from `lf_
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ from transformers import Trainer
 from lf_train.collators import SupervisedCollator
 from lf_train.losses import asft_loss, sft_loss_func
 from lf_train.plan import TrainPlan
-from lf_train.stages.common import build_trainer, train_and_save
+from lf_train.stages.common import build_trainer, reference_logits, train_and_save
 
 PISSA_INIT = "pissa_init"
 
@@ -35,12 +34,7 @@ class SupervisedTrainer(Trainer):
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         if self.compute_loss_func == self._asft_loss:
-            if self.reference is not None:
-                context, ref_model = contextlib.nullcontext(), self.reference
-            else:  # LoRA: the frozen base without the adapter is the starting model
-                context, ref_model = self.accelerator.unwrap_model(model).disable_adapter(), model
-            with torch.no_grad(), context:
-                self._reference_logits = ref_model(**{k: v for k, v in inputs.items() if k != "labels"}).logits
+            self._reference_logits = reference_logits(self, model, inputs)
         try:
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
