@@ -198,6 +198,21 @@ def test_train_from_scratch_and_moe_aux_loss_coef(tiny_llama):
     assert set(saved) == set(weights)
     q = "model.layers.0.self_attn.q_proj.weight"
     assert weights[q].shape == saved[q].shape and not torch.equal(weights[q].detach(), saved[q])
+    from transformers import AutoModelForCausalLM, MixtralConfig
+
+    moe = tiny_llama.parent / "tiny-mixtral"
+    if not moe.exists():
+        torch.manual_seed(0)
+        AutoModelForCausalLM.from_config(MixtralConfig(
+            vocab_size=len(saved["model.embed_tokens.weight"]),
+            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+            num_local_experts=2, num_experts_per_tok=1)).save_pretrained(moe)
+    routed = load_model(ModelArguments(model_name_or_path=str(moe), moe_aux_loss_coef=0.05),
+                        FinetuningArguments(finetuning_type="full"), choose_precision(), True)
+    assert routed.config.router_aux_loss_coef == 0.05 and routed.config.output_router_logits is True
+    ids = torch.tensor([[1, 2, 3, 4]])
+    out = routed(input_ids=ids, labels=ids)
+    assert out.aux_loss is not None and out.loss > routed(input_ids=ids, labels=ids, output_router_logits=False).loss
     with pytest.raises(ConfigError, match="moe_aux_loss_coef applies to mixture-of-experts"):
         load_model(ModelArguments(model_name_or_path=str(tiny_llama), moe_aux_loss_coef=0.01),
                    FinetuningArguments(finetuning_type="full"), choose_precision(), True)
