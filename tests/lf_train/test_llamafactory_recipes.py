@@ -137,6 +137,12 @@ def test_ref_model_as_the_base_gives_the_adapter_off_reference(base_config, writ
     assert adapter_off[0] == pytest.approx(0.6931, abs=1e-3)  # log 2: policy equals reference at the start
 
 
+def test_a_missing_ref_model_stops_before_anything_loads(base_config, write_config, more_data, tmp_path, capsys):
+    config = {**base_config, "stage": "dpo", "dataset": "pref", "ref_model": str(tmp_path / "no-such-model")}
+    assert lf(["train", str(write_config(**config))]) == 1
+    assert "does not exist" in capsys.readouterr().err and not Path(config["output_dir"]).exists()
+
+
 def test_eval_on_each_dataset_and_the_profiler(base_config, write_config, more_data, tmp_path):
     config = {**base_config, "max_steps": 2, "save_steps": 2, "eval_dataset": "identity,chats",
               "eval_on_each_dataset": True, "enable_torch_profiler": True, "profiler_with_stack": False,

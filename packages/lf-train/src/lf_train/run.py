@@ -45,6 +45,7 @@ def run_train(config: dict[str, Any], source: str = "", plan: TrainPlan | None =
         deepspeed.init_distributed(dist_backend="gloo")  # adopts the gloo group: ZeRO-3 needs it to load weights
 
     model_source = resolve_model(plan.model)
+    reference_source = resolve_model(_reference_args(plan)) if plan.train.ref_model else None  # a typo: now
     tokenizer = load_tokenizer(plan.model, model_source)
     template = with_options(get_template(resolve_template(plan.data.template, plan.model.adapter_name_or_path,
                                                           model_source.default_template)), plan.data)
@@ -89,7 +90,7 @@ def run_train(config: dict[str, Any], source: str = "", plan: TrainPlan | None =
 
     extra = {}
     if stage.needs_reference(plan.train) and plan.train.ref_model:
-        extra["reference"] = _load_reference(plan, precision, tokenizer)
+        extra["reference"] = _load_reference(plan, precision, tokenizer, reference_source)
     elif stage.needs_reference(plan.train) and plan.finetuning.finetuning_type not in ADAPTER_TYPES:  # adapters switch off instead
         extra["reference"] = load_model(plan.model, FinetuningArguments(finetuning_type="full"), precision,
                                         is_trainable=False, source=model_source, tokenizer=tokenizer,
@@ -118,19 +119,23 @@ def run_train(config: dict[str, Any], source: str = "", plan: TrainPlan | None =
     return output_dir
 
 
-def _load_reference(plan: TrainPlan, precision: Any, tokenizer: Any) -> Any:
-    """ref_model (with ref_model_adapters merged, quantised if asked): a frozen model of its own."""
+def _reference_args(plan: TrainPlan) -> Any:
     from lf_models.args import ModelArguments
 
     train = plan.train
-    reference = ModelArguments(model_name_or_path=train.ref_model, adapter_name_or_path=train.ref_model_adapters,
-                               quantization_bit=train.ref_model_quantization_bit, cache_dir=plan.model.cache_dir,
-                               trust_remote_code=plan.model.trust_remote_code)
+    return ModelArguments(model_name_or_path=train.ref_model, adapter_name_or_path=train.ref_model_adapters,
+                          quantization_bit=train.ref_model_quantization_bit, cache_dir=plan.model.cache_dir,
+                          trust_remote_code=plan.model.trust_remote_code)
+
+
+def _load_reference(plan: TrainPlan, precision: Any, tokenizer: Any, source: Any) -> Any:
+    """ref_model (with ref_model_adapters merged, quantised if asked): a frozen model of its own."""
+    train = plan.train
     kind = "lora" if train.ref_model_adapters or train.ref_model_quantization_bit else "full"
     logger.info("reference model: %s%s", train.ref_model,
                 f" + {', '.join(train.ref_model_adapters)}" if train.ref_model_adapters else "")
-    return load_model(reference, FinetuningArguments(finetuning_type=kind), precision, is_trainable=False,
-                      tokenizer=tokenizer, cutoff_len=plan.data.cutoff_len)
+    return load_model(_reference_args(plan), FinetuningArguments(finetuning_type=kind), precision, is_trainable=False,
+                      source=source, tokenizer=tokenizer, cutoff_len=plan.data.cutoff_len)
 
 
 def _predict_only(plan: TrainPlan, output_dir: Path) -> Path:
