@@ -74,16 +74,12 @@ def build_workspace(root: Path) -> dict[str, str]:
     """A tiny Llama, a LoRA adapter on it, and a dataset folder holding every name the recipes use."""
     sys.path.insert(0, str(REPO / "tests"))
     from conftest import build_tiny_model, build_tokenizer
-    from peft import LoraConfig, get_peft_model
+    from model_helpers import save_lora_adapter
     from PIL import Image
-    from transformers import AutoModelForCausalLM
 
     tokenizer = build_tokenizer(root / "tokenizer")
     model_dir = build_tiny_model(root / "model", "llama", tokenizer)
-    adapter_dir = root / "adapter"
-    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), LoraConfig(r=4, target_modules="all-linear"))
-    peft_model.save_pretrained(adapter_dir)
-    tokenizer.save_pretrained(adapter_dir)
+    adapter_dir = save_lora_adapter(model_dir, root / "adapter")
     data = root / "data"
     data.mkdir()
     Image.new("RGB", (32, 32), "red").save(data / "square.png")

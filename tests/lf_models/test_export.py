@@ -28,20 +28,12 @@ GGUF_TOLERANCE = {"f32": 1e-4, "f16": 3e-2, "q8_0": 0.3}
 def adapter(tmp_path_factory, tiny_llama) -> Path:
     """What `lf train` leaves: a LoRA adapter (random, non-zero B), the tokenizer with its chat
     template and lf_config.yaml naming the base and the template."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from model_helpers import save_lora_adapter
+    from transformers import AutoTokenizer
 
     from lf_data.templates import get_template
 
-    out = tmp_path_factory.mktemp("adapter")
-    torch.manual_seed(0)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama),
-                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.2)
-    model.save_pretrained(out)
+    out = save_lora_adapter(tiny_llama, tmp_path_factory.mktemp("adapter"))
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
     tokenizer.chat_template = get_template("chatml").to_jinja()
     tokenizer.save_pretrained(out)

@@ -35,19 +35,10 @@ CALIBRATION_ROWS = [{"text": "The quick brown fox jumps over the lazy dog. " * 6
 @pytest.fixture(scope="module")
 def adapter(tmp_path_factory, tiny_llama) -> Path:
     """A LoRA adapter with non-zero B (it changes the logits) and a value head, as `lf train` leaves them."""
-    from peft import LoraConfig, get_peft_model
+    from model_helpers import save_lora_adapter
     from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM
 
-    out = tmp_path_factory.mktemp("adapter")
-    torch.manual_seed(0)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama),
-                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.2)
-    model.save_pretrained(out)
+    out = save_lora_adapter(tiny_llama, tmp_path_factory.mktemp("adapter"))
     save_file({"summary.weight": torch.arange(32.0).reshape(1, 32), "summary.bias": torch.tensor([0.5])},
               out / "value_head.safetensors")
     return out

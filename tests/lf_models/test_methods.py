@@ -2,23 +2,12 @@
 
 import pytest
 import torch
+from model_helpers import two_steps
 
 from lf_data.errors import ConfigError
 from lf_models.args import FinetuningArguments, ModelArguments
 from lf_models.loader import load_model, load_tokenizer
 from lf_models.precision import choose_precision
-
-
-def two_steps(model) -> set[str]:
-    """Names of the parameters that two AdamW steps changed (two: LoRA's A moves once B is non-zero)."""
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    batch = torch.randint(3, 300, (2, 10), generator=torch.Generator().manual_seed(0))
-    for _ in range(2):
-        model(input_ids=batch, labels=batch).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    return {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
 
 
 def trainable(model) -> set[str]:

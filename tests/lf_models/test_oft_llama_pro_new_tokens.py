@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from model_helpers import two_steps
 
 from lf_data.cli import main as lf
 from lf_data.errors import ConfigError
@@ -22,16 +23,6 @@ def trainable(model) -> set[str]:
     return {n for n, p in model.named_parameters() if p.requires_grad}
 
 
-def two_steps(model) -> set[str]:
-    """Names of the parameters two AdamW steps changed."""
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    batch = torch.randint(3, 300, (2, 10), generator=torch.Generator().manual_seed(0))
-    for _ in range(2):
-        model(input_ids=batch, labels=batch).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    return {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
 
 
 def logits(model, ids=IDS) -> torch.Tensor:

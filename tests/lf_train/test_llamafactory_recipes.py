@@ -35,14 +35,9 @@ def _header(path: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def lora_adapter(tiny_llama, tmp_path_factory) -> Path:
     """A LoRA adapter on the tiny Llama, saved as peft saves it (what a LlamaFactory user passes)."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from model_helpers import save_lora_adapter
 
-    folder = tmp_path_factory.mktemp("adapter")
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama), LoraConfig(r=4, target_modules="all-linear"))
-    model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tiny_llama).save_pretrained(folder)
-    return folder
+    return save_lora_adapter(tiny_llama, tmp_path_factory.mktemp("adapter"))
 
 
 def _localise(path: Path, tmp_path: Path, tiny_llama: Path, data_dir: Path, adapter: Path) -> Path:
