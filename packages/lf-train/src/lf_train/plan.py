@@ -67,6 +67,9 @@ RESUME_BREAKING = ("stage", "model_name_or_path", "finetuning_type", "lora_rank"
 # These change the schedule: the checkpoint's own schedule continues, which may not be what is meant.
 RESUME_SCHEDULE = ("learning_rate", "num_train_epochs", "lr_scheduler_type", "warmup_steps", "warmup_ratio",
                    "per_device_train_batch_size", "gradient_accumulation_steps")
+# Annotated `str` in transformers, but it also takes a list of options (`fsdp: [full_shard, auto_wrap]`, as
+# LlamaFactory's recipes write it) or true: left to transformers to check.
+HF_LOOSE_TYPES: dict[str, Any] = {"fsdp": Any}
 _SIMPLE_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "int | None": int | None,
                  "float | None": float | None, "bool | None": bool | None, "str | None": str | None}
 
@@ -111,8 +114,9 @@ def hf_training_fields() -> dict[str, Any]:
         from transformers import TrainingArguments
 
         return dict.fromkeys(section_keys(TrainingArguments), Any)
-    return {node.target.id: _SIMPLE_TYPES.get(ast.unparse(node.annotation), Any) for node in body.body
-            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)}
+    fields = {node.target.id: _SIMPLE_TYPES.get(ast.unparse(node.annotation), Any) for node in body.body
+              if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)}
+    return {**fields, **HF_LOOSE_TYPES}
 
 
 def check_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:
