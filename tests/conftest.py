@@ -168,6 +168,14 @@ def tiny_qwen2_vl(tmp_path_factory, tiny_tokenizer_dir) -> Path:
     torch.manual_seed(0)
     Qwen2VLForConditionalGeneration(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
-    Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=112 * 112, patch_size=14, merge_size=2,
-                             temporal_patch_size=2).save_pretrained(path)
+    images = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=112 * 112, patch_size=14, merge_size=2,
+                                      temporal_patch_size=2)
+    try:  # the full processor (training reads videos too); its video processor needs torchvision
+        from transformers import Qwen2VLProcessor, Qwen2VLVideoProcessor
+
+        videos = Qwen2VLVideoProcessor(min_pixels=56 * 56, max_pixels=112 * 112, patch_size=14, merge_size=2,
+                                       temporal_patch_size=2)
+        Qwen2VLProcessor(image_processor=images, tokenizer=tokenizer, video_processor=videos).save_pretrained(path)
+    except ImportError:
+        images.save_pretrained(path)
     return path

@@ -128,8 +128,16 @@ def test_media_data_is_refused_before_loading(tmp_path, base_config, data_dir, t
     (data_dir / "dataset_info.json").write_text(json.dumps(info))
     with pytest.raises(ConfigError, match=r"has images but model .* is a text model"):  # the tiny Llama
         check_train_config({**base_config, "dataset": "pics"})
-    with pytest.raises(ConfigError, match="lf train does not feed media to a model yet"):  # a VLM: not yet
-        check_train_config({**base_config, "dataset": "pics", "model_name_or_path": str(tiny_qwen2_vl)})
+    vlm = {**base_config, "dataset": "pics", "model_name_or_path": str(tiny_qwen2_vl)}
+    check_train_config(vlm)  # a VLM takes them
+    (tmp_path / "value_head.safetensors").touch()  # a reward model's folder, as far as the check looks
+    with pytest.raises(ConfigError, match="has images, which stage ppo does not feed to the model"):
+        check_train_config({**vlm, "stage": "ppo", "reward_model": str(tmp_path)})
+    info["sounds"] = {**info["pics"], "columns": {"messages": "messages", "audios": "images"}}
+    (data_dir / "dataset_info.json").write_text(json.dumps(info))
+    with pytest.raises(ConfigError, match=r"has audios but model .* is a vision-language model that takes images "
+                                          r"and videos only"):
+        check_train_config({**vlm, "dataset": "sounds"})
 
 
 def test_what_the_model_or_machine_cannot_do_stops_before_loading(base_config, tmp_path):

@@ -35,6 +35,24 @@ if TYPE_CHECKING:
 
 MEDIA = ("images", "videos", "audios")
 PLACEHOLDERS = {"images": "<image>", "videos": "<video>", "audios": "<audio>"}
+
+
+def place_markers(messages: list[dict[str, Any]], markers: dict[str, str]) -> list[dict[str, Any]]:
+    """Messages with each placeholder written as a multimodal model's marker (`markers`: kind -> the
+    model's special tokens for one item). A placeholder that is also one of the tokenizer's special
+    tokens (LLaVA's `<image>`) was protected as literal text first; it is a marker all the same."""
+    from lf_data.literal_text import CLOSE, OPEN
+
+    out = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str) and "<" in content:
+            for kind, marker in markers.items():
+                placeholder = PLACEHOLDERS[kind]
+                content = content.replace(f"{OPEN}{placeholder}{CLOSE}", marker).replace(placeholder, marker)
+            message = {**message, "content": content}
+        out.append(message)
+    return out
 REMOTE_MEDIA = re.compile(r"^(https?://|data:)", re.IGNORECASE)
 
 

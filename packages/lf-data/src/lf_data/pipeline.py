@@ -53,13 +53,16 @@ class DatasetModule:
     eval_dataset: Any | None
     report: DataReport
     template: Any
+    media: Any = None
+    """lf_models.media.MediaInputs when the rows carry media for a multimodal model (set by lf train)."""
 
 
-def _options(data_args: DataArguments, stage: str, names: list[str]) -> dict[str, Any]:
+def _options(data_args: DataArguments, stage: str, names: list[str], markers: dict[str, str] | None = None
+             ) -> dict[str, Any]:
     skip = {"preprocessing_num_workers", "overwrite_cache", "tokenized_path", "eval_dataset", "val_size",
             "dataset", "streaming", "buffer_size", "preprocessing_batch_size", "eval_on_each_dataset"}
     options = {k: v for k, v in dataclasses.asdict(data_args).items() if k not in skip}
-    return {**options, "stage": stage, "datasets": names}
+    return {**options, "stage": stage, "datasets": names, **({"media_markers": markers} if markers else {})}
 
 
 def check_stage_data(data_args: DataArguments, stage: str, names: list[str]) -> None:
@@ -107,8 +110,9 @@ def _tokenize(batch: dict[str, list[Any]], ctx: Context, processor: Any, carry_m
         for i in range(size):
             for kind, placeholder in PLACEHOLDERS.items():
                 media = batch[f"_{kind}"][i]
+                written = (ctx.media_markers or {}).get(kind, placeholder)  # a multimodal model's marker
                 if media and not out["_drop"][i] and \
-                        ctx.tokenizer.decode(out[ids_column][i]).count(placeholder) != len(media):
+                        ctx.tokenizer.decode(out[ids_column][i]).count(written) != len(media):
                     out["_drop"][i] = MEDIA_CUT
         if carry_media:  # for the model's processor (images, videos, audios as JSON lists of paths)
             for kind in PLACEHOLDERS:
@@ -136,7 +140,7 @@ def _features(processor: Any, carry_media: bool) -> Any:
 
 
 def _cache_location(names: list[str], data_args: DataArguments, stage: str, template: Any, tokenizer: Any,
-                    packing: bool, split: str) -> tuple[Path | None, str | None]:
+                    packing: bool, split: str, markers: dict[str, str] | None = None) -> tuple[Path | None, str | None]:
     """(where the tokenised result lives, its content key); no cache when streaming.
 
     `tokenized_path` keeps LlamaFactory's meaning: load it if it is there, else save there.
@@ -147,20 +151,21 @@ def _cache_location(names: list[str], data_args: DataArguments, stage: str, temp
         return Path(data_args.tokenized_path) / split, None
     attrs = [get_dataset_attr(name, data_args.dataset_dir) for name in names]
     hub = {a.name: f"{a.location}|{a.subset}|{a.split}|{a.folder}" for a in attrs if a.source != "file"}
-    key = cache_key(attrs, tokenizer, template, {**_options(data_args, stage, names), "packing": packing}, hub)
+    key = cache_key(attrs, tokenizer, template, {**_options(data_args, stage, names, markers), "packing": packing}, hub)
     return cache_root() / key, key
 
 
 def _prepare(names: list[str], data_args: DataArguments, stage: str, template: Any, tokenizer: Any,
-             report: DataReport, split: str = "train", hub: HubCredentials | None = None) -> Dataset:
+             report: DataReport, split: str = "train", hub: HubCredentials | None = None,
+             markers: dict[str, str] | None = None) -> Dataset:
     spec = DATA_STAGES[stage]
     processor = spec.processor
     packing = data_args.packing if data_args.packing is not None else spec.plain_text
     ctx = Context(template=template, tokenizer=tokenizer, cutoff_len=data_args.cutoff_len,
                   train_on_prompt=data_args.train_on_prompt, mask_history=data_args.mask_history,
                   packing=packing, neat_packing=data_args.neat_packing, enable_thinking=data_args.enable_thinking,
-                  special_tokens_in_content=data_args.special_tokens_in_content)
-    location, key = _cache_location(names, data_args, stage, template, tokenizer, packing, split)
+                  special_tokens_in_content=data_args.special_tokens_in_content, media_markers=markers)
+    location, key = _cache_location(names, data_args, stage, template, tokenizer, packing, split, markers)
     if location is not None and not data_args.overwrite_cache:
         cached = load_cached(location, key)
         if cached is not None:
@@ -220,16 +225,17 @@ def _prepare(names: list[str], data_args: DataArguments, stage: str, template: A
 
 
 def build_dataset(data_args: DataArguments, tokenizer: Any, stage: str = "sft", template: Any = None,
-                  hub: HubCredentials | None = None) -> DatasetModule:
+                  hub: HubCredentials | None = None, media_markers: dict[str, str] | None = None) -> DatasetModule:
     """The train (and eval) datasets for a stage; `template` defaults to `data_args.template`; `hub`: the
-    tokens and cache folder for hub datasets."""
+    tokens and cache folder for hub datasets; `media_markers`: a multimodal model's marker per media kind
+    (`<image>` is written as it; without markers media placeholders stay text)."""
     if not data_args.dataset:
         raise ConfigError("no `dataset` given: name one or more datasets from dataset_info.json "
                           "(for example dataset: identity).")
     template = template if template is not None else with_options(get_template(data_args.template), data_args)
     check_stage_data(data_args, stage, data_args.dataset + (data_args.eval_dataset or []))
     report = DataReport()
-    prepare = partial(_prepare, hub=hub)
+    prepare = partial(_prepare, hub=hub, markers=media_markers)
     train = prepare(data_args.dataset, data_args, stage, template, tokenizer, report)
     evaluation = None
     if data_args.eval_dataset and data_args.eval_on_each_dataset:  # the Trainer reports eval_<name>_loss for each

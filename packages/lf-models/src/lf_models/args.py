@@ -61,6 +61,24 @@ class ModelArguments:
     """Mixture-of-experts models: weight of the router's load-balancing loss (also turns the loss on)."""
     pure_bf16: bool = False
     """Train in bf16 throughout: weights and trainable parameters stay bf16, no fp32 master copy."""
+    image_max_pixels: Annotated[int, AtLeastOne] = 768 * 768
+    """Multimodal training: images larger than this many pixels are scaled down (aspect kept)."""
+    image_min_pixels: Annotated[int, AtLeastOne] = 32 * 32
+    """Multimodal training: images smaller than this many pixels are scaled up."""
+    image_do_pan_and_scan: bool = False
+    """Gemma 3: also crop large images into pan-and-scan tiles (its processor's option)."""
+    video_max_pixels: Annotated[int, AtLeastOne] = 256 * 256
+    """Multimodal training: each video frame is scaled down to at most this many pixels."""
+    video_min_pixels: Annotated[int, AtLeastOne] = 16 * 16
+    """Multimodal training: each video frame is scaled up to at least this many pixels."""
+    video_fps: Annotated[float, Positive] = 2.0
+    """Frames sampled per second of video."""
+    video_maxlen: Annotated[int, AtLeastOne] = 128
+    """At most this many frames per video (evenly spaced over the whole video)."""
+    use_audio_in_video: bool = False
+    """Qwen2.5-Omni: also feed a video's sound track (LlamaFactory's key; not supported yet)."""
+    audio_sampling_rate: Annotated[int, AtLeastOne] = 16000
+    """Audio is resampled to this rate (Hz) before the feature extractor."""
     hf_hub_token: str | None = None
     """Hugging Face token for private models and datasets (default: HF_TOKEN or the saved login)."""
     ms_hub_token: str | None = None

@@ -38,13 +38,23 @@ class ModelFamily:
     """Module names `lora_target: all` adapts; empty = every linear layer except the head."""
     layers: str = "model.layers"
     """Dotted path of the decoder layer list (freeze tuning counts these)."""
-    vlm: bool = False
+    markers: Mapping[str, str] = field(default_factory=dict)
+    """Multimodal models: per media kind (images, videos, audios), the prompt text of one item -- the
+    model's own special tokens, which its processor expands into the item's features (`lf_models.media`)."""
+    towers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Multimodal models: the dotted module paths of `vision_tower`, `projector` and `language_model`
+    (freeze_vision_tower, freeze_multi_modal_projector, freeze_language_model, train_mm_proj_only)."""
     quirks: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def media(self) -> tuple[str, ...]:
         """The media columns of lf-data its models take (none for a text model)."""
-        return ("images", "videos") if self.vlm else ()
+        return tuple(self.markers)
+
+    @property
+    def vlm(self) -> bool:
+        """Loaded through its own multimodal class with its processor (vision or audio)."""
+        return bool(self.markers)
 
 
 FAMILIES: dict[str, ModelFamily] = {}
@@ -67,7 +77,10 @@ def model_class_for(config: Any) -> Any:
 
     family = family_for(config)
     if family is not None and family.vlm:
-        return transformers.AutoModelForImageTextToText
+        if type(config) in transformers.AutoModelForImageTextToText._model_mapping:
+            return transformers.AutoModelForImageTextToText
+        named = getattr(transformers, family.architectures[0], None) if family.architectures else None
+        return named or transformers.AutoModelForImageTextToText  # audio models: their own class
     return transformers.AutoModelForCausalLM
 
 
@@ -83,9 +96,10 @@ _TRANSFORMER_H = "transformer.h"
 
 
 def _family(model_type: str, architecture: str, template: str | None, *quirks: str,
-            lora_targets: tuple[str, ...] = (), layers: str = "model.layers", vlm: bool = False) -> None:
+            lora_targets: tuple[str, ...] = (), layers: str = "model.layers",
+            markers: Mapping[str, str] | None = None, towers: Mapping[str, tuple[str, ...]] | None = None) -> None:
     register(ModelFamily(model_type, (architecture,), template=template, lora_targets=lora_targets,
-                         layers=layers, vlm=vlm, quirks=quirks))
+                         layers=layers, markers=markers or {}, towers=towers or {}, quirks=quirks))
 
 
 # -- Llama and its close relatives (q/k/v/o + gate/up/down) -----------------------------------------
@@ -168,10 +182,23 @@ _family("dbrx", "DbrxForCausalLM", "dbrx", _FUSED_EXPERTS, "fused Wqkv with qkv 
         layers="transformer.blocks")
 
 # -- vision-language models -------------------------------------------------------------------------
+# `markers`: what lf-data's <image>/<video>/<audio> placeholder becomes in the prompt; the processor
+# expands each marker into the item's feature tokens at batch time (lf_models.media).
+_QWEN_VL_MARKERS = {"images": "<|vision_start|><|image_pad|><|vision_end|>",
+                    "videos": "<|vision_start|><|video_pad|><|vision_end|>"}
+_QWEN_VL_TOWERS = {"vision_tower": ("model.visual",), "projector": ("model.visual.merger",),
+                   "language_model": ("model.language_model", "lm_head")}
 _family("qwen2_vl", "Qwen2VLForConditionalGeneration", "qwen2_vl",
         "vision tower and merger stay frozen and un-adapted",
         "M-RoPE: the forward needs mm_token_type_ids (1 on <|image_pad|> tokens) with image_grid_thw",
-        lora_targets=_LLAMA_LIKE, layers="model.language_model.layers", vlm=True)
+        lora_targets=_LLAMA_LIKE, layers="model.language_model.layers", markers=_QWEN_VL_MARKERS,
+        towers=_QWEN_VL_TOWERS)
+
+# -- multimodal A: Qwen2.5-VL, Qwen3-VL, LLaVA-1.5, LLaVA-NeXT, LLaVA-NeXT-Video --------------------
+
+# -- multimodal B: Gemma 3, PaliGemma, Idefics3/SmolVLM, InternVL, Mistral 3/Pixtral, Llama 3.2 Vision
+
+# -- multimodal C: audio (Qwen2-Audio, Qwen2.5-Omni thinker) -----------------------------------------
 
 
 def reference_family(reference: str) -> tuple[str | None, ModelFamily | None]:

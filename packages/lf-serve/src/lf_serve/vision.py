@@ -109,9 +109,10 @@ def load_image_inputs(config: Any, tokenizer: Any, folders: list[str]) -> ImageI
     from transformers import AutoImageProcessor
 
     from lf_data.errors import ConfigError
+    from lf_models.media import PROCESSOR_FILES
 
     for folder in folders:
-        if Path(folder).is_dir() and not Path(folder, "preprocessor_config.json").is_file():
+        if Path(folder).is_dir() and not any(Path(folder, name).is_file() for name in PROCESSOR_FILES):
             continue
         try:
             return ImageInputs(fmt, AutoImageProcessor.from_pretrained(folder), tokenizer)

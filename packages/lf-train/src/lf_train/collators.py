@@ -71,3 +71,58 @@ class KTOCollator:
         batch.update({f"kl_{key}": value for key, value in kl.items()})
         batch["kto_tags"] = torch.tensor([bool(r["kto_tags"]) for r in rows])
         return batch
+
+
+SEQUENCE_GROUPS = {"SupervisedCollator": (("", ""),), "PairwiseCollator": (("chosen_", ""), ("rejected_", "")),
+                   "KTOCollator": (("", ""), ("kl_", "kl_"))}
+"""Per collator: (row column prefix, batch key prefix) of each sequence a row holds, in batch order."""
+
+
+@dataclass
+class MediaCollator:
+    """A multimodal model's batches: each row's media markers are expanded by the model's processor
+    (`lf_models.media`), then the stage's own collator pads; the processor's tensors join the batch
+    under the keys the model's forward takes (with `kl_` in front for KTO's mismatched pairs)."""
+
+    inner: Any
+    media: Any  # lf_models.media.MediaInputs
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        import json
+
+        from lf_models.media import KINDS, collate_tensors
+
+        rows = [dict(r) for r in rows]
+        tensors: dict[str, list[dict[str, Any]]] = {}
+        types: dict[str, list[list[int]]] = {}
+        memo: dict[tuple[str, str], Any] = {}  # chosen and rejected share their row's images
+        for source, target in SEQUENCE_GROUPS[type(self.inner).__name__]:
+            for row in rows:
+                items = {kind: json.loads(row[kind]) if row.get(kind) else [] for kind in KINDS}
+                out = self.media.expand(list(row[f"{source}input_ids"]), list(row[f"{source}labels"]), items, memo)
+                row[f"{source}input_ids"], row[f"{source}labels"] = out.input_ids, out.labels
+                row[f"{source}attention_mask"] = [1] * len(out.input_ids)
+                tensors.setdefault(target, []).extend(out.tensors)
+                types.setdefault(target, []).append(out.type_ids or [])
+        for row in rows:
+            for kind in KINDS:
+                row.pop(kind, None)
+        batch = self.inner(rows)
+        for target, items in tensors.items():
+            batch.update({f"{target}{key}": value for key, value in collate_tensors(items).items()})
+            if self.media.type_key:  # padded like input_ids (on the right)
+                length = batch[f"{target}input_ids"].shape[1]
+                batch[f"{target}{self.media.type_key}"] = torch.tensor(
+                    [t + [0] * (length - len(t)) for t in types[target]], dtype=torch.long)
+        return batch
+
+
+NOT_MODEL_INPUTS = ("labels", "kto_tags")
+
+
+def forward_inputs(batch: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The model's keyword arguments for one sequence group of a batch: ids, masks and any media tensors
+    (`prefix` "kl_" picks KTO's mismatched pairs)."""
+    return {key[len(prefix):]: value for key, value in batch.items()
+            if key.startswith(prefix) and key[len(prefix):] not in NOT_MODEL_INPUTS
+            and (prefix or not key.startswith("kl_"))}

@@ -161,11 +161,11 @@ def check_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:
     check_stage_data(data, train.stage, (data.dataset or []) + (data.eval_dataset or []))
     media = media_kinds((data.dataset or []) + (data.eval_dataset or []), data.dataset_dir)
     check_media_support(model.model_name_or_path, media)
-    if media:  # the stages tokenise the placeholders as text and never pass pixels or sound to the model
+    if media and train.stage in ("pt", "ppo"):  # pt packs plain text; ppo generates with its own loop
         name, kinds = next(iter(media.items()))
-        raise ConfigError(f"dataset {name!r} has {' and '.join(kinds)}, but lf train does not feed media to a model "
-                          "yet: it would train on the placeholder text. Remove the media column(s) from its entry in "
-                          "dataset_info.json (lf chat and lf api already take images).")
+        raise ConfigError(f"dataset {name!r} has {' and '.join(kinds)}, which stage {train.stage} does not feed to the "
+                          "model; use stage sft, dpo, kto or rm for multimodal data, or remove the media column(s) "
+                          "from its entry in dataset_info.json.")
     _check_optimizer_choice(train, finetuning, hf)
     if train.mixture_of_depths:
         from lf_train.mixture_of_depths import check_mixture_of_depths

@@ -52,8 +52,16 @@ def run_train(config: dict[str, Any], source: str = "", plan: TrainPlan | None =
     if isinstance(template, Template):
         tokenizer.chat_template = template.to_jinja()  # saved with the tokenizer: inference builds the same prompts
     plan.data.template = template.name
+    media = _media_inputs(plan, model_source, tokenizer)
     with args.main_process_first(desc="tokenising the dataset"):  # other processes reuse its cache
-        data = build_dataset(plan.data, tokenizer, plan.train.stage, template, hub=hub_credentials(plan.model))
+        data = build_dataset(plan.data, tokenizer, plan.train.stage, template, hub=hub_credentials(plan.model),
+                             media_markers=media.markers if media else None)
+    if media is not None:
+        from lf_models.media import check_media_files
+
+        evaluation = data.eval_dataset
+        check_media_files([data.train_dataset, *(evaluation.values() if isinstance(evaluation, dict) else [evaluation])])
+        data.media = media
     if not plan.data.streaming:
         report = data.report
         logger.info("data: %s rows read, %d invalid, %d dropped, %d examples to train on (template %s, cutoff_len %d, "
@@ -109,6 +117,10 @@ def run_train(config: dict[str, Any], source: str = "", plan: TrainPlan | None =
     except OSError as err:  # a full disk mid-checkpoint: one line; the last complete checkpoint is intact
         raise storage_error(err, output_dir, "The last complete checkpoint is kept; the run resumes from it.") from None
     if args.process_index == 0:
+        if media is not None:
+            from lf_models.media import save_processor
+
+            save_processor(media, output_dir)  # AutoProcessor loads the trained folder
         share_tree(output_dir)  # safetensors writes private files: let the umask decide, as for any file
         if plan.train.plot_loss:
             plot_loss(output_dir)
@@ -117,6 +129,20 @@ def run_train(config: dict[str, Any], source: str = "", plan: TrainPlan | None =
             predict_after_training(plan, output_dir)
         _print_summary(output_dir, plan, model_source.path)
     return output_dir
+
+
+def _media_inputs(plan: TrainPlan, source: Any, tokenizer: Any) -> Any:
+    """lf_models.media.MediaInputs when the data carries images, videos or audios (None for text)."""
+    from lf_data.dataset_info import media_kinds
+
+    data = plan.data
+    kinds = {kind for found in media_kinds((data.dataset or []) + (data.eval_dataset or []),
+                                           data.dataset_dir).values() for kind in found}
+    if not kinds:
+        return None
+    from lf_models.media import prepare_media
+
+    return prepare_media(plan.model, source.path, tokenizer, kinds)
 
 
 def _reference_args(plan: TrainPlan) -> Any:

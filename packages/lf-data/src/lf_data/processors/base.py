@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lf_data import literal_text
+from lf_data.aligner import place_markers
 
 Pairs = list[tuple[list[int], list[int]]]
 
@@ -21,6 +22,8 @@ class Context:
     neat_packing: bool = False
     enable_thinking: bool | None = None
     special_tokens_in_content: bool = False
+    media_markers: dict[str, str] | None = None
+    """Multimodal models: kind -> the model's marker each `<image>`/`<video>`/`<audio>` becomes."""
 
 
 def batch_encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
@@ -49,6 +52,9 @@ def encode_batch(ctx: Context, conversations: list[tuple[list[dict], str, str]])
     """
     if not ctx.special_tokens_in_content:  # a row's `<|im_start|>` text stays text
         conversations = [(*literal_text.protect_messages(messages, system, ctx.tokenizer), tools)
+                         for messages, system, tools in conversations]
+    if ctx.media_markers:  # after protecting: the markers are the model's own special tokens
+        conversations = [(place_markers(messages, ctx.media_markers), system, tools)
                          for messages, system, tools in conversations]
     rendered = [ctx.template.render_pairs(messages, system, ctx.tokenizer, tools or None,
                                           enable_thinking=ctx.enable_thinking)

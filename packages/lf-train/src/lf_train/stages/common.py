@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from lf_train.checkpoints import atomic_checkpoints
+from lf_train.collators import MediaCollator, forward_inputs
 from lf_train.optimizers import (
     adam_mini_optimizer,
     apollo_optimizer,
@@ -44,11 +45,15 @@ def build_trainer(trainer_class: Any, model: Any, tokenizer: Any, data: Any, pla
         from lf_train.mixture_of_depths import prepare_mixture_of_depths
 
         prepare_mixture_of_depths(model, plan.train.mixture_of_depths, plan.model.model_name_or_path)
+    collator = collator_class(pad_token_id=tokenizer.pad_token_id,
+                              pad_to_multiple_of=8 if args.bf16 or args.fp16 else None, **(collator_options or {}))
+    if getattr(data, "media", None) is not None:  # images, videos, audios: expanded and processed per batch
+        collator = MediaCollator(collator, data.media)
+        args.remove_unused_columns = False  # the media columns are read by the collator, not the model
     trainer = atomic_checkpoints(trainer_class)(
         model=model,
         args=args,
-        data_collator=collator_class(pad_token_id=tokenizer.pad_token_id,
-                                     pad_to_multiple_of=8 if args.bf16 or args.fp16 else None, **(collator_options or {})),
+        data_collator=collator,
         train_dataset=data.train_dataset,
         eval_dataset=data.eval_dataset,
         processing_class=tokenizer,
@@ -100,4 +105,4 @@ def reference_logits(trainer: Any, model: Any, inputs: dict[str, Any]) -> Any:
     else:
         context, ref_model = trainer.accelerator.unwrap_model(model).disable_adapter(), model
     with torch.no_grad(), context:
-        return ref_model(**{k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}).logits
+        return ref_model(**forward_inputs(inputs)).logits

@@ -23,7 +23,7 @@ from transformers import Trainer
 
 from lf_data.processors import IGNORE_INDEX
 from lf_train.args import REFERENCE_FREE_LOSSES
-from lf_train.collators import PairwiseCollator
+from lf_train.collators import PairwiseCollator, forward_inputs
 from lf_train.plan import TrainPlan
 from lf_train.stages.common import build_trainer, reference_logits, train_and_save
 
@@ -96,7 +96,7 @@ class PreferenceTrainer(Trainer):
     def compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         t = self.train_args
-        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+        logits = model(**forward_inputs(inputs)).logits
         total, mean = sequence_logps(logits, inputs["labels"])
         policy, policy_mean = total.chunk(2), mean.chunk(2)
         reference = None if t.pref_loss in REFERENCE_FREE_LOSSES else self._reference_logps(model, inputs).chunk(2)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from transformers import Trainer
 
-from lf_train.collators import KTOCollator
+from lf_train.collators import KTOCollator, forward_inputs
 from lf_train.plan import TrainPlan
 from lf_train.stages.common import build_trainer, train_and_save
 from lf_train.stages.dpo import PreferenceTrainer, sequence_logps
@@ -32,17 +32,16 @@ def kto_loss(log_ratio: torch.Tensor, kl: torch.Tensor, desirable: torch.Tensor,
 
 
 class KTOTrainer(PreferenceTrainer):
-    def _logps(self, model: Any, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return sequence_logps(model(input_ids=ids, attention_mask=mask).logits, labels)[0]
+    def _logps(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return sequence_logps(model(**forward_inputs(batch)).logits, batch["labels"])[0]
 
     def compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         t = self.train_args
-        policy = self._logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"])
-        kl_batch = {"input_ids": inputs["kl_input_ids"], "attention_mask": inputs["kl_attention_mask"],
-                    "labels": inputs["kl_labels"]}
+        policy = self._logps(model, inputs)
+        kl_batch = {**forward_inputs(inputs, "kl_"), "labels": inputs["kl_labels"]}
         with torch.no_grad():
-            policy_kl = self._logps(model, kl_batch["input_ids"], kl_batch["attention_mask"], kl_batch["labels"])
+            policy_kl = self._logps(model, kl_batch)
         reference = self._reference_logps(model, inputs)
         reference_kl = self._reference_logps(model, kl_batch)
         kl = (policy_kl - reference_kl).mean().clamp(min=0).detach()

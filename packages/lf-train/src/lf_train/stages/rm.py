@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
-from lf_train.collators import PairwiseCollator
+from lf_train.collators import PairwiseCollator, forward_inputs
 from lf_train.plan import TrainPlan
 from lf_train.stages.common import build_trainer, train_and_save
 
@@ -27,7 +27,7 @@ def last_token_values(values: torch.Tensor, attention_mask: torch.Tensor) -> tor
 class PairwiseTrainer(Trainer):
     def compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
-        _, values = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        _, values = model(**forward_inputs(inputs))
         rewards = last_token_values(values, inputs["attention_mask"])
         chosen, rejected = rewards.chunk(2)
         loss = -F.logsigmoid(chosen - rejected).mean()

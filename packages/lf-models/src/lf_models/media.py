@@ -1,0 +1,378 @@
+"""Images, videos and audio on their way into a multimodal model.
+
+lf-data writes each `<image>`, `<video>` or `<audio>` placeholder of a row as the family's marker
+(`ModelFamily.markers`: the model's own special tokens, one marker per item) and carries the row's
+media paths. At batch time `MediaInputs.expand` reads each item -- an image resized within
+image_max_pixels/image_min_pixels, a video sampled at video_fps up to video_maxlen frames, a sound
+resampled to audio_sampling_rate -- runs the model's own processor on the marker with that one item,
+and splices the processor's expansion into the ids where the marker was. The feature tokens are
+therefore exactly what the processor writes, they are never trained on (label -100), and the
+processor's tensors (pixel_values, image_grid_thw, input_features, ...) go to the model with the batch.
+
+One processor call per item keeps every family on the same path: the processor, not LF, knows how
+many tokens an image of a given size becomes (and what text surrounds them, as in Gemma 3).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lf_data.errors import ConfigError, DataError
+
+KINDS = ("images", "videos", "audios")
+PROCESSOR_ARGUMENT = {"images": "images", "videos": "videos", "audios": "audio"}
+"""The keyword each kind goes to the processor under."""
+SEQUENCE_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
+"""Processor outputs that run along the text (everything else is a media tensor of the batch)."""
+TYPE_KEYS = ("mm_token_type_ids", "token_type_ids")
+PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
+"""Where a folder keeps its processor (transformers 5 writes the first, older folders the second)."""
+IGNORE_INDEX = -100
+EXTRA = {"images": "vision", "videos": "vision", "audios": "audio"}
+"""The lf-models extra that brings each kind's readers."""
+
+
+@dataclass(frozen=True)
+class MediaLimits:
+    """LlamaFactory's processor keys (ModelArguments): how media is sized before the processor sees it."""
+
+    image_max_pixels: int = 768 * 768
+    image_min_pixels: int = 32 * 32
+    video_max_pixels: int = 256 * 256
+    video_min_pixels: int = 16 * 16
+    video_fps: float = 2.0
+    video_maxlen: int = 128
+    audio_sampling_rate: int = 16000
+
+    @classmethod
+    def from_args(cls, model_args: Any) -> MediaLimits:
+        return cls(**{name: getattr(model_args, name) for name in cls.__dataclass_fields__
+                      if getattr(model_args, name, None) is not None})
+
+
+def _missing_extra(kind: str, module: str) -> ConfigError:
+    return ConfigError(f"reading {kind} needs the {module} package: pip install 'lf-models[{EXTRA[kind]}]'")
+
+
+def _source(ref: str) -> Any:
+    """A local path, or the bytes of a data:/http(s) URL (rows may name either; lf-data checked paths)."""
+    if ref.startswith("data:"):
+        _, _, payload = ref.partition(",")
+        return io.BytesIO(base64.b64decode(payload))
+    if ref.startswith(("http://", "https://")):
+        from urllib.request import urlopen
+
+        with urlopen(ref, timeout=60) as response:  # noqa: S310 (training data names its own files)
+            return io.BytesIO(response.read())
+    return ref
+
+
+def _fit(width: int, height: int, max_pixels: int, min_pixels: int) -> tuple[int, int]:
+    """(width, height) scaled, aspect kept, so that the area lies within [min_pixels, max_pixels]."""
+    area = width * height
+    if area > max_pixels:
+        scale = math.sqrt(max_pixels / area)
+        return max(1, int(width * scale)), max(1, int(height * scale))
+    if area < min_pixels:
+        scale = math.sqrt(min_pixels / area)
+        return math.ceil(width * scale), math.ceil(height * scale)
+    return width, height
+
+
+def _sized(image: Any, max_pixels: int, min_pixels: int) -> Any:
+    size = _fit(*image.size, max_pixels, min_pixels)
+    if size != image.size:
+        from PIL import Image
+
+        image = image.resize(size, resample=Image.Resampling.BICUBIC)
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def load_image(ref: str, limits: MediaLimits = MediaLimits()) -> Any:
+    """An RGB PIL image, within the limits."""
+    from PIL import Image
+
+    with Image.open(_source(ref)) as image:
+        image.load()
+        return _sized(image, limits.image_max_pixels, limits.image_min_pixels)
+
+
+def load_video(ref: str, limits: MediaLimits = MediaLimits()) -> tuple[list[Any], dict[str, Any]]:
+    """(frames as RGB PIL images, metadata): video_fps frames per second of video, evenly spaced, at
+    most video_maxlen of them, each within the video pixel limits."""
+    try:
+        import av
+    except ImportError:
+        raise _missing_extra("videos", "av") from None
+    import numpy as np
+
+    with av.open(_source(ref)) as container:
+        stream = container.streams.video[0]
+        frames = [frame.to_image() for frame in container.decode(stream)]
+        rate = float(stream.average_rate or 0) or 24.0
+    if not frames:
+        raise ValueError("the video has no frames")
+    duration = len(frames) / rate
+    wanted = max(1, min(limits.video_maxlen, len(frames), math.floor(duration * limits.video_fps) or 1))
+    indices = np.linspace(0, len(frames) - 1, wanted).round().astype(int).tolist()
+    sampled = [_sized(frames[i], limits.video_max_pixels, limits.video_min_pixels) for i in indices]
+    return sampled, {"fps": rate, "total_num_frames": len(frames), "frames_indices": indices, "duration": duration}
+
+
+def load_audio(ref: str, limits: MediaLimits = MediaLimits()) -> Any:
+    """A mono float32 waveform at audio_sampling_rate."""
+    try:
+        import soundfile
+    except ImportError:
+        raise _missing_extra("audios", "soundfile") from None
+    data, rate = soundfile.read(_source(ref), dtype="float32", always_2d=True)
+    wave = data.mean(axis=1)
+    if rate != limits.audio_sampling_rate:
+        try:
+            import soxr
+        except ImportError:
+            raise _missing_extra("audios", "soxr") from None
+        wave = soxr.resample(wave, rate, limits.audio_sampling_rate).astype("float32")
+    return wave
+
+
+LOADERS = {"images": load_image, "videos": load_video, "audios": load_audio}
+
+
+def probe(kind: str, ref: str) -> str | None:
+    """Why an item cannot be read (None when it can): cheap checks run on every item before training."""
+    if ref.startswith(("http://", "https://")):
+        return None  # fetched at batch time
+    try:
+        if kind == "images":
+            from PIL import Image
+
+            with Image.open(_source(ref)) as image:
+                image.verify()
+        elif kind == "videos":
+            try:
+                import av
+            except ImportError:
+                raise _missing_extra(kind, "av") from None
+            with av.open(_source(ref)) as container:
+                if not container.streams.video:
+                    return "it holds no video stream"
+        else:
+            try:
+                import soundfile
+            except ImportError:
+                raise _missing_extra(kind, "soundfile") from None
+            soundfile.info(_source(ref))
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 -- every reader has its own errors; all mean "unreadable"
+        return f"{type(err).__name__}: {err}".strip()
+    return None
+
+
+@dataclass
+class Expanded:
+    """One sequence with its markers expanded, and the processor's tensors for its items in order."""
+
+    input_ids: list[int]
+    labels: list[int]
+    type_ids: list[int] | None
+    tensors: list[dict[str, Any]] = field(default_factory=list)
+
+
+class MediaInputs:
+    """The media side of one multimodal model: its markers, its processor and the limits."""
+
+    def __init__(self, processor: Any, tokenizer: Any, markers: Mapping[str, str],
+                 limits: MediaLimits = MediaLimits()) -> None:
+        self.processor, self.tokenizer, self.limits = processor, tokenizer, limits
+        self.markers = dict(markers)
+        self.marker_ids: dict[str, list[int]] = {}
+        for kind, marker in self.markers.items():
+            ids = tokenizer.encode(marker, add_special_tokens=False)
+            tokens = tokenizer.convert_ids_to_tokens(ids)
+            if "".join(tokens) != marker or tokenizer.unk_token_id in ids:
+                raise ConfigError(f"the tokenizer does not hold {marker!r} as special tokens, which this model's "
+                                  f"{kind} need; train with the tokenizer the model came with.")
+            self.marker_ids[kind] = ids
+        self.type_key = next((k for k in TYPE_KEYS if k in getattr(processor, "model_input_names", ())), None)
+
+    def spans(self, ids: list[int]) -> list[tuple[int, str]]:
+        """(position, kind) of every marker in `ids`, in order."""
+        found: list[tuple[int, str]] = []
+        starts = {marker[0] for marker in self.marker_ids.values()}
+        i = 0
+        while i < len(ids):
+            kind = None
+            if ids[i] in starts:
+                kind = next((k for k, marker in self.marker_ids.items() if ids[i:i + len(marker)] == marker), None)
+            if kind is None:
+                i += 1
+                continue
+            found.append((i, kind))
+            i += len(self.marker_ids[kind])
+        return found
+
+    def process(self, kind: str, ref: str) -> tuple[list[int], list[int] | None, dict[str, Any]]:
+        """(the marker's expansion, its token types, the processor's tensors) for one item."""
+        loaded = LOADERS[kind](ref, self.limits)
+        options: dict[str, Any] = {}
+        if kind == "videos":
+            loaded, metadata = loaded
+            options["video_metadata"] = [metadata]
+            options["do_sample_frames"] = False  # sampled above, at video_fps
+        elif kind == "audios":
+            options["sampling_rate"] = self.limits.audio_sampling_rate
+        try:
+            out = self.processor(text=[self.markers[kind]], **{PROCESSOR_ARGUMENT[kind]: [loaded]},
+                                 return_tensors="pt", add_special_tokens=False, **options)
+        except (ValueError, TypeError, RuntimeError) as err:
+            raise DataError(f"{kind[:-1]} {ref!r} could not be prepared for this model: {err}") from None
+        ids = out["input_ids"][0].tolist()
+        types = out[self.type_key][0].tolist() if self.type_key and self.type_key in out else None
+        return ids, types, {k: v for k, v in out.items() if k not in SEQUENCE_KEYS}
+
+    def expand(self, ids: list[int], labels: list[int], media: Mapping[str, list[str]],
+               memo: dict[tuple[str, str], Any] | None = None) -> Expanded:
+        """`ids` and `labels` with each marker replaced by its item's expansion (labels -100 there);
+        `memo` keeps processed items for sequences that share them (a chosen and a rejected answer)."""
+        memo = {} if memo is None else memo
+        queues = {kind: list(media.get(kind) or []) for kind in KINDS}
+        spans = self.spans(ids)
+        for kind in KINDS:
+            count = sum(1 for _, k in spans if k == kind)
+            if count != len(queues[kind]):
+                raise DataError(f"a sequence holds {count} {kind[:-1]} marker(s) for {len(queues[kind])} {kind}; "
+                                "give one placeholder per item")
+        out = Expanded([], [], [] if self.type_key else None)
+        start = 0
+        for position, kind in spans:
+            ref = queues[kind].pop(0)
+            if (kind, ref) not in memo:
+                memo[kind, ref] = self.process(kind, ref)
+            expansion, types, tensors = memo[kind, ref]
+            out.input_ids += ids[start:position] + expansion
+            out.labels += labels[start:position] + [IGNORE_INDEX] * len(expansion)
+            if out.type_ids is not None:
+                out.type_ids += [0] * (position - start) + (types or [0] * len(expansion))
+            out.tensors.append(tensors)
+            start = position + len(self.marker_ids[kind])
+        out.input_ids += ids[start:]
+        out.labels += labels[start:]
+        if out.type_ids is not None:
+            out.type_ids += [0] * (len(ids) - start)
+        return out
+
+
+def collate_tensors(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """The tensors of many items as one batch: concatenated along the first dimension, zero-padded
+    where the items' other dimensions differ (LLaVA-NeXT's patch counts; its image_sizes say which
+    patches are real)."""
+    import torch
+
+    keys = list(dict.fromkeys(key for item in items for key in item))
+    out: dict[str, Any] = {}
+    for key in keys:
+        tensors = [item[key] for item in items if key in item]
+        shape = [max(t.shape[d] for t in tensors) for d in range(1, tensors[0].dim())]
+        padded = []
+        for t in tensors:
+            pad: list[int] = []
+            for d in reversed(range(1, t.dim())):
+                pad += [0, shape[d - 1] - t.shape[d]]
+            padded.append(torch.nn.functional.pad(t, pad) if any(pad) else t)
+        out[key] = torch.cat(padded)
+    return out
+
+
+def load_media_inputs(reference: str, tokenizer: Any, markers: Mapping[str, str], limits: MediaLimits,
+                      folders: list[str] | None = None, trust_remote_code: bool = False) -> MediaInputs:
+    """MediaInputs with the model's full processor, from the first of `folders` (an adapter folder may
+    carry it) then `reference` that has one; the processor uses `tokenizer`, LF's own."""
+    from transformers import AutoProcessor
+
+    candidates = [f for f in (folders or []) if any(Path(f, name).is_file() for name in PROCESSOR_FILES)] + [reference]
+    try:
+        processor = AutoProcessor.from_pretrained(candidates[0], tokenizer=tokenizer,
+                                                  trust_remote_code=trust_remote_code)
+    except ImportError as err:
+        extra = "audio" if "audios" in markers and len(markers) == 1 else "vision"
+        raise ConfigError(f"the processor of {reference!r} needs a package that is missing ({err}); "
+                          f"pip install 'lf-models[{extra}]'") from None
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"could not load the processor of {reference!r} (its preprocessor_config.json): "
+                          f"{str(err).splitlines()[0]}") from None
+    if getattr(processor, "tokenizer", None) is None or isinstance(processor, type(tokenizer)):
+        raise ConfigError(f"{reference!r} has no multimodal processor (preprocessor_config.json and "
+                          "processor_config.json); copy them from the original model folder.")
+    return MediaInputs(processor, tokenizer, markers, limits)
+
+
+def save_processor(media: MediaInputs, folder: str | os.PathLike) -> None:
+    """Write the processor's own files (image/video processor, feature extractor) beside the tokenizer,
+    so plain transformers' AutoProcessor loads the trained folder."""
+    processor = media.processor
+    processor.chat_template = getattr(media.tokenizer, "chat_template", None) or processor.chat_template
+    processor.save_pretrained(str(folder))
+
+
+def prepare_media(model_args: Any, source_path: str, tokenizer: Any, kinds: set[str]) -> MediaInputs:
+    """The MediaInputs of a run whose data carries `kinds`: the model's family must take every one of
+    them (its config decides, now that the model is resolved), and its processor must load. Never
+    silently text-only: anything else stops the run before weights load."""
+    from transformers import AutoConfig
+
+    from lf_models.families import FAMILIES, family_for
+
+    try:
+        config = AutoConfig.from_pretrained(source_path, trust_remote_code=model_args.trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"could not read the config of {source_path!r}: {str(err).splitlines()[0]}") from None
+    family = family_for(config)
+    refused = sorted(kinds - set(family.media if family else ()))
+    if refused:
+        takers = ", ".join(sorted(t for t, f in FAMILIES.items() if set(kinds) <= set(f.media))) or "none yet"
+        what = f"takes {' and '.join(family.media)} only" if family and family.media else "takes text only"
+        raise ConfigError(f"the data has {' and '.join(refused)} but model {model_args.model_name_or_path!r} "
+                          f"(model_type {config.model_type}) {what}: it would train on the placeholder text. Use a "
+                          f"model that takes them (families: {takers}) or remove the media column(s) from the "
+                          "dataset's entry in dataset_info.json.")
+    markers = {kind: family.markers[kind] for kind in KINDS if kind in family.markers}
+    return load_media_inputs(source_path, tokenizer, markers, MediaLimits.from_args(model_args),
+                             folders=list(model_args.adapter_name_or_path or []),
+                             trust_remote_code=model_args.trust_remote_code)
+
+
+def check_media_files(datasets: list[Any], limit: int = 5) -> None:
+    """Every media item of the tokenised datasets can be read, checked before training starts: a
+    broken file stops the run now with its path, not hours in (each distinct file is checked once)."""
+    import json
+
+    seen: set[tuple[str, str]] = set()
+    problems: list[str] = []
+    count = 0
+    for dataset in datasets:
+        for kind in KINDS:
+            if dataset is None or not hasattr(dataset, "__len__") or kind not in dataset.column_names:
+                continue
+            for cell in dataset[kind]:
+                for ref in json.loads(cell) if cell else []:
+                    if (kind, ref) in seen:
+                        continue
+                    seen.add((kind, ref))
+                    why = probe(kind, ref)
+                    if why is not None:
+                        count += 1
+                        if len(problems) < limit:
+                            problems.append(f"{kind[:-1]} {ref!r}: {why}")
+    if problems:
+        more = f"\n  ... and {count - len(problems)} more" if count > len(problems) else ""
+        raise DataError(f"{count} media file(s) cannot be read:\n  " + "\n  ".join(problems) + more +
+                        "\nReplace or remove them (skip_invalid does not apply to unreadable files).")
