@@ -56,6 +56,7 @@ def test_launch_environment_is_checked_before_anything_starts(base_config, write
 
 
 DEEPSPEED = Path(__file__).resolve().parents[2] / "examples" / "deepspeed"
+ABORT = "terminate called without an active exception"
 
 
 @pytest.mark.parametrize("config", ["ds_z2_config.json", "ds_z3_config.json"])
@@ -65,6 +66,11 @@ def test_deepspeed_zero_trains_on_cpu(config, base_config, write_config, tmp_pat
     out = tmp_path / "out"
     # DeepSpeed compiles its CPU communication op once into TORCH_EXTENSIONS_DIR (default ~/.cache/torch_extensions)
     proc = run_lf(["train", str(write_config(**base_config)), f"output_dir={out}"], NPROC_PER_NODE="2")
+    if proc.returncode != 0 and ABORT in proc.stderr and "Traceback" not in proc.stderr.split(ABORT)[0][-2000:]:
+        # a rare native abort of a gloo worker thread as DeepSpeed starts on CPU (seen about once in 20 runs,
+        # never with a Python error before it): run once more; any other failure, or a second abort, fails
+        proc = run_lf(["train", str(write_config(**base_config)), f"output_dir={out}", "overwrite_output_dir=true"],
+                      NPROC_PER_NODE="2")
     assert proc.returncode == 0, proc.stderr[-4000:]
     run = losses(out)
     assert len(run) == 6 and run[-1] < run[0] - 0.5

@@ -106,3 +106,11 @@ def test_a_text_model_refuses_image_data(base_config, write_config, mllm_dir, tm
     assert lf(["train", str(write_config(**base_config))]) != 0
     assert "would train on the placeholder text" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_data_check_shows_each_image_as_the_model_will_see_it(vl_config, write_config, capsys):
+    assert lf(["data", "check", str(write_config(**vl_config))]) == 0
+    out = capsys.readouterr().out
+    # the first row's 56x84 image: 4x6 patches of 14 pixels, merged 2x2 -> 6 feature tokens
+    assert "<|vision_start|><|image_pad|>×6<|vision_end|>What colour is this?" in out
+    assert "⟦It is red.<|im_end|>" in out and "lengths count each image" in out

@@ -5,10 +5,12 @@ training would get: rows kept and dropped (and why), the first problems, token l
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from lf_data.aligner import MEDIA as MEDIA_COLUMNS
 from lf_data.args import DataArguments
 from lf_data.config import build_section, coerce_value
 from lf_data.errors import ConfigError
@@ -34,6 +36,8 @@ class CheckResult:
     total_tokens: int
     example: list[tuple[str, bool]] = field(default_factory=list)  # (text piece, trained?)
     template_warning: str | None = None
+    media: bool = False
+    """The rows carry media for a multimodal model: lengths count each item as its marker only."""
 
     @property
     def truncated(self) -> int:
@@ -45,6 +49,46 @@ def _ids_and_labels(row: dict[str, Any], stage: str) -> tuple[list[int], list[in
     if trained is None:  # prompts only (ppo): nothing is trained on the data's tokens
         return row["input_ids"], [IGNORE_INDEX] * len(row["input_ids"])
     return row[trained[0]], row[trained[1]]
+
+
+MEDIA_READERS = "lf.media_readers"
+
+
+def _media_reader(config: dict[str, Any], tokenizer: Any, data_args: DataArguments) -> Any:
+    """The model's media reader (lf_models.media.MediaInputs, through the `lf.media_readers` entry point
+    that lf-models installs) when the data has images, videos or audios; None for text data or when
+    lf-models is not installed (the placeholders then show as written)."""
+    from importlib.metadata import entry_points
+
+    from lf_data.dataset_info import media_kinds
+
+    kinds = {kind for found in media_kinds(data_args.dataset or [], data_args.dataset_dir).values() for kind in found}
+    if not kinds:
+        return None
+    for ep in entry_points(group=MEDIA_READERS):
+        return ep.load()(config, tokenizer, kinds)
+    return None
+
+
+def _runs(ids: list[int], tokenizer: Any) -> str:
+    """Decoded text with runs of one repeated added token shown once with a count (an image is hundreds
+    of identical feature tokens)."""
+    added = set((getattr(tokenizer, "added_tokens_decoder", None) or {}).keys()) | set(tokenizer.all_special_ids)
+    pieces: list[str] = []
+    chunk: list[int] = []
+    i = 0
+    while i < len(ids):
+        j = i
+        while j < len(ids) and ids[j] == ids[i]:
+            j += 1
+        if ids[i] in added and j - i > 2:
+            pieces += [tokenizer.decode(chunk), f"{tokenizer.convert_ids_to_tokens(ids[i])}×{j - i}"]
+            chunk = []
+        else:
+            chunk += ids[i:j]
+        i = j
+    pieces.append(tokenizer.decode(chunk))
+    return "".join(pieces)
 
 
 def run_check(config: dict[str, Any]) -> CheckResult:
@@ -62,11 +106,13 @@ def run_check(config: dict[str, Any]) -> CheckResult:
     if isinstance(template, Template):
         tokenizer.chat_template = template.to_jinja()
 
-    module = build_dataset(data_args, tokenizer, stage, template)
+    media = _media_reader(config, tokenizer, data_args)
+    markers = media.markers if media is not None else None
+    module = build_dataset(data_args, tokenizer, stage, template, media_markers=markers)
     rows = module.train_dataset
     full_args = dataclasses.replace(data_args, cutoff_len=1 << 30, packing=False, neat_packing=False,
                                     val_size=0.0, eval_dataset=None)
-    full = build_dataset(full_args, tokenizer, stage, template).train_dataset
+    full = build_dataset(full_args, tokenizer, stage, template, media_markers=markers).train_dataset
     lengths, trained, total = [], 0, 0
     for row in rows:
         ids, labels = _ids_and_labels(row, stage)
@@ -78,13 +124,18 @@ def run_check(config: dict[str, Any]) -> CheckResult:
     example: list[tuple[str, bool]] = []
     if len(rows):
         ids, labels = _ids_and_labels(rows[0], stage)
+        if media is not None and any(rows[0].get(kind) for kind in MEDIA_COLUMNS):  # as the model sees it
+            expanded = media.expand(list(ids), list(labels),
+                                    {kind: json.loads(rows[0][kind]) for kind in MEDIA_COLUMNS if rows[0].get(kind)})
+            ids, labels = expanded.input_ids, expanded.labels
         start = 0
         for i in range(1, len(ids) + 1):
             if i == len(ids) or (labels[i] != IGNORE_INDEX) != (labels[start] != IGNORE_INDEX):
-                example.append((tokenizer.decode(ids[start:i]), labels[start] != IGNORE_INDEX))
+                example.append((_runs(ids[start:i], tokenizer),
+                                labels[start] != IGNORE_INDEX))
                 start = i
     return CheckResult(stage, template.name, module.report, lengths, full_lengths, data_args.cutoff_len,
-                       trained, total, example, warning)
+                       trained, total, example, warning, media is not None)
 
 
 def format_check(result: CheckResult, color: bool | None = None) -> str:
@@ -118,6 +169,9 @@ def format_check(result: CheckResult, color: bool | None = None) -> str:
         ordered = sorted(result.lengths)
         lines.append(f"  min {ordered[0]}, median {ordered[len(ordered) // 2]}, max {ordered[-1]}")
     lines.append(f"truncated by cutoff_len: {result.truncated} of {len(result.full_lengths)}")
+    if result.media:
+        lines.append("(media: lengths count each image, video or audio as its marker; its feature tokens, shown "
+                     "in the example, are added at batch time)")
     share = result.trained_tokens / result.total_tokens if result.total_tokens else 0.0
     lines.append(f"trained tokens: {result.trained_tokens} of {result.total_tokens} ({share:.1%})")
     if result.example:

@@ -376,3 +376,15 @@ def check_media_files(datasets: list[Any], limit: int = 5) -> None:
         more = f"\n  ... and {count - len(problems)} more" if count > len(problems) else ""
         raise DataError(f"{count} media file(s) cannot be read:\n  " + "\n  ".join(problems) + more +
                         "\nReplace or remove them (skip_invalid does not apply to unreadable files).")
+
+
+def media_for_reference(config: dict[str, Any], tokenizer: Any, kinds: set[str]) -> MediaInputs:
+    """`lf data check`'s media reader (the `lf.media_readers` entry point): the run config's model,
+    resolved as lf train resolves it, so the check shows each item expanded as training will."""
+    from lf_data.config import build_section
+    from lf_models.args import ModelArguments
+    from lf_models.loader import resolve_model
+
+    names = ModelArguments.__dataclass_fields__
+    model_args = build_section(ModelArguments, {k: v for k, v in config.items() if k in names})
+    return prepare_media(model_args, resolve_model(model_args).path, tokenizer, kinds)
