@@ -36,3 +36,105 @@ def write_image_dataset(folder: Path, name: str = "mllm_demo") -> Path:
                   "columns": {"messages": "messages", "images": "images"}, "tags": SHAREGPT_TAGS}
     info_path.write_text(json.dumps(info, indent=2))
     return folder
+
+
+# -- video and audio: LlamaFactory's mllm_video_demo / mllm_audio_demo, made by tools/make_mllm_demo.py ---
+AUDIO_TOKENS = ["<|audio_bos|>", "<|AUDIO|>", "<|audio_eos|>"]
+
+
+def demo_maker():
+    """tools/make_mllm_demo.py as a module (tools/ is not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "make_mllm_demo.py"
+    spec = importlib.util.spec_from_file_location("make_mllm_demo", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_demo_datasets(folder: Path, kinds: tuple[str, ...] = ("images", "videos", "audios")) -> Path:
+    """The repository's demo datasets of `kinds`, written into `folder` and added to its dataset_info.json."""
+    demo_maker().write_demos(folder, kinds)
+    return folder
+
+
+def build_tiny_qwen2_audio(path: Path, tokenizer_dir: Path) -> Path:
+    """A tiny random Qwen2-Audio folder with its full processor: the tiny tokenizer plus the audio tokens,
+    a 2-layer audio encoder and a Whisper feature extractor of 32 mel bins padding every clip to 2 s
+    (200 feature frames, the encoder's 100 positions; a 1 s clip becomes 25 <|AUDIO|> tokens)."""
+    import torch
+    from transformers import (
+        AutoTokenizer,
+        Qwen2AudioConfig,
+        Qwen2AudioForConditionalGeneration,
+        Qwen2AudioProcessor,
+        WhisperFeatureExtractor,
+    )
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer.add_tokens(AUDIO_TOKENS, special_tokens=True)
+    text = dict(model_type="qwen2", hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, max_position_embeddings=512, initializer_range=0.2, vocab_size=len(tokenizer),
+                pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
+    audio = dict(model_type="qwen2_audio_encoder", d_model=32, encoder_layers=2, encoder_attention_heads=4,
+                 encoder_ffn_dim=64, num_mel_bins=32, max_source_positions=100, initializer_range=0.2)
+    config = Qwen2AudioConfig(audio_config=audio, text_config=text,
+                              audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"))
+    torch.manual_seed(0)
+    Qwen2AudioForConditionalGeneration(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    features = WhisperFeatureExtractor(feature_size=32, sampling_rate=16000, chunk_length=2)
+    Qwen2AudioProcessor(feature_extractor=features, tokenizer=tokenizer).save_pretrained(path)
+    return path
+
+
+OMNI_TOKENS = {"image_token": "<|IMAGE|>", "video_token": "<|VIDEO|>", "audio_token": "<|AUDIO|>",
+               "vision_bos_token": "<|vision_bos|>", "vision_eos_token": "<|vision_eos|>",
+               "audio_bos_token": "<|audio_bos|>", "audio_eos_token": "<|audio_eos|>"}
+
+
+def build_tiny_qwen2_5_omni_thinker(path: Path, tokenizer_dir: Path) -> Path:
+    """A tiny random Qwen2.5-Omni thinker folder with its full processor (images, videos, audio): the tiny
+    tokenizer with Omni's named media tokens, 2-layer vision and audio encoders of width 32, and a
+    Whisper feature extractor of 32 mel bins padding clips to 2 s (as build_tiny_qwen2_audio)."""
+    import torch
+    from transformers import (
+        AutoTokenizer,
+        Qwen2_5OmniProcessor,
+        Qwen2_5OmniThinkerConfig,
+        Qwen2_5OmniThinkerForConditionalGeneration,
+        Qwen2VLVideoProcessor,
+        WhisperFeatureExtractor,
+    )
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer.add_tokens(list(OMNI_TOKENS.values()), special_tokens=True)
+    tokenizer.save_pretrained(path)  # reloaded with the named tokens the processor reads (tokenizer.audio_token, ...)
+    tokenizer = AutoTokenizer.from_pretrained(path, extra_special_tokens=OMNI_TOKENS)
+    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in OMNI_TOKENS.items()}
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                max_position_embeddings=512, initializer_range=0.2, vocab_size=len(tokenizer),
+                pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]})
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=32, patch_size=14,
+                  spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1],
+                  initializer_range=0.2)
+    audio = dict(d_model=32, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=64, num_mel_bins=32,
+                 max_source_positions=100, n_window=50, output_dim=32, initializer_range=0.2)
+    config = Qwen2_5OmniThinkerConfig(
+        text_config=text, vision_config=vision, audio_config=audio, audio_token_index=ids["audio_token"],
+        image_token_index=ids["image_token"], video_token_index=ids["video_token"],
+        audio_start_token_id=ids["audio_bos_token"], audio_end_token_id=ids["audio_eos_token"],
+        vision_start_token_id=ids["vision_bos_token"], vision_end_token_id=ids["vision_eos_token"])
+    torch.manual_seed(0)
+    Qwen2_5OmniThinkerForConditionalGeneration(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    pixels = dict(min_pixels=56 * 56, max_pixels=112 * 112, patch_size=14, merge_size=2, temporal_patch_size=2)
+    Qwen2_5OmniProcessor(image_processor=Qwen2VLImageProcessorPil(**pixels), video_processor=Qwen2VLVideoProcessor(**pixels),
+                         feature_extractor=WhisperFeatureExtractor(feature_size=32, sampling_rate=16000, chunk_length=2),
+                         tokenizer=tokenizer).save_pretrained(path)
+    return path

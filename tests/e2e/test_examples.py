@@ -11,9 +11,12 @@ from train_helpers import losses
 from lf_data.cli import main as lf
 
 REPO = Path(__file__).resolve().parents[2]
+# multimodal recipes (a hub VLM or audio model on the mllm_* demo data) run on tiny models in
+# test_multimodal_examples.py
+MULTIMODAL = sorted(p.name for p in (REPO / "examples" / "train").glob("*.yaml") if "mllm_" in p.read_text())
 # rm_lora runs (and is checked the same way) in the PPO test, whose reward adapter it is
 EXAMPLES = sorted(p.name for p in (REPO / "examples" / "train").glob("*.yaml")
-                  if p.name not in ("ppo_lora.yaml", "rm_lora.yaml"))
+                  if p.name not in ("ppo_lora.yaml", "rm_lora.yaml", *MULTIMODAL))
 pytestmark = pytest.mark.slow
 QUICK = ["max_steps=2", "logging_steps=1", "save_steps=1000", "per_device_train_batch_size=2", "cutoff_len=128",
          "plot_loss=false"]

@@ -323,6 +323,54 @@ def test_row_preview_marks_the_trained_tokens(tiny_llama, data_dir):
         preview_row(config, 8)
 
 
+def write_solid_video(path: Path, colours: list[tuple[int, int, int]], size: tuple[int, int] = (64, 48)) -> Path:
+    """An mp4 whose frames are solid colours, one per entry."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=4)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for colour in colours:
+            pixels = np.full((size[1], size[0], 3), colour, dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def test_row_preview_shows_the_rows_images_and_first_video_frame(tiny_qwen2_vl, tmp_path):
+    """A multimodal row: its image files in order, and one decoded frame -- the first -- of each video,
+    beside the rendered text; sounds are named."""
+    import numpy as np
+    from mm_helpers import write_image_dataset
+
+    from lf_board.data_preview import preview_row
+
+    folder = write_image_dataset(tmp_path / "data")
+    write_solid_video(folder / "clip.mp4", [(200, 30, 30)] + [(30, 30, 200)] * 3)
+    (folder / "mixed.json").write_text(json.dumps([{
+        "messages": [{"role": "user", "content": "<video>Is the ball like <image>? <audio>"},
+                     {"role": "assistant", "content": "Yes."}],
+        "images": ["mllm_demo_data/1.png"], "videos": ["clip.mp4"], "audios": ["https://example.com/a.wav"]}]))
+    info = json.loads((folder / "dataset_info.json").read_text())
+    info["mixed"] = {**info["mllm_demo"], "file_name": "mixed.json",
+                     "columns": {"messages": "messages", "images": "images", "videos": "videos", "audios": "audios"}}
+    (folder / "dataset_info.json").write_text(json.dumps(info))
+    config = {"model_name_or_path": str(tiny_qwen2_vl), "template": "qwen2_vl", "dataset": ["mllm_demo"],
+              "dataset_dir": str(folder)}
+    two = preview_row(config, 4)  # "Is <image> the same colour as <image>?"
+    assert two["media"] == [(str(folder / "mllm_demo_data" / "0.png"), "image 1: 0.png"),
+                            (str(folder / "mllm_demo_data" / "1.png"), "image 2: 1.png")]
+    assert two["sounds"] == [] and "<image>" in "".join(p for p, _ in two["pieces"])
+    mixed = preview_row({**config, "dataset": ["mixed"]}, 0)
+    (image, image_caption), (frame, frame_caption) = mixed["media"]
+    assert (image, image_caption) == (str(folder / "mllm_demo_data" / "1.png"), "image 1: 1.png")
+    assert frame_caption == "video 1: clip.mp4 (first frame)" and frame.size == (64, 48)
+    red = np.asarray(frame).reshape(-1, 3).mean(axis=0)
+    assert abs(red - [200, 30, 30]).max() < 12  # the first frame, not a later (blue) one
+    assert mixed["sounds"] == ["https://example.com/a.wav"]  # named, not fetched
+
+
 # -- export, evaluate, chat configs ----------------------------------------------------------------------------
 def test_export_config_and_its_checks(tmp_path):
     from lf_board.export_tab import check_export, export_config
@@ -423,3 +471,46 @@ def test_evaluate_tab_runs_lf_eval_and_shows_its_results(tmp_path, tiny_llama, d
     metrics = dict(rows)
     assert metrics["predict_samples"] == 4 and 0 <= metrics["predict_rouge-l"] <= 100
     assert len((save_dir / "generated_predictions.jsonl").read_text().splitlines()) == 4
+
+
+def test_chat_tab_sends_an_uploaded_image_with_the_conversation(tiny_qwen2_vl, tmp_path):
+    """An uploaded image goes with its message (an <image> placeholder where it sits) and stays with the
+    conversation through gradio's own chatbot round trip; the answer is the engine's for those inputs."""
+    import gradio as gr
+    import numpy as np
+    from PIL import Image
+
+    from lf_board.chat_tab import ChatSession, send, turn
+    from lf_board.serve_config import engine_config
+
+    picture = tmp_path / "cat.png"
+    Image.fromarray((np.random.RandomState(0).rand(60, 80, 3) * 255).astype("uint8")).save(picture)
+    session = ChatSession()
+    session.load(engine_config(str(tiny_qwen2_vl), tmp_path, "qwen2_vl"), "vl")
+    calls = []
+    real = session.engine.stream_chat
+
+    def recording(messages, **kw):
+        calls.append((messages, kw["images"]))
+        return real(messages, **kw)
+
+    session.engine.stream_chat = recording
+    try:
+        *_, (shown, box, image_box, status) = send(session, "What is it?", str(picture), [], "", "", 0.0, 0.7, 8, "en")
+        assert calls[-1] == ([{"role": "user", "content": "<image>What is it?"}], [str(picture)])
+        expected = "".join(real([{"role": "user", "content": "<image>What is it?"}], images=[picture],
+                                temperature=0.0, max_new_tokens=8))
+        assert expected and shown[-1] == {"role": "assistant", "content": expected}
+        assert shown[0] == {"role": "user", "content": [{"path": str(picture)}, "What is it?"]}
+        assert (box, image_box, status) == ("", None, "vl answered.")
+        with gr.Blocks():
+            bot = gr.Chatbot()
+        history = bot.preprocess(bot.postprocess(shown))  # what the page hands back on the next turn
+        assert turn(history[0]["content"]) == ("<image>What is it?", [str(picture)])
+        *_, (shown, *_rest) = send(session, "And now?", None, history, "", "", 0.0, 0.7, 8, "en")
+        assert calls[-1] == ([{"role": "user", "content": "<image>What is it?"},
+                              {"role": "assistant", "content": turn(history[1]["content"])[0]},
+                              {"role": "user", "content": "And now?"}], [str(picture)])
+        assert shown[0]["content"] == [{"path": str(picture)}, "What is it?"]
+    finally:
+        session.unload()

@@ -31,7 +31,13 @@ def llama3_turn(role: str, content: str) -> str:
     return f"<|start_header_id|>{role}<|end_header_id|>\n\n{content}<|eot_id|>"
 
 
+def idefics3(start: str) -> str:  # Idefics3/SmolVLM's own template with text turns
+    turns = [("System", "SYS"), ("User", "Hi"), ("Assistant", "Hello"), ("User", "Bye"), ("Assistant", "Ciao")]
+    return start + "".join(f"{role}: {text}<end_of_utterance>\n" for role, text in turns)
+
+
 GOLDEN = {
+    "idefics3": idefics3("<s>"), "smolvlm": idefics3("<|im_start|>"),
     "empty": "SYSHiHelloByeCiao",
     "default": "System: SYS\nHuman: Hi\nAssistant: Hello</s>\nHuman: Bye\nAssistant: Ciao</s>\n",
     "alpaca": "SYS\n\n### Instruction:\nHi\n\n### Response:\nHello</s>\n\n### Instruction:\nBye\n\n### Response:\nCiao</s>\n\n",
@@ -144,7 +150,7 @@ PARITY_TESTED = set(json.loads((Path(__file__).resolve().parents[1] / "fixtures"
 
 # Where the last answer starts in each golden: the generation prompt is everything before it. Most
 # answers start right at "Ciao"; these families open the answer with a space, a newline or a reasoning block.
-ANSWER_START = {"llama2": " Ciao", "llama2_zh": " Ciao", "mistral": " Ciao", "deepseek": " Ciao", "openchat": " Ciao",
+ANSWER_START = {"idefics3": " Ciao", "smolvlm": " Ciao", "llama2": " Ciao", "llama2_zh": " Ciao", "mistral": " Ciao", "deepseek": " Ciao", "openchat": " Ciao",
                 "glm4": "\nCiao", "chatglm3": "\nCiao", "codegeex4": "\nCiao",
                 "qwen3": "<think>", "deepseekr1": "<think>", "glm4_moe": "\n<think>",
                 "gpt_oss": "<|channel|>final<|message|>Ciao"}

@@ -195,4 +195,4 @@ def test_unknown_template_lists_names_with_aliases():
         get_template("qwen3_vl_nothnk")
     message = str(err.value)
     assert "Did you mean 'qwen3_vl_nothink'?" in message
-    assert "pixtral (= ministral)" in message and "qwen3_vl (vision/audio: text rows only)" in message
+    assert "pixtral (= ministral)" in message and "qwen3_vl (multimodal)" in message

@@ -96,6 +96,17 @@ def tiny_engine(tiny_llama):
 
 
 @pytest.fixture(scope="session")
+def vlm_engine(tiny_qwen2_vl):
+    """The tiny random Qwen2-VL (images and videos), greedy, on the transformers engine."""
+    from lf_serve import load_engine
+
+    engine = load_engine({"model_name_or_path": str(tiny_qwen2_vl), "template": "qwen2_vl", "temperature": 0,
+                          "max_new_tokens": 12, "batch_wait_ms": 150, "served_model_name": "tiny-vl"})
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
 def tool_server(tool_engine):
     from lf_serve.api.app import create_app
 

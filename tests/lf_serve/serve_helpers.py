@@ -50,3 +50,34 @@ class Server:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+def write_video(path, frames: int = 8, size: tuple[int, int] = (56, 56), fps: int = 4, seed: int = 0):
+    """A short mp4 of random frames (mpeg4: always in PyAV's own ffmpeg); 8 frames at 4 fps are 2 s,
+    which video_fps 2 samples to 4 frames."""
+    import av
+    import numpy as np
+
+    rng = np.random.RandomState(seed)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for _ in range(frames):
+            pixels = (rng.rand(size[1], size[0], 3) * 255).astype("uint8")
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def wav_bytes(seconds: float = 0.5, rate: int = 16000, pitch: float = 440.0) -> bytes:
+    """A sine tone as a 16-bit wav file."""
+    import io
+
+    import numpy as np
+    import soundfile
+
+    t = np.arange(int(rate * seconds)) / rate
+    buffer = io.BytesIO()
+    soundfile.write(buffer, (0.5 * np.sin(2 * np.pi * pitch * t)).astype("float32"), rate, format="WAV",
+                    subtype="PCM_16")
+    return buffer.getvalue()

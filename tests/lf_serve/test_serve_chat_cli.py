@@ -1,4 +1,5 @@
-"""`lf chat`: --query answers once; the interactive loop keeps history, obeys clear and exit."""
+"""`lf chat`: --query answers once; the interactive loop keeps history, obeys clear and exit, and attaches
+images and videos to a turn with /image and /video."""
 
 from __future__ import annotations
 
@@ -31,11 +32,13 @@ class Recorder:
     """Wraps an engine and records the conversations it is asked to answer."""
 
     def __init__(self, engine) -> None:
-        self.engine, self.calls = engine, []
+        self.engine, self.calls, self.media = engine, [], []
         self.model_name = engine.model_name
+        self.check_media = engine.check_media
 
     def stream_chat(self, messages, system=None, **kw):
         self.calls.append(([dict(m) for m in messages], system))
+        self.media.append(kw)
         return self.engine.stream_chat(messages, system=system, **kw)
 
 
@@ -75,3 +78,41 @@ def test_check_says_what_would_be_served_and_loads_nothing(tiny_llama, monkeypat
     assert "without API_KEY" in out
     assert main(["api", f"model_name_or_path={tiny_llama}", "temprature=0", "--check"]) == 1
     assert "Did you mean 'temperature'?" in capsys.readouterr().err
+
+
+def test_chat_loop_attaches_images_and_videos_to_a_turn(vlm_engine, tmp_path):
+    """`/image PATH` and `/video PATH` attach files to the next message (placeholders at its start unless it
+    places them itself); they stay with the conversation until `clear`; a kind the model does not take, or
+    a missing file, is a message and nothing is attached."""
+    from serve_helpers import wav_bytes, write_video
+
+    picture = tmp_path / "cat.png"
+    make_picture().save(picture)
+    clip = write_video(tmp_path / "clip.mp4")
+    (tmp_path / "tone.wav").write_bytes(wav_bytes())
+    recorder = Recorder(vlm_engine)
+    lines = [f"/image {picture}", "What is this?", f"/video {clip}", "And in <video>, compared with it?",
+             f"/audio {tmp_path / 'tone.wav'}", f"/image {tmp_path / 'missing.png'}", "/image", "clear", "Hi", "exit"]
+    stdout = io.StringIO()
+    assert chat_loop(recorder, system=None, query=None, stream=True, stdin=io.StringIO("\n".join(lines) + "\n"),
+                     stdout=stdout) == 0
+    out = stdout.getvalue()
+    assert "Attached cat.png to your next message." in out and "Attached clip.mp4 to your next message." in out
+    assert "[error] model 'tiny-vl' does not take audios" in out
+    assert f"[error] '{tmp_path / 'missing.png'}' is not a file." in out and "[error] give a file: /image PATH" in out
+    first, second, third = recorder.calls
+    assert first[0] == [{"role": "user", "content": "<image>What is this?"}]
+    assert recorder.media[0] == {"images": [str(picture)]}
+    assert second[0][2:] == [{"role": "user", "content": "And in <video>, compared with it?"}]
+    assert recorder.media[1] == {"images": [str(picture)], "videos": [str(clip)]}
+    assert third[0] == [{"role": "user", "content": "Hi"}] and recorder.media[2] == {}  # cleared
+    answers = out.split("Assistant: ")[1:]
+    assert answers[0].split("\n")[0] == vlm_engine.chat(first[0], images=[picture])[0].text
+    assert answers[1].split("\n")[0] == vlm_engine.chat(second[0], images=[picture], videos=[clip])[0].text
+
+
+def make_picture():
+    import numpy as np
+    from PIL import Image
+
+    return Image.fromarray((np.random.RandomState(3).rand(60, 80, 3) * 255).astype("uint8"))

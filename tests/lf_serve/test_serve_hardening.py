@@ -10,6 +10,7 @@ import io
 import json
 import threading
 import time
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -17,8 +18,8 @@ from serve_helpers import IDENTITY_A, IDENTITY_Q, Server
 
 from lf_data.errors import ConfigError
 from lf_serve import RequestError
-from lf_serve.images import ImagePolicy, load_image
-from lf_serve.limits import MAX_CHOICES, MAX_IMAGES, MAX_STOP_CHARS, MAX_STOP_STRINGS
+from lf_serve.limits import MAX_CHOICES, MAX_MEDIA, MAX_STOP_CHARS, MAX_STOP_STRINGS
+from lf_serve.media_sources import MediaPolicy, read_media
 
 openai = pytest.importorskip("openai")
 HEADERS = {"Authorization": "Bearer sk-test"}
@@ -103,19 +104,19 @@ def test_health_answers_while_a_prompt_is_being_encoded(tool_server, tool_engine
 def test_images_are_decoded_off_the_event_loop(tool_server, tool_engine, monkeypatch):
     seen = {}
 
-    def fake_load(url, policy):
+    def fake_read(kind, url, policy):
         seen["on_loop"] = on_event_loop()
         raise RequestError("decoded here", "messages")
 
-    monkeypatch.setattr(tool_engine, "vision", object())  # as if the model took images
-    monkeypatch.setattr("lf_serve.api.app.load_image", fake_load)
+    monkeypatch.setattr(tool_engine, "media", SimpleNamespace(markers={"images": "<image>"}))  # as if it took images
+    monkeypatch.setattr("lf_serve.api.app.read_media", fake_read)
     content = [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}, {"type": "text", "text": "Hi"}]
     reply = post(tool_server, "/v1/chat/completions", {"model": "lumen", "messages": [{"role": "user", "content": content}]})
     assert reply.status_code == 400 and error_of(reply)["message"] == "decoded here"
     assert seen["on_loop"] is False
-    too_many = [{"role": "user", "content": content[:1] * (MAX_IMAGES + 1)}]
+    too_many = [{"role": "user", "content": content[:1] * (MAX_MEDIA["images"] + 1)}]
     reply = post(tool_server, "/v1/chat/completions", {"model": "lumen", "messages": too_many})
-    assert reply.status_code == 400 and f"at most {MAX_IMAGES} images" in error_of(reply)["message"]
+    assert reply.status_code == 400 and f"at most {MAX_MEDIA['images']} images" in error_of(reply)["message"]
 
 
 # -- 2. a client that hangs up stops its generation -----------------------------------------------------
@@ -195,9 +196,9 @@ def test_image_pixels_are_capped_before_decoding(monkeypatch, tmp_path):
 
     from lf_serve.args import InferArguments
 
-    assert InferArguments().image_max_pixels == 16 * 1024 * 1024
-    with pytest.raises(ConfigError, match="image_max_pixels"):
-        InferArguments(image_max_pixels=0)
+    assert InferArguments().media_max_pixels == 16 * 1024 * 1024
+    with pytest.raises(ConfigError, match="media_max_pixels"):
+        InferArguments(media_max_pixels=0)
     big = png((5000, 4000))  # 20 megapixels in a few kilobytes
     assert len(big) < 200_000
     url = "data:image/png;base64," + base64.b64encode(big).decode()
@@ -208,15 +209,15 @@ def test_image_pixels_are_capped_before_decoding(monkeypatch, tmp_path):
     with monkeypatch.context() as patch:
         patch.setattr(ImageFile.ImageFile, "load", no_decoding)
         with pytest.raises(RequestError, match=r"is 5000x4000 = 20000000 pixels, over this server's limit of "
-                                               r"16777216 \(image_max_pixels\)"):
-            load_image(url, ImagePolicy())
+                                               r"16777216 \(media_max_pixels\)"):
+            read_media("images", url, MediaPolicy())
         (tmp_path / "big.png").write_bytes(big)
-        with pytest.raises(RequestError, match="image_max_pixels"):
-            load_image("big.png", ImagePolicy(image_dir=str(tmp_path)))
+        with pytest.raises(RequestError, match="media_max_pixels"):
+            read_media("images", "big.png", MediaPolicy(media_dir=str(tmp_path)))
     small = "data:image/png;base64," + base64.b64encode(png((20, 20))).decode()
     with pytest.raises(RequestError, match="20x20 = 400 pixels"):
-        load_image(small, ImagePolicy(max_pixels=399))
-    assert load_image(small, ImagePolicy(max_pixels=400)).size == (20, 20)
+        read_media("images", small, MediaPolicy(max_pixels=399))
+    assert read_media("images", small, MediaPolicy(max_pixels=400)).size == (20, 20)
 
 
 def test_a_chunked_body_over_the_limit_is_a_413(tool_engine):

@@ -170,3 +170,62 @@ def test_missing_vllm_says_what_to_install(monkeypatch, tiny_llama):
     monkeypatch.setitem(sys.modules, "vllm", None)
     with pytest.raises(ConfigError, match=r"lf-serve\[vllm\]"):
         load_engine({"model_name_or_path": str(tiny_llama), "infer_backend": "vllm"})
+
+
+def test_vllm_engine_sends_media_as_multi_modal_data(record, tiny_qwen2_vl, tiny_llama, tmp_path):
+    """A VLM on vLLM: the prompt ids hold one model marker per item (vLLM's processor expands them) and
+    the items go with it as multi_modal_data, read within the model's limits; kinds the model does not
+    take, and any media on a text model, are a 400."""
+    import base64
+    import io
+
+    import numpy as np
+    from fastapi.testclient import TestClient
+    from PIL import Image
+    from serve_helpers import wav_bytes, write_video
+
+    from lf_serve import RequestError
+    from lf_serve.api.app import create_app
+
+    engine = load_engine({"model_name_or_path": str(tiny_qwen2_vl), "template": "qwen2_vl", "infer_backend": "vllm",
+                          "served_model_name": "vl", "video_maxlen": 3})
+    clip = write_video(tmp_path / "clip.mp4")
+    picture = Image.fromarray((np.random.RandomState(0).rand(60, 80, 3) * 255).astype("uint8"))
+    try:
+        assert record["engine_args"]["limit_mm_per_prompt"] == {"image": 16, "video": 4}
+        messages = [{"role": "user", "content": "Is <video> like <image>?"}]
+        (answer,) = engine.chat(messages, images=[picture], videos=[str(clip)])
+        assert answer.text == "Paris is the capital."
+        prompt = record["generate"][-1]["prompt"]
+        text = engine.tokenizer.decode(prompt["prompt_token_ids"])
+        assert ("user\nIs <|vision_start|><|video_pad|><|vision_end|> like <|vision_start|><|image_pad|><|vision_end|>?"
+                in text)
+        (image,) = prompt["multi_modal_data"]["image"]
+        assert image.size == (80, 60) and np.array_equal(np.asarray(image), np.asarray(picture))
+        (video,) = prompt["multi_modal_data"]["video"]
+        assert video.shape == (3, 56, 56, 3) and video.dtype == np.uint8  # video_maxlen: 3 frames of 8
+        plain = engine.chat([{"role": "user", "content": "Hi"}])
+        assert plain[0].text == "Paris is the capital." and "multi_modal_data" not in record["generate"][-1]["prompt"]
+
+        client = TestClient(create_app(engine))
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+        reply = client.post("/v1/chat/completions", json={"model": "vl", "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "What is it?"}]}]})
+        assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"] == "Paris is the capital."
+        (image,) = record["generate"][-1]["prompt"]["multi_modal_data"]["image"]
+        assert np.array_equal(np.asarray(image), np.asarray(picture))
+        audio = {"data": base64.b64encode(wav_bytes()).decode(), "format": "wav"}
+        reply = client.post("/v1/chat/completions", json={"model": "vl", "messages": [{"role": "user", "content": [
+            {"type": "input_audio", "input_audio": audio}]}]})
+        assert reply.status_code == 400 and "does not take audios" in reply.json()["error"]["message"]
+    finally:
+        engine.close()
+    text_engine = load_engine({"model_name_or_path": str(tiny_llama), "template": "chatml", "infer_backend": "vllm"})
+    try:
+        assert "limit_mm_per_prompt" not in record["engine_args"]
+        with pytest.raises(RequestError, match="does not take images; serve a model that does .*qwen2_vl"):
+            text_engine.chat([{"role": "user", "content": "Hi"}], images=[picture])
+    finally:
+        text_engine.close()

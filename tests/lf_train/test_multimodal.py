@@ -26,7 +26,7 @@ def vl_config(tiny_qwen2_vl, mllm_dir, tmp_path):
             "learning_rate": 1.0e-2, "logging_steps": 1, "seed": 0, "report_to": "none", "plot_loss": False}
 
 
-def test_sft_lora_feeds_every_image_to_the_vision_tower(vl_config, write_config, monkeypatch, tmp_path):
+def test_sft_lora_feeds_every_image_to_the_vision_tower(vl_config, write_config, monkeypatch, tmp_path, capsys):
     import lf_train.run
 
     seen = []  # (image_grid_thw rows, pixel rows) per call of the vision tower
@@ -44,6 +44,7 @@ def test_sft_lora_feeds_every_image_to_the_vision_tower(vl_config, write_config,
     load = lf_train.run.load_model
     monkeypatch.setattr(lf_train.run, "load_model", hooked)
     assert lf(["train", str(write_config(**vl_config))]) == 0
+    assert "model = AutoModelForImageTextToText.from_pretrained(" in capsys.readouterr().out  # the usage hint
     out = tmp_path / "out"
     # one batch of all five rows per step: six images (one row has two), each patch row of pixels seen
     assert len(seen) == 2
@@ -59,6 +60,9 @@ def test_sft_lora_feeds_every_image_to_the_vision_tower(vl_config, write_config,
 
     processor = AutoProcessor.from_pretrained(out)  # the trained folder carries the processor
     assert type(processor).__name__ == "Qwen2VLProcessor"
+    prompt = processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi"}]}],
+                                           add_generation_prompt=True, tokenize=False)
+    assert "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Hi<|im_end|>" in prompt  # LF's template
 
 
 def test_media_tokens_and_the_prompt_are_never_trained(tiny_qwen2_vl, mllm_dir):

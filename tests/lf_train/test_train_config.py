@@ -135,7 +135,7 @@ def test_media_data_is_refused_before_loading(tmp_path, base_config, data_dir, t
         check_train_config({**vlm, "stage": "ppo", "reward_model": str(tmp_path)})
     info["sounds"] = {**info["pics"], "columns": {"messages": "messages", "audios": "images"}}
     (data_dir / "dataset_info.json").write_text(json.dumps(info))
-    with pytest.raises(ConfigError, match=r"has audios but model .* is a vision-language model that takes images "
+    with pytest.raises(ConfigError, match=r"has audios but model .* is a multimodal model that takes images "
                                           r"and videos only"):
         check_train_config({**vlm, "dataset": "sounds"})
 

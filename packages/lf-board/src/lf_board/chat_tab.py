@@ -1,15 +1,18 @@
 """The Chat tab: load a run's adapter on its base (or a merged or base model) through lf-serve's
-engine, chat with streamed answers, a system prompt, generation settings and tools; unload."""
+engine, chat with streamed answers, a system prompt, generation settings, tools and uploaded images;
+unload."""
 
 from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from lf_board.messages import message
 from lf_board.serve_config import engine_config
 from lf_board.translations import text
+from lf_data.aligner import PLACEHOLDERS
 
 if TYPE_CHECKING:
     from lf_board.app import Board
@@ -43,15 +46,77 @@ class ChatSession:
         return True
 
 
-def _plain(content: Any) -> str:
-    """Chatbot message content (a string, or gradio's list of typed parts) as text."""
+
+
+def _file_path(part: dict[str, Any]) -> str | None:
+    """The path of a chatbot file part ({"type": "file", "file": {"path"}} as gradio hands it back, or
+    {"path"} as the page writes it)."""
+    data = part.get("file") if isinstance(part.get("file"), dict) else part
+    path = data.get("path")
+    return path if isinstance(path, str) and path else None
+
+
+def turn(content: Any) -> tuple[str, list[str]]:
+    """Chatbot message content (a string, or gradio's list of typed parts) as the engine's message text,
+    with an `<image>` placeholder where each image was, and those images' paths in order."""
     if isinstance(content, str):
-        return content
+        return content, []
     if isinstance(content, dict):
-        return str(content.get("text") or "")
-    if isinstance(content, list):
-        return "".join(_plain(part) for part in content)
-    return ""
+        path = _file_path(content)
+        return (PLACEHOLDERS["images"], [path]) if path else (str(content.get("text") or ""), [])
+    if isinstance(content, (list, tuple)):
+        parts = [turn(part) for part in content]
+        return "".join(t for t, _ in parts), [p for _, paths in parts for p in paths]
+    return "", []
+
+
+def _shown(content: Any) -> Any:
+    """Chatbot message content as the page writes it back: text, and {"path"} for each image."""
+    if isinstance(content, dict):
+        path = _file_path(content)
+        return {"path": path} if path else str(content.get("text") or "")
+    if isinstance(content, (list, tuple)):
+        return [_shown(part) for part in content]
+    return content
+
+
+def send(session: ChatSession, text_in: str, image: str | None, history: list, sys_prompt: str, tools_json: str,
+         temp: float, p: float, max_tokens: float, lang: str) -> Iterator[tuple[Any, Any, Any, Any]]:
+    """One turn (a message, and an uploaded image when there is one): (chatbot, message box, image box,
+    status) as the answer streams. Every image of the conversation goes to the engine with it."""
+    import gradio as gr
+
+    history = [{"role": m["role"], "content": _shown(m["content"])} for m in history or []]
+    if session.engine is None:
+        yield history, text_in, gr.skip(), message(lang, "msg.chat_nothing_loaded", error=True)
+        return
+    if not (text_in or "").strip() and not image:
+        yield history, text_in, gr.skip(), gr.skip()
+        return
+    if (tools_json or "").strip():
+        try:
+            json.loads(tools_json)
+        except json.JSONDecodeError as err:
+            yield history, text_in, gr.skip(), message(lang, "msg.bad_tools", str(err), error=True)
+            return
+    shown = history + [{"role": "user", "content": [{"path": image}, text_in or ""] if image else text_in}]
+    messages, images = [], []
+    for m in shown:
+        content, paths = turn(m["content"])
+        messages.append({"role": m["role"], "content": content})
+        images += paths
+    shown = shown + [{"role": "assistant", "content": ""}]
+    yield shown, "", None, gr.skip()
+    try:
+        for piece in session.engine.stream_chat(messages, system=sys_prompt or None, tools=tools_json or None,
+                                                images=images or None, temperature=float(temp), top_p=float(p),
+                                                max_new_tokens=int(max_tokens)):
+            shown[-1]["content"] += piece
+            yield shown, "", None, gr.skip()
+    except Exception as err:
+        yield shown, "", None, message(lang, "msg.chat_failed", str(err), error=True)
+        return
+    yield shown, "", None, text(lang, "msg.chat_answered", name=session.name)
 
 
 def build(board: Board) -> None:
@@ -75,8 +140,11 @@ def build(board: Board) -> None:
             bot = L.make(gr.Chatbot, "chat.chatbot", height=360, elem_id="chat-bot")
             with gr.Row():
                 user = L.make(gr.Textbox, "chat.input", scale=4, elem_id="chat-input")
-                send = L.make(gr.Button, "chat.send", attr="value", variant="primary", scale=1, elem_id="chat-send")
+                send_button = L.make(gr.Button, "chat.send", attr="value", variant="primary", scale=1,
+                                     elem_id="chat-send")
                 clear = L.make(gr.Button, "chat.clear", attr="value", scale=1, elem_id="chat-clear")
+            image = L.make(gr.Image, "chat.image", type="filepath", sources=["upload", "clipboard"], height=160,
+                           elem_id="chat-image")
         with gr.Column(scale=2):
             system = L.make(gr.Textbox, "chat.system", lines=2, elem_id="chat-system")
             tools = L.make(gr.Code, "chat.tools", language="json", value="", elem_id="chat-tools")
@@ -101,38 +169,13 @@ def build(board: Board) -> None:
     unload.click(lambda lang: message(lang, "msg.chat_unloaded" if session.unload() else "msg.chat_nothing_loaded"),
                  board.lang, status)
 
-    def on_send(text_in: str, history: list, sys_prompt: str, tools_json: str, temp: float, p: float,
-                max_tokens: float, lang: str):
-        history = [{"role": m["role"], "content": _plain(m["content"])} for m in history or []]
-        if session.engine is None:
-            yield history, text_in, message(lang, "msg.chat_nothing_loaded", error=True)
-            return
-        if not (text_in or "").strip():
-            yield history, text_in, gr.skip()
-            return
-        if (tools_json or "").strip():
-            try:
-                json.loads(tools_json)
-            except json.JSONDecodeError as err:
-                yield history, text_in, message(lang, "msg.bad_tools", str(err), error=True)
-                return
-        messages = history + [{"role": "user", "content": text_in}]
-        shown = messages + [{"role": "assistant", "content": ""}]
-        yield shown, "", gr.skip()
-        try:
-            for piece in session.engine.stream_chat(messages, system=sys_prompt or None, tools=tools_json or None,
-                                                    temperature=float(temp), top_p=float(p),
-                                                    max_new_tokens=int(max_tokens)):
-                shown[-1]["content"] += piece
-                yield shown, "", gr.skip()
-        except Exception as err:
-            yield shown, "", message(lang, "msg.chat_failed", str(err), error=True)
-            return
-        yield shown, "", text(lang, "msg.chat_answered", name=session.name)
+    def on_send(text_in: str, picture: str | None, history: list, sys_prompt: str, tools_json: str, temp: float,
+                p: float, max_tokens: float, lang: str):
+        yield from send(session, text_in, picture, history, sys_prompt, tools_json, temp, p, max_tokens, lang)
 
-    inputs = [user, bot, system, tools, temperature, top_p, max_new, board.lang]
-    send.click(on_send, inputs, [bot, user, status])
-    user.submit(on_send, inputs, [bot, user, status])
-    clear.click(lambda: ([], ""), None, [bot, user])
+    inputs = [user, image, bot, system, tools, temperature, top_p, max_new, board.lang]
+    send_button.click(on_send, inputs, [bot, user, image, status])
+    user.submit(on_send, inputs, [bot, user, image, status])
+    clear.click(lambda: ([], "", None), None, [bot, user, image])
     source.focus(lambda chosen: gr.update(choices=runs.names(), value=chosen), source, source)
     board.demo.load(lambda: gr.update(choices=runs.names()), None, source)

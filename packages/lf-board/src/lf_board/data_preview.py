@@ -1,10 +1,15 @@
 """Rows as they will be trained: the template applied by lf-data's own renderer, trained tokens
-marked, and the `lf data check` summary of the chosen datasets."""
+marked, the row's images and the first frame of each of its videos, and the `lf data check` summary
+of the chosen datasets."""
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
+
+REMOTE = re.compile(r"^(https?://|data:)", re.IGNORECASE)
 
 
 @lru_cache(maxsize=4)
@@ -32,9 +37,39 @@ def _messages(row: dict[str, Any], stage: str) -> list[dict[str, str]]:
     return prompt + response[:1] if response else prompt
 
 
+def first_frame(path: str) -> Any:
+    """The first frame of a video file as a PIL image (None when it cannot be read, or av is missing):
+    one frame is decoded, not the video."""
+    try:
+        import av
+    except ImportError:
+        return None
+    try:
+        with av.open(path) as container:
+            frame = next(container.decode(video=0), None)
+            return frame.to_image() if frame is not None else None
+    except Exception:  # noqa: BLE001 -- av raises its own errors for every broken file; the preview shows none
+        return None
+
+
+def row_media(row: dict[str, Any]) -> tuple[list[tuple[Any, str]], list[str]]:
+    """(gallery items, sounds) of an aligned row: each local image file and the first frame of each local
+    video with a caption, in the row's order; the names of its sounds. URLs are named, not fetched."""
+    gallery: list[tuple[Any, str]] = []
+    for kind, noun in (("_images", "image"), ("_videos", "video")):
+        for i, ref in enumerate(row.get(kind) or [], 1):
+            if REMOTE.match(ref):
+                continue
+            picture = ref if kind == "_images" else first_frame(ref)
+            if picture is not None:
+                gallery.append((picture, f"{noun} {i}: {Path(ref).name}" + (" (first frame)" if kind == "_videos" else "")))
+    sounds = [ref if REMOTE.match(ref) else Path(ref).name for ref in row.get("_audios") or []]
+    return gallery, sounds
+
+
 def preview_row(config: dict[str, Any], index: int) -> dict[str, Any]:
     """Row `index` of the configured datasets: pieces of text with whether each is trained, the
-    template used and the token counts."""
+    template used, the token counts, and the row's media (`row_media`)."""
     from lf_data.errors import DataError
     from lf_data.loading import load_aligned
     from lf_data.render import render_conversation
@@ -54,7 +89,8 @@ def preview_row(config: dict[str, Any], index: int) -> dict[str, Any]:
         raise DataError("choose a model first: the preview uses its tokenizer.")
     max_samples = config.get("max_samples")
     aligned = load_aligned(list(names), config.get("dataset_dir", "data"), skip_invalid=True,
-                           max_samples=max_samples, needs_response=spec.processor.needs_response).dataset
+                           max_samples=max_samples, media_dir=config.get("media_dir"),
+                           needs_response=spec.processor.needs_response).dataset
     if len(aligned) == 0:
         raise DataError(f"dataset(s) {', '.join(names)} have no valid rows.")
     if not 0 <= index < len(aligned):
@@ -67,7 +103,7 @@ def preview_row(config: dict[str, Any], index: int) -> dict[str, Any]:
         text = "".join(m["content"] for m in row["_prompt"])
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         return {"pieces": [(text, True)], "template": "none (pt)", "tokens": len(ids), "trained": len(ids),
-                "rows": len(aligned)}
+                "rows": len(aligned), "media": [], "sounds": []}
     rendered = render_conversation(template, tokenizer, _messages(row, stage), tools=row.get("_tools") or None,
                                    system=row.get("_system") or None)
     ids, trained = rendered["input_ids"], rendered["trained"]
@@ -77,9 +113,10 @@ def preview_row(config: dict[str, Any], index: int) -> dict[str, Any]:
             pieces.append((tokenizer.decode(ids[start:i]), trained[start]))
             start = i
     cutoff = int(config.get("cutoff_len") or 1 << 30)
+    gallery, sounds = row_media(row)
     return {"pieces": pieces, "template": rendered["template"], "tokens": len(ids), "trained": sum(trained),
             "rows": len(aligned), "truncated": len(ids) > cutoff,
-            "chosen_only": spec.pairwise}
+            "chosen_only": spec.pairwise, "media": gallery, "sounds": sounds}
 
 
 def check_summary(config: dict[str, Any]) -> str:

@@ -81,6 +81,7 @@ class Preview:
     check_button: Any
     pieces: Any
     check: Any
+    media: Any
 
 
 @dataclasses.dataclass
@@ -165,7 +166,8 @@ def _data_row(board: Board, widgets: dict[str, Any]) -> None:
 
 
 def _preview_section(L: Labels) -> Preview:
-    """A row as it will be trained, and `lf data check`'s summary: seen before a run is started."""
+    """A row as it will be trained (beside it the row's images and video frames), and `lf data check`'s
+    summary: seen before a run is started."""
     import gradio as gr
 
     with L.make(gr.Accordion, "train.preview_section", open=True):
@@ -174,10 +176,13 @@ def _preview_section(L: Labels) -> Preview:
                            elem_id="train-preview-index")
             row_button = L.make(gr.Button, "train.preview_row", attr="value", elem_id="train-preview-row")
             check_button = L.make(gr.Button, "train.check_data", attr="value", elem_id="train-check-data")
-        pieces = L.make(gr.HighlightedText, "train.preview", color_map={TRAINED_LABEL: "green"},
-                        show_legend=True, combine_adjacent=True, elem_id="train-preview")
+        with gr.Row():
+            pieces = L.make(gr.HighlightedText, "train.preview", color_map={TRAINED_LABEL: "green"},
+                            show_legend=True, combine_adjacent=True, elem_id="train-preview", scale=3)
+            media = L.make(gr.Gallery, "train.preview_media", columns=2, height=240, object_fit="contain",
+                           visible=False, interactive=False, elem_id="train-preview-media", scale=1)
         check = L.make(gr.Textbox, "train.check", lines=8, max_lines=30, elem_id="train-check")
-    return Preview(index, row_button, check_button, pieces, check)
+    return Preview(index, row_button, check_button, pieces, check, media)
 
 
 def _hyper_section(L: Labels, widgets: dict[str, Any]) -> None:
@@ -317,13 +322,16 @@ def _on_preview(form: Form, preview: Preview, note: Any) -> None:
             config = build_config(values, extra_yaml)
             result = preview_row(config, int(data[preview.index] or 0))
         except Exception as err:  # bad input: shown in the page, never a crash
-            return gr.skip(), message(lang, "msg.preview_failed", str(err), error=True)
+            return gr.skip(), gr.skip(), message(lang, "msg.preview_failed", str(err), error=True)
         pieces = [(piece, TRAINED_LABEL if trained else None) for piece, trained in result["pieces"]]
         summary = text(lang, "msg.preview_done", template=result["template"], tokens=result["tokens"],
                        trained=result["trained"], rows=result["rows"])
-        return pieces, f"**{summary}**"
+        if result["sounds"]:
+            summary += " " + text(lang, "msg.preview_sounds", names=", ".join(result["sounds"]))
+        media = gr.update(value=result["media"], visible=bool(result["media"]))
+        return pieces, media, f"**{summary}**"
 
-    preview.row_button.click(on_preview, {*form.inputs, preview.index}, [preview.pieces, note])
+    preview.row_button.click(on_preview, {*form.inputs, preview.index}, [preview.pieces, preview.media, note])
 
     def on_check(data: dict):
         values, extra_yaml, lang = form.read(data)

@@ -223,7 +223,7 @@ def align_row(attr: DatasetAttr, row: dict[str, Any], media_dir: Path, needs_res
                "_kto_tag": _kto_tag(attr, row)}
     for kind in MEDIA:
         aligned[f"_{kind}"] = _media(attr, cols[kind], row.get(cols[kind]), media_dir, kind) if cols.get(kind) else []
-        if aligned[f"_{kind}"]:
+        if cols.get(kind):  # a mapped media column: every row's placeholders match its items, none with none
             text = "".join(m["content"] for m in prompt + response)
             found = text.count(PLACEHOLDERS[kind])
             if found != len(aligned[f"_{kind}"]):

@@ -58,8 +58,10 @@ def _key(group: Group, default: Any, kind: Kind = "lf", note: str = "", lf_key: 
     return LlamaFactoryKey(group, default, kind, note, lf_key, inverted, entry)
 
 
-_MM = ("applies to images, videos and audio, which lf train does not feed to models yet (text data trains "
-       "normally; lf chat/api read image_max_pixels)")
+_AUDIO_IN_VIDEO = ("interleaving a video's sound track with its frames (Qwen2.5-Omni) is not in LF; give the sound "
+                   "as its own item (an `audios` column with an <audio> placeholder)")
+_CROP_TO_PATCHES = ("InternVL's extra tiling of each image into patches is not offered; LF hands each image, sized "
+                    "within image_max_pixels/image_min_pixels, to the model's own processor with its saved settings")
 _SGLANG = "read only by infer_backend: sglang, which LF does not offer; use infer_backend: vllm or huggingface"
 _KT = "KTransformers (use_kt) runs MoE experts on CPU kernels of the ktransformers package; LF does not offer it"
 _MEGATRON = ("Megatron-Core training (mcore_adapter) needs NVIDIA GPUs and the mcore_adapter package; LF trains "
@@ -216,9 +218,9 @@ KEYS: dict[str, LlamaFactoryKey] = {
     "asft_alpha": _key("finetuning", 0.1),
     "use_eaft_loss": _key("finetuning", False),
     "eaft_alpha": _key("finetuning", 1.0),
-    "freeze_vision_tower": _key("finetuning", True, "ignored", _MM),
-    "freeze_multi_modal_projector": _key("finetuning", True, "ignored", _MM),
-    "freeze_language_model": _key("finetuning", False, "ignored", _MM),
+    "freeze_vision_tower": _key("finetuning", True),
+    "freeze_multi_modal_projector": _key("finetuning", True),
+    "freeze_language_model": _key("finetuning", False),
     "compute_accuracy": _key("finetuning", False),
     "disable_shuffling": _key("finetuning", False),
     "early_stopping_steps": _key("finetuning", None),
@@ -292,15 +294,15 @@ KEYS: dict[str, LlamaFactoryKey] = {
     "quantization_device_map": _key("model", None),
     # ProcessorArguments
     "image_max_pixels": _key("model", 768 * 768),
-    "image_min_pixels": _key("model", 32 * 32, "ignored", _MM),
-    "image_do_pan_and_scan": _key("model", False, "ignored", _MM),
-    "crop_to_patches": _key("model", False, "ignored", _MM),
-    "video_max_pixels": _key("model", 256 * 256, "ignored", _MM),
-    "video_min_pixels": _key("model", 16 * 16, "ignored", _MM),
-    "video_fps": _key("model", 2.0, "ignored", _MM),
-    "video_maxlen": _key("model", 128, "ignored", _MM),
-    "use_audio_in_video": _key("model", False, "ignored", _MM),
-    "audio_sampling_rate": _key("model", 16000, "ignored", _MM),
+    "image_min_pixels": _key("model", 32 * 32),
+    "image_do_pan_and_scan": _key("model", False),
+    "crop_to_patches": _key("model", False, "default_only", _CROP_TO_PATCHES),
+    "video_max_pixels": _key("model", 256 * 256),
+    "video_min_pixels": _key("model", 16 * 16),
+    "video_fps": _key("model", 2.0),
+    "video_maxlen": _key("model", 128),
+    "use_audio_in_video": _key("model", False, "default_only", _AUDIO_IN_VIDEO),
+    "audio_sampling_rate": _key("model", 16000),
     # ExportArguments
     "export_dir": _key("model", None),
     "export_size": _key("model", 5),

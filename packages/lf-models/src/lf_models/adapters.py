@@ -5,6 +5,13 @@
 first N decoder layers, optionally only some of their modules, plus extra modules; with
 `use_llama_pro`, the blocks `lf expand` added), and `full`. Every method is tested for exactly which
 parameters train.
+
+Multimodal models (a family with `towers`) follow LlamaFactory's four keys: `freeze_vision_tower`,
+`freeze_multi_modal_projector` and `freeze_language_model` say which towers stay frozen
+(`train_mm_proj_only` freezes all but the projector). Full tuning trains every tower not frozen;
+freeze tuning trains its chosen language-model layers (unless the language model is frozen) plus
+every unfrozen encoder-side tower in full; LoRA/OFT adapts the target layers of the unfrozen towers
+only, so `lora_target: all` skips the vision tower and projector unless they are unfrozen.
 """
 
 from __future__ import annotations
@@ -18,8 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lf_data.errors import ConfigError
-from lf_models.args import ADAPTER_TYPES, FinetuningArguments, ModelArguments
-from lf_models.families import family_for
+from lf_models.args import ADAPTER_TYPES, FinetuningArguments, ModelArguments, check_multimodal_tuning
+from lf_models.families import ModelFamily, family_for
 
 if TYPE_CHECKING:
     from torch import nn
@@ -115,6 +122,9 @@ def check_lora_target(model_args: ModelArguments, finetuning_args: FinetuningArg
     except Exception:  # noqa: BLE001 - an unusual config: the loader checks the names on the real model
         return
     lora_targets(empty, targets, key)
+    family = tower_family(empty)
+    if family is not None and not finetuning_args.use_llama_pro:  # names that lie in frozen towers only
+        tower_targets(empty, family, targets, finetuning_args, key)
 
 
 def decoder_layers(model: Any) -> nn.ModuleList:
@@ -198,14 +208,109 @@ def expanded_targets(model: Any, targets: list[str], expanded: int) -> list[str]
     return names
 
 
+# -- multimodal towers -------------------------------------------------------------------------------
+FROZEN_BY = {"vision_tower": "freeze_vision_tower", "projector": "freeze_multi_modal_projector",
+             "language_model": "freeze_language_model"}
+"""Each tower of `ModelFamily.towers` and the key that freezes it."""
+
+
+def tower_family(model: Any) -> ModelFamily | None:
+    """The model's family when it is multimodal with known towers (None for a text model)."""
+    family = family_for(getattr(model, "config", None))
+    return family if family is not None and family.vlm and family.towers else None
+
+
+def tower_of(name: str, towers: Any) -> str | None:
+    """The tower a module or parameter name lies in: the one with the longest matching path, so a
+    projector nested in the vision model (Qwen2-VL's `model.visual.merger`) is the projector."""
+    found, length = None, -1
+    for tower, paths in towers.items():
+        for path in paths:
+            if (name == path or name.startswith(path + ".")) and len(path) > length:
+                found, length = tower, len(path)
+    return found
+
+
+def frozen_towers(args: FinetuningArguments) -> set[str]:
+    return {tower for tower, key in FROZEN_BY.items() if getattr(args, key)}
+
+
+def _check_towers(model: Any, args: FinetuningArguments) -> ModelFamily | None:
+    """The tower family, after refusing the multimodal keys on a text model (the config at hand now)
+    and full/freeze tuning of a multimodal model whose towers LF does not know (its vision tower
+    would train although freeze_vision_tower says otherwise)."""
+    family = family_for(getattr(model, "config", None))
+    kind = getattr(getattr(model, "config", None), "model_type", None)
+    check_multimodal_tuning(kind, family, args, kind or type(model).__name__)
+    if family is not None and family.vlm and not family.towers and args.finetuning_type in ("full", "freeze"):
+        raise ConfigError(f"finetuning_type {args.finetuning_type} of a {kind} model needs to know its vision tower "
+                          "(freeze_vision_tower: true keeps it frozen), which LF does not for this family yet; use "
+                          "finetuning_type: lora.")
+    return tower_family(model)
+
+
+def freeze_towers(model: Any, args: FinetuningArguments, family: ModelFamily) -> None:
+    """Full and freeze tuning: the frozen towers stop training; in freeze tuning the unfrozen
+    encoder-side towers (vision tower, projector) train in full beside the chosen layers."""
+    frozen = frozen_towers(args)
+    for name, param in model.named_parameters():
+        tower = tower_of(name, family.towers)
+        if tower in frozen:
+            param.requires_grad_(False)
+        elif args.finetuning_type == "freeze" and tower in ("vision_tower", "projector"):
+            param.requires_grad_(True)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError("the freeze_* keys leave nothing to train in this model; unfreeze a tower.")
+    logger.info("multimodal towers frozen: %s", ", ".join(sorted(frozen)) or "none")
+
+
+def _linear(module: Any) -> bool:
+    import torch
+
+    return isinstance(module, torch.nn.Linear) or type(module).__name__ in ("Conv1D", "Linear4bit", "Linear8bitLt")
+
+
+def tower_targets(model: Any, family: ModelFamily, names: list[str] | None, args: FinetuningArguments,
+                  key: str) -> list[str]:
+    """The full names of the modules an adapter goes on in a multimodal model: the target names
+    (None: `all`) inside the towers that are not frozen. `all` is the family's language-model
+    targets plus every linear layer of an unfrozen vision tower or projector; the output head never."""
+    frozen = frozen_towers(args)
+    head = model.get_output_embeddings()
+    language = set(family.lora_targets)
+    chosen, blocked = [], []
+    for name, module in model.named_modules():
+        last = name.split(".")[-1]
+        tower = tower_of(name, family.towers)
+        if names is None:
+            if module is head or last in HEAD_NAMES or not _linear(module):
+                continue
+            if tower in ("language_model", None) and language and last not in language:
+                continue
+        elif last not in names:
+            continue
+        (blocked if tower in frozen else chosen).append(name)
+    if not chosen:
+        which = "; ".join(f"{k}: {str(getattr(args, k)).lower()}" for k in FROZEN_BY.values())
+        named = f"{key} {', '.join(names)} names modules of frozen towers only" if names and blocked else \
+            f"{key} finds no module to adapt"
+        raise ConfigError(f"{named} ({which}); unfreeze the tower to adapt, or name other modules.")
+    return chosen
+
+
 def adapter_config(model: Any, args: FinetuningArguments) -> Any:
     """The peft config of a fresh LoRA or OFT adapter."""
     from peft import LoraConfig, OFTConfig, TaskType
 
     key, names = adapter_targets(args)
     targets = lora_targets(model, names, key)
+    family = tower_family(model)
     if args.use_llama_pro:
         targets = expanded_targets(model, targets, args.freeze_trainable_layers)
+        if family is not None:
+            targets = [t for t in targets if tower_of(t, family.towers) not in frozen_towers(args)]
+    elif family is not None:
+        targets = tower_targets(model, family, None if names == ["all"] else targets, args, key)
     if args.finetuning_type == "oft":
         return OFTConfig(task_type=TaskType.CAUSAL_LM, r=args.oft_rank, oft_block_size=args.oft_block_size,
                          module_dropout=args.module_dropout, target_modules=targets,
@@ -260,12 +365,16 @@ def attach_lora(model: Any, model_args: ModelArguments, args: FinetuningArgument
 
 
 def setup_finetuning(model: Any, model_args: ModelArguments, args: FinetuningArguments, is_trainable: bool) -> Any:
+    family = _check_towers(model, args) if is_trainable else None
     if args.finetuning_type in ADAPTER_TYPES:
         return attach_lora(model, model_args, args, is_trainable)
     if not is_trainable:
         model.requires_grad_(False)
-    elif args.finetuning_type == "freeze":
+        return model
+    if args.finetuning_type == "freeze":
         setup_freeze(model, args)
     else:
         model.requires_grad_(True)
+    if family is not None:
+        freeze_towers(model, args, family)
     return model

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from lf_data.config import AtLeastOne, Fraction, Positive, Range, section
 from lf_data.errors import ConfigError
 
 ADAPTER_TYPES = ("lora", "oft")
 """The finetuning types that train a peft adapter (saved alone, merged by `lf export`)."""
+MULTIMODAL_TUNING = {"freeze_vision_tower": True, "freeze_multi_modal_projector": True, "freeze_language_model": False,
+                     "train_mm_proj_only": False}
+"""The multimodal tuning keys and their defaults (LlamaFactory's): other values need a multimodal model."""
 
 
 @section
@@ -76,7 +79,7 @@ class ModelArguments:
     video_maxlen: Annotated[int, AtLeastOne] = 128
     """At most this many frames per video (evenly spaced over the whole video)."""
     use_audio_in_video: bool = False
-    """Qwen2.5-Omni: also feed a video's sound track (LlamaFactory's key; not supported yet)."""
+    """Qwen2.5-Omni: also feed a video's sound track (LlamaFactory's key; only false, see docs/llamafactory-keys.md)."""
     audio_sampling_rate: Annotated[int, AtLeastOne] = 16000
     """Audio is resampled to this rate (Hz) before the feature extractor."""
     hf_hub_token: str | None = None
@@ -93,6 +96,10 @@ class ModelArguments:
         from lf_models.quantization import check_quantization_args
 
         check_quantization_args(self)
+        if self.use_audio_in_video:  # declared so that lf chat/api and lf export read it too; refused with LF's note
+            from lf_data.llamafactory_keys import KEYS
+
+            raise ConfigError(f"use_audio_in_video: true is not supported by LF: {KEYS['use_audio_in_video'].note}.")
         if self.new_special_tokens_config is not None:
             from lf_models.new_tokens import read_token_descriptions
 
@@ -148,6 +155,14 @@ class FinetuningArguments:
     """Freeze tuning: modules outside the layers that are trained too (for example embed_tokens)."""
     use_llama_pro: bool = False
     """LLaMA Pro: train only the blocks `lf expand` added (freeze_trainable_layers is their number)."""
+    freeze_vision_tower: bool = True
+    """Multimodal models: keep the vision (or audio) encoder frozen; false trains it (full/freeze) or adapts it (LoRA/OFT)."""
+    freeze_multi_modal_projector: bool = True
+    """Multimodal models: keep the projector (encoder -> language model) frozen; false trains or adapts it."""
+    freeze_language_model: bool = False
+    """Multimodal models: keep the language model frozen (train only the encoder side that is not frozen)."""
+    train_mm_proj_only: bool = False
+    """Multimodal models, full or freeze tuning: train the projector alone (LlamaFactory 0.9.1's key)."""
 
     def __post_init__(self) -> None:
         if self.lora_alpha is None:
@@ -179,6 +194,19 @@ class FinetuningArguments:
                               "number of blocks `lf expand` added (num_expand), a positive number.")
         if self.create_new_adapter and self.finetuning_type not in ADAPTER_TYPES:
             raise ConfigError(f"create_new_adapter needs finetuning_type: lora or oft (it is {self.finetuning_type}).")
+        if self.train_mm_proj_only:
+            if self.finetuning_type not in ("full", "freeze"):
+                raise ConfigError(f"train_mm_proj_only trains the projector's own weights: use finetuning_type: full "
+                                  f"(it is {self.finetuning_type}). With an adapter, freeze_language_model: true and "
+                                  "freeze_multi_modal_projector: false adapt the projector alone.")
+            if not self.freeze_vision_tower:
+                raise ConfigError("train_mm_proj_only trains the projector alone, but freeze_vision_tower is false; "
+                                  "drop one of the two.")
+            self.freeze_multi_modal_projector, self.freeze_language_model = False, True
+        if self.freeze_vision_tower and self.freeze_multi_modal_projector and self.freeze_language_model:
+            raise ConfigError("freeze_language_model: true with freeze_vision_tower and freeze_multi_modal_projector "
+                              "true leaves nothing to train; set freeze_multi_modal_projector: false (or "
+                              "freeze_vision_tower: false) to train the encoder side.")
         if self.finetuning_type != "lora":
             used = [k for k in ("use_dora", "use_rslora", "pissa_init") if getattr(self, k)]
             if used or self.loraplus_lr_ratio is not None:
@@ -204,3 +232,28 @@ def check_model_combination(model_args: ModelArguments, finetuning_args: Finetun
         raise ConfigError("create_new_adapter needs adapter_name_or_path (the adapters to merge first).")
     if model_args.adapter_name_or_path and finetuning_args.finetuning_type not in ADAPTER_TYPES:
         raise ConfigError("adapter_name_or_path needs finetuning_type: lora or oft (the adapter's own type).")
+    from lf_models.families import reference_family
+
+    changed = [key for key, default in MULTIMODAL_TUNING.items() if getattr(finetuning_args, key) != default]
+    if changed and model_args.model_name_or_path:  # config.json only: a text model is refused before loading
+        kind, family = reference_family(model_args.model_name_or_path)
+        if kind is not None:
+            check_multimodal_tuning(kind, family, finetuning_args, model_args.model_name_or_path)
+
+
+def check_multimodal_tuning(kind: str | None, family: Any, finetuning_args: FinetuningArguments,
+                            reference: str) -> None:
+    """The multimodal tuning keys away from their defaults need a multimodal family whose towers LF knows:
+    on a text model they would change nothing, silently."""
+    changed = [key for key, default in MULTIMODAL_TUNING.items() if getattr(finetuning_args, key) != default]
+    if not changed:
+        return
+    if finetuning_args.train_mm_proj_only:  # it set the other two
+        changed = ["train_mm_proj_only"]
+    what = ", ".join(f"{key}: {str(getattr(finetuning_args, key)).lower()}" for key in changed)
+    if family is None or not family.vlm:
+        raise ConfigError(f"{what} applies to multimodal models, but {reference!r} (model_type {kind}) is a text "
+                          "model; remove the key(s).")
+    if not family.towers:
+        raise ConfigError(f"{what}: LF does not know where the vision tower, projector and language model of "
+                          f"model_type {kind} are (its family has no towers); remove the key(s).")

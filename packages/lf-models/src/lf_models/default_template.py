@@ -1,7 +1,9 @@
 """Which chat template a model uses when the config names none, read from its files without loading it.
 
 One answer for `lf train`, `lf chat`/`lf api`, `lf export`, `lf data check` and the board's suggestion:
-a bundled model's own template; else none when the tokenizer carries a chat template (template
+a bundled model's own template; a multimodal family's template (their own chat templates expect
+list content, not the `<image>` placeholders of LlamaFactory-format rows); else none when the
+tokenizer carries a chat template (template
 `auto` renders with it: the model's authors know it best, e.g. a Llama 2 folder is `llama` too);
 else the template of the model's family (`config.model_type`, see `lf_models.families`).
 """
@@ -75,7 +77,9 @@ def default_template(reference: str | None) -> str | None:
 
     if reference in BUNDLED_MODELS:
         return BUNDLED_MODELS[reference].template
+    family = FAMILIES.get(model_type(reference) or "")
+    if family is not None and family.vlm and family.template:
+        return family.template  # multimodal chat templates expect list content: LF's own renders <image> rows
     if not reference.endswith(".gguf") and has_own_chat_template(reference):
         return None
-    family = FAMILIES.get(model_type(reference) or "")
     return family.template if family is not None else None

@@ -2,7 +2,9 @@
 
 The folder holds what plain transformers, vLLM, llama.cpp and Ollama load with no help from LF:
 sharded safetensors in the chosen dtype (or one GGUF file), the tokenizer with its chat template,
-the generation config and an Ollama `Modelfile`. Everything is written into a temporary sibling
+the generation config and an Ollama `Modelfile`; a multimodal model also gets its processor
+(`AutoProcessor` loads the folder), whose chat template writes image/video/audio message parts as the
+model's own tokens. Everything is written into a temporary sibling
 folder that is renamed at the end, so `export_dir` is never left half-written; every check that
 needs no weights (keys, quantised base, target folder, GGUF support) runs before any weight loads.
 """
@@ -210,6 +212,25 @@ def prepare_tokenizer(model_args: ModelArguments, source: Any, template: Any, ex
     return tokenizer
 
 
+def load_export_processor(plan: ExportPlan, tokenizer: Any) -> Any:
+    """The processor of a multimodal model (None for a text model), with the exported tokenizer: the
+    adapter's run folder's when it saved one (its training settings), else the base model's. Loaded
+    before any weight, so a missing processor or package stops the export at once."""
+    from lf_models.families import family_for
+    from lf_models.media import MediaLimits, load_media_inputs, media_chat_template
+
+    family = family_for(plan.hf_config)
+    if family is None or not family.vlm:
+        return None
+    processor = load_media_inputs(plan.source.path, tokenizer, dict(family.markers), MediaLimits(),
+                                  folders=(plan.model.adapter_name_or_path or [])[-1:],
+                                  trust_remote_code=plan.model.trust_remote_code).processor
+    if tokenizer.chat_template:
+        tokenizer.chat_template = media_chat_template(tokenizer.chat_template, dict(family.markers))
+    processor.chat_template = tokenizer.chat_template or processor.chat_template
+    return processor
+
+
 def _go_literal(text: str) -> str:
     """Text as a literal inside an Ollama (Go) template."""
     return text.replace("{{", '{{ "{{" }}')
@@ -339,6 +360,11 @@ class ExportPlan:
                  if adapters else f"load {self.model.model_name_or_path} {where} (no adapters to merge)",
                  f"write {what} with template {self.template or 'the tokenizer’s own'} to {self.target}"
                  + (" (replacing it)" if self.target.exists() else "")]
+        from lf_models.families import family_for
+
+        family = family_for(self.hf_config)
+        if family is not None and family.vlm and self.export.export_format != "gguf":
+            lines.append(f"save its processor ({' and '.join(family.media)}) with the chat template")
         if self.stage == "rm":
             lines.append(f"copy the value head ({VALUE_HEAD_FILE}) when the model or adapter has one")
         if self.export.export_hub_model_id:
@@ -526,6 +552,7 @@ def run_export(config: dict[str, Any], source: str = "") -> Path:
 
     dtype = torch.float32 if export_args.export_format == "gguf" else _export_dtype(export_args.export_dtype, hf_config)
     tokenizer = prepare_tokenizer(model_args, model_source, template, bool(export_args.template))
+    processor = load_export_processor(plan, tokenizer) if export_args.export_format != "gguf" else None
     gptq = export_args.export_quantization_bit is not None
     if gptq:
         model = load_gptq_model(model_args, tokenizer, model_source, export_args)
@@ -552,6 +579,8 @@ def run_export(config: dict[str, Any], source: str = "") -> Path:
             model.config.use_cache = True
             model.save_pretrained(tmp, max_shard_size=max(1, int(export_args.export_size * 1e9)))
             tokenizer.save_pretrained(tmp)
+            if processor is not None:  # image/video processor or feature extractor, and its chat template
+                processor.save_pretrained(tmp)
             (tmp / MODELFILE).write_text(modelfile(template, tokenizer), encoding="utf-8")
         if plan.stage == "rm":
             _copy_value_head(plan, tmp)

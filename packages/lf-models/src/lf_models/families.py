@@ -195,10 +195,110 @@ _family("qwen2_vl", "Qwen2VLForConditionalGeneration", "qwen2_vl",
         towers=_QWEN_VL_TOWERS)
 
 # -- multimodal A: Qwen2.5-VL, Qwen3-VL, LLaVA-1.5, LLaVA-NeXT, LLaVA-NeXT-Video --------------------
+# Qwen2.5-VL's vision MLP and LLaVA's CLIP attention reuse the decoder's module names (gate/up/down_proj,
+# q/k/v_proj): `lora_target: all` picks modules by tower (lf_models.adapters.tower_targets), not by name.
+_family("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration", "qwen2_vl",
+        "vision tower (window attention, gated MLP) and merger stay frozen and un-adapted",
+        "M-RoPE: the forward needs mm_token_type_ids with the grids; videos add second_per_grid_ts (absolute time)",
+        lora_targets=_LLAMA_LIKE, layers="model.language_model.layers", markers=_QWEN_VL_MARKERS,
+        towers=_QWEN_VL_TOWERS)
+_family("qwen3_vl", "Qwen3VLForConditionalGeneration", "qwen3_vl_nothink",
+        "Instruct models use qwen3_vl_nothink, Thinking models qwen3_vl",
+        "a video's marker is <|video_pad|> alone: the processor writes `<t seconds><|vision_start|>...<|vision_end|>` "
+        "per 2 frames, t from the frames' times in the source (video_metadata)",
+        "vision tower, merger and DeepStack mergers stay frozen and un-adapted",
+        lora_targets=_LLAMA_LIKE, layers="model.language_model.layers",
+        markers={"images": _QWEN_VL_MARKERS["images"], "videos": "<|video_pad|>"},
+        towers={**_QWEN_VL_TOWERS, "projector": ("model.visual.merger", "model.visual.deepstack_merger_list")})
+_LLAVA_TOWERS = {"vision_tower": ("model.vision_tower",), "projector": ("model.multi_modal_projector",),
+                 "language_model": ("model.language_model", "lm_head")}
+_family("llava", "LlavaForConditionalGeneration", "llava",
+        "CLIP vision tower and projector stay frozen and un-adapted; one image is a fixed number of <image> tokens",
+        lora_targets=_LLAMA_LIKE, layers="model.language_model.layers", markers={"images": "<image>"},
+        towers=_LLAVA_TOWERS)
+_LLAVA_NEXT_TILES = ("AnyRes: an image is a base view plus tiles (image_grid_pinpoints); a batch zero-pads the tile "
+                     "count and the model keeps each image's real tiles (image_sizes)")
+_NEWLINE = "image_newline is a bare parameter outside the towers: only full tuning trains it"
+_family("llava_next", "LlavaNextForConditionalGeneration", "llava_next", _LLAVA_NEXT_TILES, _NEWLINE,
+        "Mistral, Llama 3, Yi and Qwen based models use llava_next_mistral, _llama3, _yi, _qwen",
+        lora_targets=_LLAMA_LIKE, layers="model.language_model.layers", markers={"images": "<image>"},
+        towers=_LLAVA_TOWERS)
+_family("llava_next_video", "LlavaNextVideoForConditionalGeneration", "llava_next_video", _LLAVA_NEXT_TILES, _NEWLINE,
+        "video frames are encoded one by one and pooled (spatial_pool_stride); videos of different lengths in "
+        "a batch are joined along the frame axis", "Mistral and Yi based models use llava_next_video_mistral, _yi",
+        lora_targets=_LLAMA_LIKE, layers="model.language_model.layers",
+        markers={"images": "<image>", "videos": "<video>"}, towers=_LLAVA_TOWERS)
 
 # -- multimodal B: Gemma 3, PaliGemma, Idefics3/SmolVLM, InternVL, Mistral 3/Pixtral, Llama 3.2 Vision
+# Each marker is the token the family's processor replaces by one image's sequence; the SigLIP, InternViT
+# and Pixtral encoders reuse the decoder's q/k/v_proj (Pixtral's also gate/up/down_proj), so `lora_target:
+# all` keeps off them by tower (lf_models.adapters.tower_targets).
+_FROZEN_ENCODER = "vision tower and projector stay frozen and un-adapted"
+_family("gemma3", "Gemma3ForConditionalGeneration", "gemma3", _FROZEN_ENCODER,
+        "the processor writes <start_of_image> as a blank line, <start_of_image>, mm_tokens_per_image "
+        "<image_soft_token>s, <end_of_image> and a blank line",
+        "token_type_ids (1 on <image_soft_token>) let an image's tokens attend to each other both ways",
+        lora_targets=_LLAMA_LIKE, layers="model.language_model.layers",
+        markers={"images": "<start_of_image>"}, towers=_LLAVA_TOWERS)
+_family("paligemma", "PaliGemmaForConditionalGeneration", "paligemma", _FROZEN_ENCODER,
+        "every image's <image> tokens go before bos wherever the placeholder stood (lf_models.media), as its "
+        "processor lays them out; the prefix (images and prompt) attends both ways, the answer causally "
+        "(token_type_ids 0 and 1)", "mix and chat checkpoints use paligemma_chat",
+        lora_targets=_LLAMA_LIKE, layers="model.language_model.layers",
+        markers={"images": "<image>"}, towers=_LLAVA_TOWERS)
+_IDEFICS3_TOWERS = {"vision_tower": ("model.vision_model",), "projector": ("model.connector",),
+                    "language_model": ("model.text_model", "lm_head")}
+_IDEFICS3_PROMPT = ("no LlamaFactory template: LF's idefics3/smolvlm templates write the User:/Assistant: turns "
+                    "with <end_of_utterance> that its own chat template writes for list contents")
+_family("idefics3", "Idefics3ForConditionalGeneration", "idefics3", _FROZEN_ENCODER, _IDEFICS3_PROMPT,
+        "large images are split into a grid of crops plus a global view: <fake_token_around_image><row_i_col_j> "
+        "<image>... per crop; a batch zero-pads the crop count and the model drops the padding crops",
+        lora_targets=_LLAMA_LIKE, layers="model.text_model.layers",
+        markers={"images": "<image>"}, towers=_IDEFICS3_TOWERS)
+_family("smolvlm", "SmolVLMForConditionalGeneration", "smolvlm", _FROZEN_ENCODER, _IDEFICS3_PROMPT,
+        "Idefics3's image layout; its processor needs the num2words package; videos are not wired yet",
+        lora_targets=_LLAMA_LIKE, layers="model.text_model.layers",
+        markers={"images": "<image>"}, towers=_IDEFICS3_TOWERS)
+_family("internvl", "InternVLForConditionalGeneration", "intern_vl", _FROZEN_ENCODER,
+        "the processor writes <IMG_CONTEXT> as <img>, image_seq_length <IMG_CONTEXT>s per tile "
+        "(crop_to_patches: tiles plus a thumbnail), </img>", "InternVL 3 '-hf' checkpoints (native transformers)",
+        lora_targets=_LLAMA_LIKE, layers="model.language_model.layers",
+        markers={"images": "<IMG_CONTEXT>"}, towers=_LLAVA_TOWERS)
+_family("mistral3", "Mistral3ForConditionalGeneration", "mistral_small", _FROZEN_ENCODER,
+        "Pixtral vision tower: an image is rows of [IMG] closed by [IMG_BREAK], the last by [IMG_END]; a batch "
+        "zero-pads the pixels and image_sizes says what is real", "Ministral 3 models use ministral3",
+        lora_targets=_LLAMA_LIKE, layers="model.language_model.layers",
+        markers={"images": "[IMG]"}, towers=_LLAVA_TOWERS)
+_family("mllama", "MllamaForConditionalGeneration", "mllama", _FROZEN_ENCODER,
+        "one <|image|> token an image; the text sees the image's tiles through cross-attention layers "
+        "(cross_attention_mask from its token on, built per sequence by lf_models.media), whose q/k/v/o_proj "
+        "lora_target all adapts too", "neat packing is not possible (cross_attention_mask per row)",
+        lora_targets=_LLAMA_LIKE, layers="model.language_model.layers", markers={"images": "<|image|>"},
+        towers={"vision_tower": ("model.vision_model",), "projector": ("model.multi_modal_projector",),
+                "language_model": ("model.language_model", "lm_head")})
 
 # -- multimodal C: audio (Qwen2-Audio, Qwen2.5-Omni thinker) -----------------------------------------
+# One clip is `<|audio_bos|><|AUDIO|><|audio_eos|>`; the processor repeats <|AUDIO|> once per encoder output
+# frame of the clip (~25 a second; the Whisper features are padded to 30 s). Qwen2-Audio is not in the
+# image-text-to-text auto class: it loads through its architecture class (model_class_for). The audio
+# encoders' attention uses the decoder's q_proj/k_proj/v_proj names: `towers` keeps lora_target: all off them.
+_AUDIO_MARKER = "<|audio_bos|><|AUDIO|><|audio_eos|>"
+_family("qwen2_audio", "Qwen2AudioForConditionalGeneration", "qwen2_audio",
+        "Whisper-style audio encoder and projector stay frozen; clips are padded to 30 s of features "
+        "(longer clips are cut at 30 s)",
+        lora_targets=_LLAMA_LIKE, layers="model.language_model.layers", markers={"audios": _AUDIO_MARKER},
+        towers={"vision_tower": ("model.audio_tower",), "projector": ("model.multi_modal_projector",),
+                "language_model": ("model.language_model", "lm_head")})
+_family("qwen2_5_omni_thinker", "Qwen2_5OmniThinkerForConditionalGeneration", "qwen2_omni",
+        "the thinker (text output) of Qwen2.5-Omni; the released qwen2_5_omni checkpoints also hold the talker",
+        "vision tower, audio encoder and their projectors stay frozen; M-RoPE positions from the grids and "
+        "the clips' feature lengths",
+        lora_targets=_LLAMA_LIKE, layers="model.language_model.layers",
+        markers={"images": "<|vision_bos|><|IMAGE|><|vision_eos|>",
+                 "videos": "<|vision_bos|><|VIDEO|><|vision_eos|>", "audios": _AUDIO_MARKER},
+        towers={"vision_tower": ("model.visual", "model.audio_tower"),
+                "projector": ("model.visual.merger", "model.audio_tower.proj"),
+                "language_model": ("model.language_model", "lm_head")})
 
 
 def reference_family(reference: str) -> tuple[str | None, ModelFamily | None]:
@@ -245,7 +345,7 @@ def check_media_support(reference: str | None, has_media: bool | Mapping[str, It
             continue
         where = f"dataset {name!r}" if isinstance(has_media, Mapping) else name
         vlms = ", ".join(sorted(t for t, f in FAMILIES.items() if f.vlm))
-        what = "a text model" if not accepted else f"a vision-language model that takes {' and '.join(accepted)} only"
+        what = "a text model" if not accepted else f"a multimodal model that takes {' and '.join(accepted)} only"
         raise ConfigError(f"{where} has {' and '.join(refused)} but model {reference!r} (model_type {kind}) is {what}: "
                           f"it would train on the placeholder text. Use a model LF feeds media to (families: {vlms}) "
                           f"or remove the {', '.join(refused)} column(s) from the dataset's entry in dataset_info.json.")

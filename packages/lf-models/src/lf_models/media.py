@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import math
 import os
 from collections.abc import Mapping
@@ -29,9 +30,12 @@ from lf_data.errors import ConfigError, DataError
 KINDS = ("images", "videos", "audios")
 PROCESSOR_ARGUMENT = {"images": "images", "videos": "videos", "audios": "audio"}
 """The keyword each kind goes to the processor under."""
-SEQUENCE_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
-"""Processor outputs that run along the text (everything else is a media tensor of the batch)."""
+SEQUENCE_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids", "labels")
+"""Processor outputs that run along the text (everything else is a media tensor of the batch); PaliGemma's
+processor also writes labels (all -100 for a prompt alone), which LF makes itself."""
 TYPE_KEYS = ("mm_token_type_ids", "token_type_ids")
+PAN_AND_SCAN = ("gemma3",)
+"""Families whose processor crops large images (image_do_pan_and_scan)."""
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 """Where a folder keeps its processor (transformers 5 writes the first, older folders the second)."""
 IGNORE_INDEX = -100
@@ -45,6 +49,7 @@ class MediaLimits:
 
     image_max_pixels: int = 768 * 768
     image_min_pixels: int = 32 * 32
+    image_do_pan_and_scan: bool = False
     video_max_pixels: int = 256 * 256
     video_min_pixels: int = 16 * 16
     video_fps: float = 2.0
@@ -193,7 +198,8 @@ class MediaInputs:
     def __init__(self, processor: Any, tokenizer: Any, markers: Mapping[str, str],
                  limits: MediaLimits = MediaLimits()) -> None:
         self.processor, self.tokenizer, self.limits = processor, tokenizer, limits
-        self.markers = dict(markers)
+        self.quirks = PROCESSOR_QUIRKS.get(type(processor).__name__, ProcessorQuirks())
+        self.markers = {**markers, **{k: v for k, v in self.quirks.markers.items() if k in markers}}
         self.marker_ids: dict[str, list[int]] = {}
         for kind, marker in self.markers.items():
             ids = tokenizer.encode(marker, add_special_tokens=False)
@@ -230,6 +236,8 @@ class MediaInputs:
             options["do_sample_frames"] = False  # sampled above, at video_fps
         elif kind == "audios":
             options["sampling_rate"] = self.limits.audio_sampling_rate
+        elif self.limits.image_do_pan_and_scan:  # Gemma 3: crops of a large image beside the whole one
+            options["do_pan_and_scan"] = True
         try:
             out = self.processor(text=[self.markers[kind]], **{PROCESSOR_ARGUMENT[kind]: [loaded]},
                                  return_tensors="pt", add_special_tokens=False, **options)
@@ -237,6 +245,8 @@ class MediaInputs:
             raise DataError(f"{kind[:-1]} {ref!r} could not be prepared for this model: {err}") from None
         ids = out["input_ids"][0].tolist()
         types = out[self.type_key][0].tolist() if self.type_key and self.type_key in out else None
+        if self.quirks.expansion is not None:
+            ids, types = self.quirks.expansion(self, ids, types)
         return ids, types, {k: v for k, v in out.items() if k not in SEQUENCE_KEYS}
 
     def expand(self, ids: list[int], labels: list[int], media: Mapping[str, list[str]],
@@ -268,7 +278,85 @@ class MediaInputs:
         out.labels += labels[start:]
         if out.type_ids is not None:
             out.type_ids += [0] * (len(ids) - start)
-        return out
+        return self.quirks.arrange(self, out) if self.quirks.arrange is not None else out
+
+
+@dataclass(frozen=True)
+class ProcessorQuirks:
+    """Where a processor does not simply expand the marker in place (keyed by its class name)."""
+
+    markers: Mapping[str, str] = field(default_factory=dict)
+    """Markers that replace the family's: a model type whose checkpoints ship another processor
+    (LLaVA with Pixtral's vision tower writes `[IMG]`, not `<image>`)."""
+    expansion: Any = None
+    """(media, ids, types) -> (ids, types): the part of the processor's output that is the item."""
+    arrange: Any = None
+    """(media, Expanded) -> Expanded: the whole sequence laid out as the model expects."""
+
+
+def _image_run(media: MediaInputs, ids: list[int], types: list[int] | None) -> tuple[list[int], list[int] | None]:
+    """The item is its image tokens alone: PaliGemma's processor adds bos, the prompt and a newline, Llama 3.2
+    Vision's a bos, which LF's template writes itself."""
+    count = next((i for i, t in enumerate(ids) if t != media.processor.image_token_id), len(ids))
+    return ids[:count], (types[:count] if types is not None else None)
+
+
+def _images_first(media: MediaInputs, out: Expanded) -> Expanded:
+    """PaliGemma's layout: every image's tokens before bos, then the text; the prefix (images and the
+    prompt, up to the first trained token) attends both ways (token type 0), the answer causally (1),
+    as its processor marks a prefix and a suffix."""
+    image = media.processor.image_token_id
+    text = [(t, label) for t, label in zip(out.input_ids, out.labels, strict=True) if t != image]
+    images = len(out.input_ids) - len(text)
+    ids = [image] * images + [t for t, _ in text]
+    labels = [IGNORE_INDEX] * images + [label for _, label in text]
+    first = next((i for i, label in enumerate(labels) if label != IGNORE_INDEX), len(labels))
+    types = [0] * first + [1] * (len(labels) - first) if out.type_ids is not None else None
+    return Expanded(ids, labels, types, out.tensors)
+
+
+CROSS_ATTENTION_STEP = 64
+"""Llama 3.2 Vision's cross_attention_mask runs to a multiple of this, at least as far as the padded batch
+(the collator pads to a multiple of 8 or less): the model cuts it to the text."""
+
+
+def _cross_attention(media: MediaInputs, out: Expanded) -> Expanded:
+    """Llama 3.2 Vision: one <|image|> token an image, which the text reaches through cross-attention
+    layers. The sequence's images go side by side (1, images, tiles, ...), and its cross_attention_mask
+    lets every token from an image's <|image|> on (to the next image's; the last to the end) see that
+    image's real tiles, as its processor writes it. A sequence without images holds none (a batch of text
+    rows then holds no image tensors: collate_tensors leaves empty ones out)."""
+    import torch
+
+    images = media.processor.image_processor
+    tiles, size = images.max_image_tiles, images.size
+    starts = [i for i, t in enumerate(out.input_ids) if t == media.processor.image_token_id]
+    length = -(-len(out.input_ids) // CROSS_ATTENTION_STEP) * CROSS_ATTENTION_STEP
+    mask = torch.zeros(1, length, len(out.tensors), tiles, dtype=torch.long)
+    for n, (start, item) in enumerate(zip(starts, out.tensors, strict=True)):
+        end = starts[n + 1] if n + 1 < len(starts) else length
+        mask[0, start:end, n, :int(item["aspect_ratio_mask"].sum())] = 1
+    if out.tensors:
+        merged = {key: torch.cat([item[key] for item in out.tensors], dim=1)
+                  for key in ("pixel_values", "aspect_ratio_ids", "aspect_ratio_mask")}
+    else:
+        merged = {"pixel_values": torch.zeros(1, 0, tiles, 3, size["height"], size["width"]),
+                  "aspect_ratio_ids": torch.zeros(1, 0, dtype=torch.long),
+                  "aspect_ratio_mask": torch.zeros(1, 0, tiles, dtype=torch.long)}
+    return Expanded(out.input_ids, out.labels, out.type_ids, [{**merged, "cross_attention_mask": mask}])
+
+
+PROCESSOR_QUIRKS = {
+    "PixtralProcessor": ProcessorQuirks(markers={"images": "[IMG]"}),
+    "PaliGemmaProcessor": ProcessorQuirks(expansion=_image_run, arrange=_images_first),
+    "MllamaProcessor": ProcessorQuirks(expansion=_image_run, arrange=_cross_attention),
+}
+
+
+JOINED_FRAMES = ("pixel_values_videos",)
+"""(videos, frames, channels, height, width) tensors of models that encode each frame alone and read the
+features in order (LLaVA-NeXT-Video): videos of different lengths are joined into one row of all their
+frames, since zero-padded frames would be encoded as features no token stands for."""
 
 
 def collate_tensors(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -281,6 +369,9 @@ def collate_tensors(items: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in keys:
         tensors = [item[key] for item in items if key in item]
+        if key in JOINED_FRAMES and tensors[0].dim() == 5 and len({t.shape[1] for t in tensors}) > 1:
+            out[key] = torch.cat([t.flatten(0, 1) for t in tensors]).unsqueeze(0)  # one row of every frame
+            continue
         shape = [max(t.shape[d] for t in tensors) for d in range(1, tensors[0].dim())]
         padded = []
         for t in tensors:
@@ -289,6 +380,8 @@ def collate_tensors(items: list[dict[str, Any]]) -> dict[str, Any]:
                 pad += [0, shape[d - 1] - t.shape[d]]
             padded.append(torch.nn.functional.pad(t, pad) if any(pad) else t)
         out[key] = torch.cat(padded)
+        if not out[key].numel():  # Llama 3.2 Vision: a batch of text rows holds no images
+            del out[key]
     return out
 
 
@@ -298,28 +391,63 @@ def load_media_inputs(reference: str, tokenizer: Any, markers: Mapping[str, str]
     carry it) then `reference` that has one; the processor uses `tokenizer`, LF's own."""
     from transformers import AutoProcessor
 
-    candidates = [f for f in (folders or []) if any(Path(f, name).is_file() for name in PROCESSOR_FILES)] + [reference]
+    candidates = [str(Path(f).expanduser()) for f in (folders or [])
+                  if any(Path(f, name).expanduser().is_file() for name in PROCESSOR_FILES)] + [reference]
+    origin = candidates[0]
     try:
-        processor = AutoProcessor.from_pretrained(candidates[0], tokenizer=tokenizer,
-                                                  trust_remote_code=trust_remote_code)
+        processor = AutoProcessor.from_pretrained(origin, tokenizer=tokenizer, trust_remote_code=trust_remote_code)
     except ImportError as err:
         extra = "audio" if "audios" in markers and len(markers) == 1 else "vision"
-        raise ConfigError(f"the processor of {reference!r} needs a package that is missing ({err}); "
+        raise ConfigError(f"the processor of {origin!r} needs a package that is missing ({err}); "
                           f"pip install 'lf-models[{extra}]'") from None
     except (OSError, ValueError) as err:
-        raise ConfigError(f"could not load the processor of {reference!r} (its preprocessor_config.json): "
-                          f"{str(err).splitlines()[0]}") from None
+        raise ConfigError(f"could not load the processor of {origin!r}: {str(err).splitlines()[0]}") from None
     if getattr(processor, "tokenizer", None) is None or isinstance(processor, type(tokenizer)):
-        raise ConfigError(f"{reference!r} has no multimodal processor (preprocessor_config.json and "
-                          "processor_config.json); copy them from the original model folder.")
+        raise ConfigError(f"{origin!r} has no multimodal processor (processor_config.json or "
+                          "preprocessor_config.json), which the model needs to read media; copy them from the "
+                          "original model folder.")
     return MediaInputs(processor, tokenizer, markers, limits)
+
+
+MEDIA_PARTS = {"images": ("image", "image_url"), "videos": ("video", "video_url"),
+               "audios": ("audio", "input_audio", "audio_url")}
+"""The `type`s of message content parts that stand for one item of each media kind (transformers' and OpenAI's)."""
+
+
+def media_chat_template(chat_template: str, markers: dict[str, str]) -> str:
+    """`chat_template` preceded by a step that writes messages whose content is a list of parts
+    (`{"type": "image"}`, `{"type": "text", "text": ...}`, as `processor.apply_chat_template` takes them)
+    as text: each media part becomes the family's marker, which the processor then expands. LF's own
+    templates render text content only; a template that already writes a marker is left alone."""
+    if not markers or any(marker in chat_template for marker in markers.values()):
+        return chat_template
+    branches = "".join(f"{{%- elif part['type'] in {MEDIA_PARTS[kind]!r} -%}}"
+                       f"{{%- set part_text.value = part_text.value + {json.dumps(marker)} -%}}"
+                       for kind, marker in markers.items() if kind in MEDIA_PARTS)
+    prelude = ("{%- set media_messages = namespace(items=[]) -%}"
+               "{%- for message in messages -%}"
+               "{%- if message['content'] is not defined or message['content'] is string "
+               "or message['content'] is none -%}"
+               "{%- set media_messages.items = media_messages.items + [message] -%}"
+               "{%- else -%}"
+               "{%- set part_text = namespace(value='') -%}"
+               "{%- for part in message['content'] -%}"
+               "{%- if part['type'] == 'text' -%}{%- set part_text.value = part_text.value + part['text'] -%}"
+               f"{branches}{{%- endif -%}}"
+               "{%- endfor -%}"
+               "{%- set media_messages.items = media_messages.items + [dict(message, content=part_text.value)] -%}"
+               "{%- endif -%}"
+               "{%- endfor -%}"
+               "{%- set messages = media_messages.items -%}")
+    return prelude + chat_template
 
 
 def save_processor(media: MediaInputs, folder: str | os.PathLike) -> None:
     """Write the processor's own files (image/video processor, feature extractor) beside the tokenizer,
     so plain transformers' AutoProcessor loads the trained folder."""
     processor = media.processor
-    processor.chat_template = getattr(media.tokenizer, "chat_template", None) or processor.chat_template
+    template = getattr(media.tokenizer, "chat_template", None)  # LF's: it takes image/video/audio parts too
+    processor.chat_template = media_chat_template(template, media.markers) if template else processor.chat_template
     processor.save_pretrained(str(folder))
 
 
@@ -345,6 +473,9 @@ def prepare_media(model_args: Any, source_path: str, tokenizer: Any, kinds: set[
                           f"model that takes them (families: {takers}) or remove the media column(s) from the "
                           "dataset's entry in dataset_info.json.")
     markers = {kind: family.markers[kind] for kind in KINDS if kind in family.markers}
+    if getattr(model_args, "image_do_pan_and_scan", False) and config.model_type not in PAN_AND_SCAN:
+        raise ConfigError(f"image_do_pan_and_scan is Gemma 3's option; model_type {config.model_type} has no "
+                          "pan-and-scan crops. Remove the key.")
     return load_media_inputs(source_path, tokenizer, markers, MediaLimits.from_args(model_args),
                              folders=list(model_args.adapter_name_or_path or []),
                              trust_remote_code=model_args.trust_remote_code)
@@ -353,8 +484,6 @@ def prepare_media(model_args: Any, source_path: str, tokenizer: Any, kinds: set[
 def check_media_files(datasets: list[Any], limit: int = 5) -> None:
     """Every media item of the tokenised datasets can be read, checked before training starts: a
     broken file stops the run now with its path, not hours in (each distinct file is checked once)."""
-    import json
-
     seen: set[tuple[str, str]] = set()
     problems: list[str] = []
     count = 0
@@ -378,9 +507,13 @@ def check_media_files(datasets: list[Any], limit: int = 5) -> None:
                         "\nReplace or remove them (skip_invalid does not apply to unreadable files).")
 
 
-def media_for_reference(config: dict[str, Any], tokenizer: Any, kinds: set[str]) -> MediaInputs:
+def media_for_reference(config: dict[str, Any], tokenizer: Any, kinds: set[str]) -> MediaInputs | None:
     """`lf data check`'s media reader (the `lf.media_readers` entry point): the run config's model,
-    resolved as lf train resolves it, so the check shows each item expanded as training will."""
+    resolved as lf train resolves it, so the check shows each item expanded as training will. None for
+    a tokenizer-only folder (no model to ask: the placeholders show as written)."""
+    reference = Path(str(config.get("model_name_or_path", ""))).expanduser()
+    if reference.is_dir() and not (reference / "config.json").is_file():
+        return None
     from lf_data.config import build_section
     from lf_models.args import ModelArguments
     from lf_models.loader import resolve_model

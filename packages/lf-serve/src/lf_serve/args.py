@@ -76,13 +76,19 @@ class InferArguments:
     api_max_body_bytes: Annotated[int, Range(ge=1024, hint="smaller fits no request")] = 8 * 1024 * 1024
     """Largest request body the API accepts (413 beyond it)."""
     image_dir: str | None = None
-    """Folder from which requests may name local image files (unset: local paths are refused)."""
+    """Folder from which requests may name local image, video and audio files (unset: local paths are refused)."""
     allow_image_urls: bool = False
-    """Let requests name http(s) image URLs that the server fetches."""
+    """Let requests name http(s) image, video and audio URLs that the server fetches."""
     image_max_bytes: Annotated[int, AtLeastOne] = 20 * 1024 * 1024
     """Largest image (decoded data: URL, file or download) a request may bring."""
-    image_max_pixels: Annotated[int, AtLeastOne] = 16 * 1024 * 1024
-    """Largest image in pixels (width x height), read from its header before any pixel is decoded."""
+    video_max_bytes: Annotated[int, AtLeastOne] = 64 * 1024 * 1024
+    """Largest video (decoded data: URL, file or download) a request may bring."""
+    audio_max_bytes: Annotated[int, AtLeastOne] = 20 * 1024 * 1024
+    """Largest sound (input_audio, data: URL, file or download) a request may bring."""
+    media_max_pixels: Annotated[int, AtLeastOne] = 16 * 1024 * 1024
+    """Largest image or video frame in pixels (width x height), read from its header before any pixel is
+    decoded; larger ones are refused (image_max_pixels and video_max_pixels then scale accepted ones down,
+    as in training)."""
     max_prompt_chars: Annotated[int, AtLeastOne] | None = None
     """Longest prompt text (characters, messages and tools together) a request may bring, refused before
     tokenising; unset: 16 x the model's context length."""

@@ -114,7 +114,8 @@ def _run_api(argv: list[str]) -> int:
 def _run_chat(argv: list[str]) -> int:
     flags, argv = _split_flags(argv, {"--system": True, "--query": True, "--no-stream": False})
     config, source = read_command_config(
-        "lf chat", "Chat with a model in the terminal (streaming; `clear` forgets the history, `exit` quits). "
+        "lf chat", "Chat with a model in the terminal (streaming; `/image PATH`, `/video PATH`, `/audio PATH` "
+        "attach a file to the next message; `clear` forgets the history, `exit` quits). "
         "--system TEXT sets the system prompt; --query TEXT answers one question and exits.",
         "Keys: see packages/lf-serve/README.md. Example: lf chat examples/inference/smollm2.yaml", argv)
     if check_only(argv):

@@ -13,15 +13,18 @@ import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lf_data.errors import ConfigError
 from lf_data.literal_text import protect_messages
 from lf_data.messages import USER_SIDE, Message, MessageError, check_turns, from_openai
 from lf_serve.args import GeneratingArguments, ServePlan
 from lf_serve.errors import ContextLengthError, RequestError, UnsupportedError
-from lf_serve.limits import CHARS_PER_TOKEN, MAX_IMAGES, MIN_SAMPLING_TEMPERATURE, SEED, scan, stop_problem
+from lf_serve.limits import CHARS_PER_TOKEN, MIN_SAMPLING_TEMPERATURE, SEED, scan, stop_problem
 from lf_serve.tool_calls import parse_tool_calls
+
+if TYPE_CHECKING:
+    from lf_serve.multimodal import RequestMedia
 
 
 @dataclass
@@ -57,9 +60,8 @@ class GenerationRequest:
     stop: tuple[str, ...]
     sampling: Sampling
     skip_special_tokens: bool = True
-    images: list = field(default_factory=list)
-    image_tensors: dict[str, Any] | None = None
-    """What the model's image processor made of `images` (pixel values, patch grids), for VLMs."""
+    media: RequestMedia | None = None
+    """What the request's images, videos and sounds became for the engine (lf_serve.multimodal)."""
     prompt_text: str | None = None
     answer_prefix: str = ""
     """Text already written at the start of every answer (part of the prompt ids): a forced tool call's opening."""
@@ -91,8 +93,14 @@ class ChatEngine:
     max_model_len: int
     model_name: str
     tool_format: str | None
-    vision: Any = None
-    """lf_serve.vision.ImageInputs when the model takes images (a VLM on an engine that feeds them)."""
+    media: Any = None
+    """lf_models.media.MediaInputs when the model takes media (its family has markers): the markers, the
+    limits and, on the transformers engine, the model's processor."""
+
+    @property
+    def markers(self) -> dict[str, str]:
+        """kind -> the model's marker for one item, for each kind it takes (empty: a text model)."""
+        return dict(self.media.markers) if self.media is not None else {}
 
     # -- the primitive ------------------------------------------------------------------------------
     def _start(self, request: GenerationRequest, sink: Sink) -> None:
@@ -155,19 +163,19 @@ class ChatEngine:
         return out, system
 
     def encode_chat(self, messages: list[dict[str, Any]], system: str | None = None,
-                    tools: str | list | None = None, image_count: int = 0) -> list[int]:
-        """The template's prompt ids; with images, each sits where its `<image>` placeholder is (one
-        model image marker each, expanded later by `vision.expand`)."""
+                    tools: str | list | None = None, media: dict[str, int] | None = None) -> list[int]:
+        """The template's prompt ids; with media (`media`: kind -> item count), each item sits where its
+        placeholder is, as one model marker (lf_serve.multimodal.place_media)."""
         from lf_data.errors import DataError
 
         self.check_prompt(messages, system, tools)
         standard, system = self.standard_messages(messages, system)
         if not self.plan.data.special_tokens_in_content:  # a caller's `<|im_start|>system` stays text
             standard, system = protect_messages(standard, system, self.tokenizer)
-        if image_count:
-            from lf_serve.vision import place_images
+        if media and any(media.values()):
+            from lf_serve.multimodal import place_media
 
-            standard = place_images(standard, image_count, self.vision.format.marker)
+            standard = place_media(standard, media, self.markers)
         try:
             return self.template.encode_prompt(self.tokenizer, standard, system, tools or None,
                                                enable_thinking=self.plan.data.enable_thinking)
@@ -194,7 +202,7 @@ class ChatEngine:
         values["explicit_max"] = overrides.get("max_tokens") is not None or overrides.get("max_new_tokens") is not None
         return values
 
-    def make_request(self, prompt_ids: list[int], images: list | None = None, **overrides: Any) -> GenerationRequest:
+    def make_request(self, prompt_ids: list[int], **overrides: Any) -> GenerationRequest:
         """Merge request options over the configured defaults and check them against the context."""
         o = self._options(overrides)
         n, max_new = int(o["num_return_sequences"]), int(o["max_new_tokens"])
@@ -230,20 +238,20 @@ class ChatEngine:
             raise RequestError(f"n={n} answers need num_beams >= n (num_beams={sampling.num_beams}).", "n")
         words = tuple(getattr(self.template, "stop_words", ())) + tuple(stop)
         return GenerationRequest(prompt_ids=list(prompt_ids), n=n, max_new_tokens=max_new, stop=words,
-                                 sampling=sampling, skip_special_tokens=bool(o["skip_special_tokens"]),
-                                 images=list(images or []))
+                                 sampling=sampling, skip_special_tokens=bool(o["skip_special_tokens"]))
 
-    def check_images(self, images: list | int | None) -> None:
-        """Images (or their count) this model can take, checked before any is decoded."""
-        count = images if isinstance(images, int) else len(images or [])
-        if count and self.vision is None:
-            from lf_serve.vision import VISION_FORMATS
+    def check_media(self, counts: dict[str, int]) -> None:
+        """Media (kind -> item count) this model can take, checked before any item is read: a text model,
+        or a kind the model's family does not take, is a 400."""
+        from lf_serve.multimodal import check_counts
 
-            raise UnsupportedError(
-                f"model {self.model_name!r} does not take images; serve a vision-language model "
-                f"({', '.join(VISION_FORMATS)}) with infer_backend: huggingface to send images.", "messages")
-        if count > MAX_IMAGES:
-            raise RequestError(f"a request takes at most {MAX_IMAGES} images; this one has {count}.", "messages")
+        check_counts(self.model_name, self.markers, counts)
+
+    def _attach_media(self, ids: list[int], refs: dict[str, list[str]]) -> tuple[list[int], RequestMedia | None]:
+        """The engine's part: the prompt ids and what the items become for this engine."""
+        from lf_serve.multimodal import expand
+
+        return expand(self.media, ids, refs) if self.media is not None else (ids, None)
 
     def forced_prefix(self, tools: str | list | None, tool_choice: str | dict | None) -> str | None:
         """The answer opening that makes the model call a tool: a named function ({"type": "function",
@@ -274,20 +282,26 @@ class ChatEngine:
         return forced_call_prefix(self.tool_format, name)
 
     def chat_request(self, messages: list[dict[str, Any]], system: str | None = None, tools: str | list | None = None,
-                     images: list | None = None, tool_choice: str | dict | None = None,
-                     **overrides: Any) -> GenerationRequest:
-        images = list(images or [])
-        self.check_images(images)
+                     images: list | None = None, tool_choice: str | dict | None = None, videos: list | None = None,
+                     audios: list | None = None, **overrides: Any) -> GenerationRequest:
+        """A conversation as a request. `images`, `videos`, `audios`: items in the order of their
+        placeholders -- checked request items (the API's), or a Python caller's own paths, URLs, bytes
+        or PIL images, read as training reads a dataset's."""
+        from lf_serve.multimodal import as_ref
+
+        given = {"images": list(images or []), "videos": list(videos or []), "audios": list(audios or [])}
+        self.check_media({kind: len(items) for kind, items in given.items()})
+        refs = {kind: [as_ref(kind, item) for item in items] for kind, items in given.items()}
         tools = None if tool_choice == "none" else tools
-        ids = self.encode_chat(messages, system, tools, len(images))
-        tensors = None
-        if self.vision is not None:
-            ids, tensors = self.vision.expand(ids, images)
+        ids = self.encode_chat(messages, system, tools, {kind: len(items) for kind, items in refs.items()})
+        ids, media = self._attach_media(ids, refs)
         prefix = self.forced_prefix(tools, tool_choice) or ""
         if prefix:
             ids = ids + self.tokenizer.encode(prefix, add_special_tokens=False)
-        request = self.make_request(ids, images, **overrides)
-        request.image_tensors, request.answer_prefix = tensors, prefix
+        request = self.make_request(ids, **overrides)
+        if media is not None and media.type_ids is not None:  # the forced prefix is text
+            media.type_ids = media.type_ids + [0] * (len(ids) - len(media.type_ids))
+        request.media, request.answer_prefix = media, prefix
         return request
 
     def completion_request(self, prompt: str, **overrides: Any) -> GenerationRequest:
@@ -359,7 +373,8 @@ class ChatEngine:
     # -- the public interface -----------------------------------------------------------------------
     def chat(self, messages: list[dict[str, Any]], system: str | None = None, tools: str | list | None = None,
              images: list | None = None, **gen_overrides: Any) -> list[Response]:
-        """n answers to a conversation (n = num_return_sequences / the `n` override)."""
+        """n answers to a conversation (n = num_return_sequences / the `n` override); `videos=` and
+        `audios=` go with `images` (see chat_request)."""
         parse = None if gen_overrides.get("tool_choice") == "none" else tools
         return self.run(self.chat_request(messages, system, tools, images, **gen_overrides), parse)
 

@@ -1,4 +1,4 @@
-"""Cheap bounds on what one request may ask for, checked before any tokenising, image decoding or
+"""Cheap bounds on what one request may ask for, checked before any tokenising, media decoding or
 generating, so that a single client cannot make the server spend seconds (or fail) on one request.
 
 The API's schema (`lf_serve.api.protocol`) and the engine (`lf_serve.engine`) both use these, so a
@@ -19,8 +19,15 @@ MAX_CHOICES = 64
 MAX_STOP_STRINGS = 16
 MAX_STOP_CHARS = 4096
 """Stop strings are matched against every new token of every row: their number and size are capped."""
-MAX_IMAGES = 16
-"""Images per request (each one also capped by `image_max_bytes` and `image_max_pixels`)."""
+MAX_MEDIA = {"images": 16, "videos": 4, "audios": 8}
+"""Items of each kind per request (each one also capped in bytes and pixels, `lf_serve.media_sources`)."""
+MAX_VIDEO_DECODED_PIXELS = 2**29
+"""A video's frames x width x height, read from its header and packets before any frame is decoded: what
+reading it may hold in memory (every frame is decoded before video_fps sampling), 1.5 GB of RGB."""
+MAX_AUDIO_SECONDS = 600.0
+"""Longest sound a request may bring (its header's frames / sample rate)."""
+MEDIA_PARTS = {"image_url": "images", "video_url": "videos", "audio_url": "audios", "input_audio": "audios"}
+"""OpenAI message content parts that carry media -> the kind (lf-data's column name) each one is."""
 CHARS_PER_TOKEN = 16
 """`max_prompt_chars` defaults to this many characters per token of the model's context: real text
 averages about 4 (English) per token, so a prompt 16 times the context could never fit and is refused
@@ -46,14 +53,14 @@ def stop_problem(stop: Any) -> str | None:
 
 
 def _strings(value: Any, counted: bool = True) -> Iterator[tuple[str, bool]]:
-    """Every string in a JSON-like value, and whether it is prompt text (image references are not)."""
+    """Every string in a JSON-like value, and whether it is prompt text (media references are not)."""
     if isinstance(value, str):
         yield value, counted
     elif isinstance(value, dict):
         for key, item in value.items():
             if isinstance(key, str):
                 yield key, False
-            yield from _strings(item, counted and key != "image_url")
+            yield from _strings(item, counted and key not in MEDIA_PARTS)
     elif isinstance(value, (list, tuple)):
         for item in value:
             yield from _strings(item, counted)
@@ -72,7 +79,7 @@ def check_code_points(text: str, where: str, param: str) -> None:
 
 def scan(value: Any, where: str, param: str) -> int:
     """The characters of prompt text in `value` (a message, a prompt, tools), every string checked for
-    lone surrogates; image references are checked but not counted."""
+    lone surrogates; media references are checked but not counted."""
     chars = 0
     for text, counted in _strings(value):
         check_code_points(text, where, param)
@@ -80,9 +87,12 @@ def scan(value: Any, where: str, param: str) -> int:
     return chars
 
 
-def count_images(messages: Any) -> int:
-    """The image_url parts of OpenAI-style messages."""
-    if not isinstance(messages, list):
-        return 0
-    return sum(1 for m in messages if isinstance(m, dict) and isinstance(m.get("content"), list)
-               for part in m["content"] if isinstance(part, dict) and part.get("type") == "image_url")
+def count_media(messages: Any) -> dict[str, int]:
+    """The media parts of OpenAI-style messages by kind (image_url, video_url, audio_url, input_audio)."""
+    counts = dict.fromkeys(MAX_MEDIA, 0)
+    for m in messages if isinstance(messages, list) else []:
+        for part in m["content"] if isinstance(m, dict) and isinstance(m.get("content"), list) else []:
+            kind = MEDIA_PARTS.get(part.get("type")) if isinstance(part, dict) else None
+            if kind is not None:
+                counts[kind] += 1
+    return counts

@@ -208,9 +208,22 @@ def predict_after_training(plan: TrainPlan, output_dir: Path, trained: bool = Tr
     return run_predict(args, serve)
 
 
+def _auto_class(base_path: str) -> str:
+    """The transformers class a user loads the result with (image-text-to-text for most VLMs)."""
+    from transformers import AutoConfig
+
+    from lf_models.families import model_class_for
+
+    try:
+        return model_class_for(AutoConfig.from_pretrained(base_path)).__name__
+    except (OSError, ValueError):
+        return "AutoModelForCausalLM"
+
+
 def _print_summary(output_dir: Path, plan: TrainPlan, base_path: str) -> None:
     adapter = plan.finetuning.finetuning_type in ADAPTER_TYPES
     what = f"{ {'lora': 'LoRA', 'oft': 'OFT'}[plan.finetuning.finetuning_type]} adapter" if adapter else "model"
+    auto = _auto_class(base_path)
     lines = [
         "",
         f"Done. The {what} is in {output_dir}/ with the tokenizer and its chat template,",
@@ -218,16 +231,16 @@ def _print_summary(output_dir: Path, plan: TrainPlan, base_path: str) -> None:
         + (f" and the loss curve ({LOSS_PLOT})." if plan.train.plot_loss else "."),
         "",
         "Use it from Python (plain transformers + peft):",
-        "  from transformers import AutoModelForCausalLM, AutoTokenizer",
+        f"  from transformers import {auto}, AutoTokenizer",
     ]
     if adapter:
         lines += [
             "  from peft import PeftModel",
-            f"  model = AutoModelForCausalLM.from_pretrained({base_path!r})",
+            f"  model = {auto}.from_pretrained({base_path!r})",
             f"  model = PeftModel.from_pretrained(model, {str(output_dir)!r})",
         ]
     else:
-        lines.append(f"  model = AutoModelForCausalLM.from_pretrained({str(output_dir)!r})")
+        lines.append(f"  model = {auto}.from_pretrained({str(output_dir)!r})")
     lines += [
         f"  tokenizer = AutoTokenizer.from_pretrained({str(output_dir)!r})",
         "  ids = tokenizer.apply_chat_template([{'role': 'user', 'content': 'Who are you?'}],",

@@ -32,12 +32,13 @@ def get_template(name: str | None) -> Template | AutoTemplate:
 
 
 def template_names() -> list[str]:
-    """Every template name, sorted; an alias shows what it stands for, a vision/audio model's name that
-    only its text format is registered (`qwen3_vl (vision/audio: text rows only)`)."""
+    """Every template name, sorted; an alias shows what it stands for, a vision/audio model's template
+    says so (`qwen3_vl (multimodal)`). Whether rows with media train is the model family's answer
+    (`lf_models.families`), not the template's: a template is the text format alone."""
     def label(name: str) -> str:
         if name in ALIASES:
             return f"{name} (= {ALIASES[name]})"
-        return f"{name} (vision/audio: text rows only)" if name in MULTIMODAL else name
+        return f"{name} (multimodal)" if name in MULTIMODAL else name
 
     return [label(n) for n in sorted(TEMPLATES)]
 
@@ -339,8 +340,10 @@ _plain("belle", "Human: {content}\n\n", "{content}{eos}\n\n", "Belle: ", prefix=
 ALIASES: dict[str, str] = {}
 """Names that are another name for a template (LlamaFactory's per-model names for the same format)."""
 MULTIMODAL: set[str] = set()
-"""Names of vision/audio models: registered for their text format (text rows render and train; rows with
-media get the usual refusal for a model LF cannot feed media to)."""
+"""Names of vision/audio models' templates. A template is the text format only: rows with media train
+when the model's family (`lf_models.families`) takes that media -- the `<image>`/`<video>`/`<audio>`
+placeholders become the model's own tokens and the media reaches its encoder -- and are refused before
+training otherwise; text rows render and train with any of them."""
 
 
 def alias(name: str, of: str, *, multimodal: bool = False) -> Template:
@@ -431,6 +434,11 @@ _VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence 
                   "The assistant gives helpful, detailed, and polite answers to the user's questions.")
 for _name in ("llava", "llava_next", "llava_next_video", "video_llava"):  # LLaVA-1.5 / NeXT (Vicuna) prompts
     _vl(_plain(_name, "USER: {content} ", "{content}{eos}", "ASSISTANT:", "{content} ", default_system=_VICUNA_SYSTEM))
+# Idefics3 / SmolVLM (no LlamaFactory template): "User: ...<end_of_utterance>\nAssistant: ...", as their
+# own chat templates write string turns; SmolVLM's tokenizer has no bos, its turns start with <|im_start|>
+for _name, _prefix in (("idefics3", "{bos}"), ("smolvlm", "<|im_start|>")):
+    _vl(_plain(_name, "User: {content}<end_of_utterance>\n", " {content}<end_of_utterance>\n", "Assistant:",
+               "System: {content}<end_of_utterance>\n", prefix=_prefix, stop_words=("<end_of_utterance>",)))
 _vl(_plain("granite3_vision", "<|user|>\n{content}\n", "{content}{eos}", "<|assistant|>\n", "<|system|>\n{content}\n",
            default_system=_VICUNA_SYSTEM))
 _vl(_plain("yi_vl", "### Human: {content}\n", "{content}\n", "### Assistant:", stop_words=("###",),

@@ -5,7 +5,7 @@ or fields (400), a wrong key (401), an unknown model (404), an oversized body (4
 answers are server-sent events in OpenAI's chunk format, ending with `data: [DONE]`; a client
 that disconnects, streaming or not, cancels its generation.
 
-No request holds the event loop: prompt encoding and image decoding run in a worker thread (after
+No request holds the event loop: prompt encoding and media decoding run in a worker thread (after
 cheap size checks), so /health and the other clients keep their answers flowing meanwhile.
 """
 
@@ -46,10 +46,9 @@ from lf_serve.api.protocol import (
 )
 from lf_serve.engine import ChatEngine, Response
 from lf_serve.errors import RequestError
-from lf_serve.images import ImagePolicy, load_image
-from lf_serve.limits import count_images
+from lf_serve.limits import MEDIA_PARTS, count_media
+from lf_serve.media_sources import MediaPolicy, read_input_audio, read_media
 from lf_serve.tool_calls import to_openai_tool_calls
-from lf_serve.vision import IMAGE_PLACEHOLDER
 
 logger = logging.getLogger(__name__)
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413)}
@@ -148,11 +147,10 @@ def _validation_message(err: RequestValidationError) -> tuple[str, str | None]:
 
 
 def create_app(engine: ChatEngine, api_key: str | None = None, max_body_bytes: int | None = None,
-               image_policy: ImagePolicy | None = None) -> FastAPI:
+               media_policy: MediaPolicy | None = None) -> FastAPI:
     """The API over one engine; `api_key` requires `Authorization: Bearer <key>` on all but /health."""
     infer = engine.plan.infer
-    policy = image_policy or ImagePolicy(infer.image_dir, infer.allow_image_urls, infer.image_max_bytes,
-                                         max_pixels=infer.image_max_pixels)
+    policy = media_policy or MediaPolicy.from_args(infer)
     created = int(time.time())
     app = FastAPI(title="LF OpenAI-compatible API", version="0.1.0")
     app.add_middleware(BodyLimit, limit=max_body_bytes or infer.api_max_body_bytes)
@@ -211,12 +209,12 @@ def create_app(engine: ChatEngine, api_key: str | None = None, max_body_bytes: i
         choice = body.tool_choice.model_dump() if isinstance(body.tool_choice, NamedToolChoice) else body.tool_choice
         tool_text = json.dumps(tools) if tools else None
 
-        def build() -> Any:  # in a worker thread: decoding images and tokenising can take seconds
+        def build() -> Any:  # in a worker thread: decoding media and tokenising can take seconds
             raw = [m.model_dump(exclude_none=True) for m in body.messages]
             engine.check_prompt(raw, None, tool_text)  # cheap bounds first: characters, lone surrogates
-            engine.check_images(count_images(raw))
-            messages, system, images = convert_messages(body.messages, policy)
-            return engine.chat_request(messages, system, tool_text, images, tool_choice=choice,
+            engine.check_media(count_media(raw))  # media the model takes, and how many, before any is read
+            messages, system, media = convert_messages(body.messages, policy)
+            return engine.chat_request(messages, system, tool_text, tool_choice=choice, **media,
                                        **sampling_overrides(body, max_tokens))
 
         request = await asyncio.to_thread(build)
@@ -285,23 +283,37 @@ def create_app(engine: ChatEngine, api_key: str | None = None, max_body_bytes: i
 
 
 # -- request conversion -------------------------------------------------------------------------------
-def convert_messages(messages: list[ChatMessage], policy: ImagePolicy) -> tuple[list[Message], str | None, list]:
-    """Request messages -> (template turns, system prompt, images) by `lf_data.messages.from_openai`;
-    each image is loaded under the policy and leaves an `<image>` placeholder where it was."""
-    images: list = []
+def convert_messages(messages: list[ChatMessage], policy: MediaPolicy
+                     ) -> tuple[list[Message], str | None, dict[str, list[Any]]]:
+    """Request messages -> (template turns, system prompt, {"images", "videos", "audios": items}) by
+    `lf_data.messages.from_openai`; each media part is read under the policy and leaves its kind's
+    placeholder (`<image>`, `<video>`, `<audio>`) where it was (lf_serve.multimodal)."""
+    from lf_data.aligner import PLACEHOLDERS
 
-    def image(i: int, part: Mapping[str, Any]) -> str:
-        url = (part.get("image_url") or {}).get("url")
-        if not url:
-            raise RequestError(f"messages[{i}]: an image_url part needs image_url.url.", "messages")
-        images.append(load_image(url, policy))
-        return IMAGE_PLACEHOLDER  # the image sits here in the prompt (lf_serve.vision)
+    media: dict[str, list[Any]] = {kind: [] for kind in PLACEHOLDERS}
+
+    def item(i: int, part: Mapping[str, Any]) -> str:
+        part_type = part.get("type")
+        kind = MEDIA_PARTS.get(part_type) if isinstance(part_type, str) else None
+        if kind is None:
+            raise RequestError(f"messages[{i}]: unknown content part type {part_type!r}.", "messages")
+        if part_type == "input_audio":
+            audio = part.get("input_audio") or {}
+            if not audio.get("data"):
+                raise RequestError(f"messages[{i}]: an input_audio part needs input_audio.data (base64).", "messages")
+            media[kind].append(read_input_audio(audio["data"], audio.get("format"), policy))
+        else:
+            url = (part.get(part_type) or {}).get("url")
+            if not url:
+                raise RequestError(f"messages[{i}]: an {part_type} part needs {part_type}.url.", "messages")
+            media[kind].append(read_media(kind, url, policy))
+        return PLACEHOLDERS[kind]
 
     try:
-        out, system = from_openai([m.model_dump(exclude_none=True) for m in messages], image)
+        out, system = from_openai([m.model_dump(exclude_none=True) for m in messages], item)
     except MessageError as err:
         raise RequestError(str(err), "messages") from None
-    return out, system, images
+    return out, system, media
 
 
 def chosen_tools(body: ChatCompletionRequest) -> list[dict[str, Any]] | None:

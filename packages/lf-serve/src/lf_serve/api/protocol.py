@@ -23,10 +23,27 @@ class ImageURL(BaseModel):
     detail: str | None = None
 
 
+class MediaURL(BaseModel):
+    url: str = Field(min_length=1)
+
+
+class InputAudio(BaseModel):
+    data: str = Field(min_length=1)
+    """The sound file's bytes, base64 encoded."""
+    format: str | None = None
+    """OpenAI's "wav" or "mp3" (any format soundfile reads is accepted; the bytes decide)."""
+
+
 class ContentPart(BaseModel):
-    type: Literal["text", "image_url"]
+    """A text part, or a media part: image_url (OpenAI), video_url and audio_url (vLLM's extensions),
+    input_audio (OpenAI)."""
+
+    type: Literal["text", "image_url", "video_url", "audio_url", "input_audio"]
     text: str | None = None
     image_url: ImageURL | None = None
+    video_url: MediaURL | None = None
+    audio_url: MediaURL | None = None
+    input_audio: InputAudio | None = None
 
 
 class FunctionCall(BaseModel):

@@ -80,10 +80,11 @@ class HuggingfaceEngine(ChatEngine):
         self.lm = model.pretrained_model if plan.infer.stage == "rm" else model
         self.device = next(model.parameters()).device
         self.max_model_len = context_length(self.lm.config, self.tokenizer)
-        from lf_serve.vision import load_image_inputs
+        from lf_serve.multimodal import family_markers, media_inputs
 
-        adapters = list(reversed(plan.model.adapter_name_or_path or []))
-        self.vision = load_image_inputs(self.lm.config, self.tokenizer, [*adapters, setup.source.path])
+        adapters = list(reversed(plan.model.adapter_name_or_path or []))  # the last adapter's processor first
+        self.media = media_inputs(family_markers(self.lm.config), self.tokenizer, plan.model, adapters,
+                                  setup.source.path)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
         self.generate_calls = 0
         """How many batched generate calls ran (tests check that concurrent requests share them)."""
@@ -151,7 +152,7 @@ class HuggingfaceEngine(ChatEngine):
     def _batch_key(request: GenerationRequest) -> tuple:
         # a seeded request runs alone, so the same seed gives the same answer whatever else is queued
         alone = id(request) if request.sampling.seed is not None or request.sampling.num_beams > 1 else None
-        return request.sampling, request.skip_special_tokens, bool(request.images), alone
+        return request.sampling, request.skip_special_tokens, request.media is not None, alone
 
     def _work(self) -> None:
         while True:
@@ -215,9 +216,12 @@ class HuggingfaceEngine(ChatEngine):
             input_ids, attention = input_ids[:1], attention[:1]  # beams batch alone: one prompt, n best beams
         else:
             options["stopping_criteria"] = StoppingCriteriaList([RowStops()])
-        if batch[0].request.image_tensors is not None:  # a batch is all image requests or none (_batch_key)
-            options.update(self.vision.model_inputs(input_ids, [job.request.image_tensors
-                                                                for job, _ in rows[:len(input_ids)]], self.device))
+        if batch[0].request.media is not None:  # a batch is all media requests or none (_batch_key)
+            from lf_serve.multimodal import generate_inputs
+
+            jobs = [job for job, _ in rows[:len(input_ids)]]
+            options.update(generate_inputs([job.request.media for job in jobs], self.media.type_key, input_ids,
+                                           [len(job.request.prompt_ids) for job in jobs], self.device, self.lm.dtype))
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
             if torch.cuda.is_available():

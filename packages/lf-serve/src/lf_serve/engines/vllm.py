@@ -3,7 +3,8 @@
 vLLM's async engine runs on a private event loop in a background thread; requests from any
 thread or loop are scheduled onto it. Prompts are token ids built with the LF template (so vLLM
 sees exactly the training prompt); a LoRA adapter is served through vLLM's LoRA support instead
-of being merged; vLLM applies the stop strings, eos and sampling itself.
+of being merged; vLLM applies the stop strings, eos and sampling itself. Images, videos and sounds go
+with the prompt as `multi_modal_data`, one model marker per item in the ids (`lf_serve.multimodal`).
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ from lf_data.errors import ConfigError
 from lf_serve.args import ServePlan
 from lf_serve.engine import ChatEngine, Event, GenerationRequest, Sink
 from lf_serve.errors import UnsupportedError
+from lf_serve.limits import MAX_MEDIA
 from lf_serve.model_setup import setup_model
 
 logger = logging.getLogger(__name__)
 
 
-def engine_arguments(plan: ServePlan, model_path: str) -> dict[str, Any]:
-    """The keyword arguments of vLLM's AsyncEngineArgs for this config."""
+def engine_arguments(plan: ServePlan, model_path: str, media: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The keyword arguments of vLLM's AsyncEngineArgs for this config; `media`: the kinds the model
+    takes, each allowed as many items per prompt as a request may bring."""
     infer = plan.infer
     args: dict[str, Any] = {
         "model": model_path,
@@ -38,6 +41,10 @@ def engine_arguments(plan: ServePlan, model_path: str) -> dict[str, Any]:
     }
     if plan.model.adapter_name_or_path:
         args.update(enable_lora=True, max_lora_rank=infer.vllm_max_lora_rank)
+    if media:
+        from lf_serve.multimodal import VLLM_MODALITY
+
+        args["limit_mm_per_prompt"] = {VLLM_MODALITY[kind]: MAX_MEDIA[kind] for kind in media}
     args.update(infer.vllm_config or {})
     return args
 
@@ -66,13 +73,20 @@ class VllmEngine(ChatEngine):
         self.tokenizer, self.template, self.tool_format = setup.tokenizer, setup.template, setup.tool_format
         self.eos_ids = setup.eos_ids
         self.max_model_len = plan.infer.vllm_maxlen
+        self.media = _media(plan, setup)
         self._vllm = vllm
         self.lora_request = LoRARequest("default", 1, adapters[0]) if adapters else None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="lf-serve-vllm", daemon=True)
         self._thread.start()
-        args = vllm.AsyncEngineArgs(**engine_arguments(plan, setup.source.path))
+        args = vllm.AsyncEngineArgs(**engine_arguments(plan, setup.source.path, tuple(self.markers)))
         self.engine = self._call(self._create(args))
+
+    def _attach_media(self, ids: list[int], refs: dict[str, list[str]]) -> tuple[list[int], Any]:
+        """vLLM expands the markers itself: the ids stay as they are, the items go as multi_modal_data."""
+        from lf_serve.multimodal import read_for_vllm
+
+        return ids, read_for_vllm(self.media, ids, refs) if self.media is not None else None
 
     async def _create(self, args: Any) -> Any:
         return self._vllm.AsyncLLMEngine.from_engine_args(args)
@@ -110,7 +124,9 @@ class VllmEngine(ChatEngine):
         sent = [0] * request.n
         finished = [False] * request.n
         try:
-            prompt: dict[str, Any] = {"prompt_token_ids": request.prompt_ids}  # no images: `vision` is None here
+            prompt: dict[str, Any] = {"prompt_token_ids": request.prompt_ids}
+            if request.media is not None:
+                prompt["multi_modal_data"] = request.media.data
             stream = self.engine.generate(prompt, self.sampling_params(request), request_id,
                                           lora_request=self.lora_request)
             async for output in stream:
@@ -136,3 +152,17 @@ class VllmEngine(ChatEngine):
         except Exception as err:  # reported to the waiting client
             logger.exception("vLLM generation failed")
             sink(Event(index=0, error=err))
+
+
+def _media(plan: ServePlan, setup: Any) -> Any:
+    """lf_models.media.MediaInputs (markers and limits, no processor: vLLM has its own) when the model's
+    family takes media; None for a text model."""
+    from transformers import AutoConfig
+
+    from lf_serve.multimodal import family_markers, media_inputs
+
+    try:
+        config = AutoConfig.from_pretrained(setup.source.path, trust_remote_code=plan.model.trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"could not read the config of {setup.source.path!r}: {str(err).splitlines()[0]}") from None
+    return media_inputs(family_markers(config), setup.tokenizer, plan.model, None, setup.source.path)
