@@ -118,17 +118,27 @@ def load_video(ref: str, limits: MediaLimits = MediaLimits()) -> tuple[list[Any]
         raise _missing_extra("videos", "av") from None
     import numpy as np
 
+    def indices_for(total: int, rate: float) -> list[int]:
+        wanted = max(1, min(limits.video_maxlen, total, math.floor(total / rate * limits.video_fps) or 1))
+        return np.linspace(0, total - 1, wanted).round().astype(int).tolist()
+
     with av.open(_source(ref)) as container:
         stream = container.streams.video[0]
-        frames = [frame.to_image() for frame in container.decode(stream)]
         rate = float(stream.average_rate or 0) or 24.0
+        total = int(stream.frames or 0)  # from the header when the container records it
+        keep = set(indices_for(total, rate)) if total else None
+        frames: dict[int, Any] = {}
+        count = 0
+        for count, frame in enumerate(container.decode(stream), start=1):  # only the sampled frames are kept
+            if keep is None or count - 1 in keep:
+                frames[count - 1] = frame.to_image()
     if not frames:
         raise ValueError("the video has no frames")
-    duration = len(frames) / rate
-    wanted = max(1, min(limits.video_maxlen, len(frames), math.floor(duration * limits.video_fps) or 1))
-    indices = np.linspace(0, len(frames) - 1, wanted).round().astype(int).tolist()
+    indices = indices_for(count, rate) if keep is None or count != total else sorted(keep)
+    if keep is not None and count != total:  # the header was wrong: sample what was decoded
+        indices = [i for i in indices if i in frames] or sorted(frames)
     sampled = [_sized(frames[i], limits.video_max_pixels, limits.video_min_pixels) for i in indices]
-    return sampled, {"fps": rate, "total_num_frames": len(frames), "frames_indices": indices, "duration": duration}
+    return sampled, {"fps": rate, "total_num_frames": count, "frames_indices": indices, "duration": count / rate}
 
 
 def load_audio(ref: str, limits: MediaLimits = MediaLimits()) -> Any:
