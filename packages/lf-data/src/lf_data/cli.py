@@ -23,6 +23,7 @@ KNOWN_COMMANDS: dict[str, str] = {
     "env": "lf-data",
     "data": "lf-data",
     "train": "lf-train",
+    "estimate": "lf-train",
     "chat": "lf-serve",
     "api": "lf-serve",
     "eval": "lf-eval",

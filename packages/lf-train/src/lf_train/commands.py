@@ -1,8 +1,14 @@
-"""`lf train`: a light module (torch is imported only when the command runs)."""
+"""`lf train` and `lf estimate`: a light module (torch is imported only when a command runs)."""
 
 from __future__ import annotations
 
+import logging
+import os
+from typing import Any
+
 from lf_data.cli import Command, check_only, print_check, read_command_config, setup_logging
+
+logger = logging.getLogger(__name__)
 
 
 def _run_train(argv: list[str]) -> int:
@@ -21,6 +27,7 @@ def _run_train(argv: list[str]) -> int:
 
         plan = finish_plan(plan)
         return print_check("lf train", source, describe_plan(plan), resolved_config(plan))
+    _announce_estimate(plan)
     from lf_train.launch import run_torchrun, torchrun_command
     from lf_train.ray_launch import run_on_ray, wants_ray
 
@@ -38,3 +45,64 @@ def _run_train(argv: list[str]) -> int:
 
 train = Command(help="fine-tune a model from a YAML config (lf train CONFIG [key=value ...] [--check])",
                 run=_run_train)
+
+
+def _announce_estimate(plan: Any) -> None:
+    """The estimate's one line at the start of a run and, before anything loads, a warning when it
+    exceeds the device's memory, naming the keys that would make it fit. Printed once (not again by
+    the processes torchrun starts); an estimate that cannot be made never stops the run."""
+    if os.environ.get("LOCAL_RANK") is not None:
+        return
+    try:
+        from lf_train.estimate import GIB, estimate_plan, find_device, read_model_config, suggest
+
+        device = find_device(None)
+        model_config = read_model_config(plan.model)
+        result = estimate_plan(plan, device, model_config=model_config)
+    except Exception as err:  # noqa: BLE001 - a hub model not at hand, an unusual architecture
+        logger.debug("no memory estimate: %s", err)
+        return
+    logger.info("%s", result.summary())
+    if not result.fits:
+        fixes = suggest(plan, result, model_config)
+        logger.warning("estimated peak memory %.2f GiB exceeds the %.1f GiB of %s; %s (lf estimate shows the "
+                       "breakdown)", result.peak / GIB, device.memory_gib, device.name,
+                       "it would fit with " + "; or ".join(fixes) if fixes else
+                       "none of gradient_checkpointing, a smaller batch, quantization_bit, ZeRO-3 or offload "
+                       "alone makes it fit")
+
+
+def _run_estimate(argv: list[str]) -> int:
+    import argparse
+
+    from lf_data.config import read_config
+
+    parser = argparse.ArgumentParser(
+        prog="lf estimate",
+        description="Peak memory per device and time of a training run, from the config `lf train` reads; "
+                    "no weights are loaded (config.json or the GGUF header is enough).",
+        epilog="Example: lf estimate examples/quickstart.yaml --device 'A100 40GB' finetuning_type=full. "
+               "Devices: cpu (this machine's processor, its matmul speed measured once), H100 80GB, H200, "
+               "A100 80GB, A100 40GB, A10G, L4, RTX 4090, RTX 3090, V100, T4 (default: this machine's).")
+    parser.add_argument("config", nargs="?", help="YAML config file (the one lf train reads)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides")
+    parser.add_argument("--device", help="a device by name (default: this machine's GPU, else its CPU)")
+    parser.add_argument("--gpus", type=int, help="devices the run uses (default: NPROC_PER_NODE x NNODES, or 1)")
+    if not argv:
+        parser.print_usage()
+        parser.exit(2, "lf estimate: give a YAML config file and/or key=value arguments (see lf estimate --help).\n")
+    ns = parser.parse_intermixed_args(argv)
+    config_path, overrides = ns.config, list(ns.overrides)
+    if config_path is not None and "=" in config_path and not config_path.endswith((".yaml", ".yml")):
+        config_path, overrides = None, [config_path, *overrides]
+    config = read_config(config_path, overrides)
+    setup_logging()
+    from lf_train.estimate import estimate
+
+    result = estimate(config, device=ns.device, gpus=ns.gpus, source=config_path or "the command line")
+    print(result.table())
+    return 0
+
+
+estimate = Command(help="peak memory and time of a training run before it starts (lf estimate CONFIG [key=value ...] "
+                        "[--device NAME] [--gpus N])", run=_run_estimate)
