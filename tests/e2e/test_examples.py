@@ -1,5 +1,6 @@
 """Every example recipe runs, for a few steps, on the real SmolLM2 exactly as a user starts it."""
 
+import json
 import os
 import subprocess
 import sys
@@ -14,9 +15,10 @@ REPO = Path(__file__).resolve().parents[2]
 # multimodal recipes (a hub VLM or audio model on the mllm_* demo data) run on tiny models in
 # test_multimodal_examples.py
 MULTIMODAL = sorted(p.name for p in (REPO / "examples" / "train").glob("*.yaml") if "mllm_" in p.read_text())
-# rm_lora runs (and is checked the same way) in the PPO test, whose reward adapter it is
+# rm_lora runs (and is checked the same way) in the PPO test, whose reward adapter it is; grpo_lora
+# generates up to 64 tokens per completion, so its test below asks for 8
 EXAMPLES = sorted(p.name for p in (REPO / "examples" / "train").glob("*.yaml")
-                  if p.name not in ("ppo_lora.yaml", "rm_lora.yaml", *MULTIMODAL))
+                  if p.name not in ("ppo_lora.yaml", "rm_lora.yaml", "grpo_lora.yaml", *MULTIMODAL))
 pytestmark = pytest.mark.slow
 QUICK = ["max_steps=2", "logging_steps=1", "save_steps=1000", "per_device_train_batch_size=2", "cutoff_len=128",
          "plot_loss=false"]
@@ -56,3 +58,11 @@ def test_rm_and_ppo_examples_run(tmp_path):
                "max_steps=1", "max_new_tokens=4", "per_device_train_batch_size=2", "plot_loss=false"]) == 0
     assert (out / "adapter_model.safetensors").is_file() and (out / "value_head.safetensors").is_file()
     assert os.path.getsize(out / "trainer_log.jsonl") > 0
+
+
+def test_grpo_example_runs(tmp_path):
+    out = tmp_path / "grpo"
+    assert lf(["train", "examples/train/grpo_lora.yaml", f"output_dir={out}", *QUICK, "max_completion_length=8"]) == 0
+    check_run(out)
+    records = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
+    assert all("rewards/accuracy/mean" in r and "rewards/format/mean" in r for r in records if "loss" in r)

@@ -42,6 +42,11 @@ class DataStage:
 _pairs = Processor(pairwise.tokenize_pairwise, pairwise.has_trainable_tokens,
                    "no trainable token in chosen or rejected", columns=pairwise.COLUMNS)
 
+_prompts = Processor(unsupervised.tokenize_unsupervised, unsupervised.has_prompt, "empty prompt",
+                     needs_response=False, columns=TOKEN_COLUMNS)
+"""ppo and grpo: the prompt ends with the template's generation prompt; the reference answer, when the
+row has one (alpaca `output`/`response`, the last assistant message), is kept as `labels`."""
+
 DATA_STAGES: dict[str, DataStage] = {stage.name: stage for stage in (
     DataStage("pt", "language modelling on plain text",
               Processor(pretrain.tokenize_pretrain, pretrain.has_tokens, "empty text", needs_response=False),
@@ -58,10 +63,10 @@ DATA_STAGES: dict[str, DataStage] = {stage.name: stage for stage in (
               Processor(feedback.tokenize_feedback, feedback.has_trainable_tokens, "no trainable token, or no kto_tag",
                         columns=feedback.COLUMNS[:-1], flags=("kto_tags",)),
               needs="kto_tag"),
-    DataStage("ppo", "reinforcement learning from a reward model's scores of sampled answers",
-              Processor(unsupervised.tokenize_unsupervised, unsupervised.has_prompt, "empty prompt",
-                        needs_response=False, columns=TOKEN_COLUMNS),
+    DataStage("ppo", "reinforcement learning from a reward model's scores of sampled answers", _prompts,
               trained=None),
+    DataStage("grpo", "reinforcement learning with verifiable rewards (reward_funcs) on groups of sampled answers",
+              _prompts, trained=None),
 )}
 STAGE_NAMES: tuple[str, ...] = tuple(DATA_STAGES)
 StageName = Literal[STAGE_NAMES]  # the `stage:` key's type, wherever a section declares it

@@ -19,7 +19,8 @@ class TrainArguments:
     stage: StageName = "sft"
     """Training stage (`lf_data.stages`): `pt` (language modelling on plain text), `sft` (supervised
     fine-tuning on conversations), `rm` (pairwise reward model with a value head), `dpo` (preference
-    optimisation, see `pref_loss`), `kto` (desirable/undesirable answers), `ppo` (RL from a reward model)."""
+    optimisation, see `pref_loss`), `kto` (desirable/undesirable answers), `ppo` (RL from a reward model),
+    `grpo` (RL with verifiable rewards on groups of sampled completions, see reward_funcs)."""
     pref_loss: Literal["sigmoid", "hinge", "ipo", "orpo", "simpo"] = "sigmoid"
     """dpo stage loss: sigmoid (DPO), hinge, ipo, orpo or simpo (the last two need no reference model)."""
     pref_beta: Annotated[float, Positive] = 0.1
@@ -115,6 +116,33 @@ class TrainArguments:
     """ppo: nucleus sampling of answers."""
     ppo_temperature: Annotated[float, Positive] = 1.0
     """ppo: sampling temperature of answers."""
+    reward_funcs: list[str] | None = None
+    """grpo: the rewards of each completion (`lf_train.rewards`): accuracy, format, json, length, or
+    `module:function` (your own; needs trust_remote_code: true). Summed with reward_weights."""
+    reward_weights: list[float] | None = None
+    """grpo: one weight per reward_funcs entry (default: 1.0 each)."""
+    num_generations: Annotated[int, Range(ge=2)] = 8
+    """grpo: completions sampled per prompt (a group); per_device_train_batch_size x processes x
+    gradient_accumulation_steps must be a multiple of it."""
+    max_completion_length: Annotated[int, AtLeastOne] = 512
+    """grpo: the longest completion generated, in tokens."""
+    beta: Annotated[float, NonNegative] = 0.0
+    """grpo: weight of the KL to the reference (LoRA: the adapter switched off); 0 loads no reference."""
+    epsilon: Annotated[float, Positive] = 0.2
+    """grpo: the clipping range of the policy ratio (lower side; upper side too unless epsilon_high)."""
+    epsilon_high: Annotated[float, Positive] | None = None
+    """grpo: the upper clipping range (DAPO's clip-higher, e.g. 0.28); default: epsilon."""
+    num_iterations: Annotated[int, AtLeastOne] = 1
+    """grpo: optimisation passes over each batch of completions (GRPO's mu)."""
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    """grpo: divide each advantage by the std of its group's rewards, of the batch's, or not (Dr. GRPO)."""
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"] = "dapo"
+    """grpo: how token losses are averaged or clipped (TRL's names: grpo, dr_grpo, dapo, bnpo, cispo,
+    sapo, luspo, vespo)."""
+    importance_sampling_level: Literal["token", "sequence"] = "token"
+    """grpo: policy ratios per token, or one per completion (`sequence`: GSPO, with loss_type grpo)."""
+    mask_truncated_completions: bool = False
+    """grpo: leave completions cut off at max_completion_length out of the loss (DAPO)."""
     kto_chosen_weight: Annotated[float, NonNegative] = 1.0
     """KTO: weight of desirable examples."""
     kto_rejected_weight: Annotated[float, NonNegative] = 1.0
@@ -195,5 +223,8 @@ class TrainArguments:
             raise ConfigError(f"{' and '.join(losses)} each replace the sft loss; pick one.")
         if losses and self.stage != "sft":
             raise ConfigError(f"{losses[0]} replaces the supervised fine-tuning loss; it needs stage: sft.")
+        grpo_keys = [key for key in ("reward_funcs", "reward_weights") if getattr(self, key) is not None]
+        if grpo_keys and self.stage != "grpo":
+            raise ConfigError(f"{grpo_keys[0]} scores the completions of stage grpo; set stage: grpo or remove it.")
         if self.dpo_label_smoothing and self.pref_loss != "sigmoid":
             raise ConfigError("dpo_label_smoothing applies to pref_loss: sigmoid only.")

@@ -60,6 +60,41 @@ def _check_ppo(plan: TrainPlan) -> None:
         raise ConfigError("stage ppo needs reward_model: the output_dir of an `lf train stage=rm` run.")
 
 
+def _check_grpo(plan: TrainPlan) -> None:
+    """What TRL's GRPOTrainer would refuse after loading (or that cannot work), refused now."""
+    import os
+
+    from lf_data.dataset_info import media_kinds
+    from lf_train.rewards import check_reward_names
+
+    train, hf, data = plan.train, plan.hf, plan.data
+    check_reward_names(train.reward_funcs or [], train.reward_weights, plan.model.trust_remote_code)
+    processes = int(os.environ.get("WORLD_SIZE") or 0) or \
+        int(os.environ.get("NPROC_PER_NODE") or 1) * int(os.environ.get("NNODES") or 1)
+    batch = hf.get("per_device_train_batch_size", 8)
+    generation_batch = batch * processes * hf.get("gradient_accumulation_steps", 1)
+    if generation_batch % train.num_generations:
+        raise ConfigError(f"stage grpo samples num_generations={train.num_generations} completions per prompt, so "
+                          f"per_device_train_batch_size ({batch}) x processes ({processes}) x "
+                          f"gradient_accumulation_steps must be a multiple of it; change one of them.")
+    evaluating = data.eval_dataset or data.val_size or hf.get("do_eval")
+    if evaluating and hf.get("eval_strategy", "no") != "no" and \
+            hf.get("per_device_eval_batch_size", 8) * processes % train.num_generations:
+        raise ConfigError(f"stage grpo evaluates groups of num_generations={train.num_generations}: "
+                          "per_device_eval_batch_size x processes must be a multiple of it.")
+    if train.epsilon_high is not None and train.epsilon_high < train.epsilon:
+        raise ConfigError(f"epsilon_high ({train.epsilon_high}) is the upper clipping range; it cannot be below "
+                          f"epsilon ({train.epsilon}).")
+    if hf.get("auto_find_batch_size"):
+        raise ConfigError("stage grpo needs whole groups of num_generations in every batch; remove "
+                          "auto_find_batch_size and set per_device_train_batch_size.")
+    media = media_kinds((data.dataset or []) + (data.eval_dataset or []), data.dataset_dir)
+    if media:
+        name, kinds = next(iter(media.items()))
+        raise ConfigError(f"dataset {name!r} has {' and '.join(kinds)}; stage grpo trains on text prompts only "
+                          "for now. Remove the media column(s) from its entry in dataset_info.json.")
+
+
 STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("pt", "lf_train.stages.sft:run_sft", can_predict=True),  # the sft loop on packed plain text
     Stage("sft", "lf_train.stages.sft:run_sft", can_predict=True, needs_reference=lambda t: t.use_asft_loss),
@@ -67,6 +102,8 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("dpo", "lf_train.stages.dpo:run_dpo", needs_reference=lambda t: t.pref_loss not in REFERENCE_FREE_LOSSES),
     Stage("kto", "lf_train.stages.kto:run_kto", needs_reference=lambda t: True),
     Stage("ppo", "lf_train.stages.ppo:run_ppo", value_head=True, check=_check_ppo),
+    # TRL's GRPOTrainer builds the reference itself: LoRA switches the adapter off, full tuning loads a copy
+    Stage("grpo", "lf_train.stages.grpo:run_grpo", check=_check_grpo),
 )}
 
 __all__ = ["STAGES", "Stage"]

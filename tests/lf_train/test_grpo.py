@@ -1,0 +1,170 @@
+"""stage grpo: the built-in rewards, the group-normalised advantages, TRL's GRPOTrainer through
+`lf train` on the tiny Llama, and the configs refused before anything loads."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from train_helpers import log_records
+
+from lf_data.cli import main as lf
+from lf_data.errors import ConfigError
+from lf_train.rewards import (
+    REWARDS,
+    accuracy,
+    format_reward,
+    group_advantages,
+    json_reward,
+    length_penalty,
+    load_rewards,
+)
+
+ARITHMETIC = [{"instruction": f"What is {a} + {b}?", "input": "", "output": str(a + b)}
+              for a, b in [(2, 3), (10, 7), (41, 1), (6, 6)]]
+
+
+@pytest.fixture
+def grpo_data(data_dir):
+    (data_dir / "sums.json").write_text(json.dumps(ARITHMETIC))
+    info = json.loads((data_dir / "dataset_info.json").read_text())
+    info["sums"] = {"file_name": "sums.json"}
+    (data_dir / "dataset_info.json").write_text(json.dumps(info))
+    return data_dir
+
+
+@pytest.fixture
+def grpo_config(base_config, grpo_data):
+    base_config.update(stage="grpo", dataset="sums", reward_funcs=["accuracy", "format", "length"],
+                       reward_weights=[1.0, 0.5, 0.1], num_generations=2, per_device_train_batch_size=2,
+                       max_completion_length=4, max_steps=2, save_steps=1, beta=0.1, learning_rate=1e-3)
+    return base_config
+
+
+def test_accuracy_matches_numbers_boxed_and_hash_forms():
+    completions = ["The answer is 1,234.", "so \\boxed{1234.0}", "<think>12</think> 1234", "#### 1234\n",
+                   "1233", "no number", [{"role": "assistant", "content": "\\boxed{\\frac{1}{2}}"}], "0.5", "Paris."]
+    solutions = ["1234", "#### 1,234", "\\boxed{1234}", "1234", "1234", "1234", "0.5", "1/2", "paris"]
+    assert accuracy(completions, solution=solutions) == [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+    assert accuracy(["5", "5"], solution=["", None]) == [None, None]  # no reference answer: not scored
+
+
+def test_format_json_and_length_rewards_by_hand():
+    assert format_reward(["<think>a+b</think> 5", "<think>x</think>", "5 <think>x</think> 5", "  <think>\n.\n</think>\n7"]) \
+        == [1.0, 0.0, 0.0, 1.0]
+    assert json_reward(['{"a": 1}', "```json\n[1, 2]\n```", "{a: 1}", "3"]) == [1.0, 1.0, 0.0, 1.0]
+    assert length_penalty(["ab", "abcd", ""]) == [-0.5, -1.0, -0.0]
+    assert length_penalty(["x", "y"], completion_ids=[[1, 2, 3], [1]]) == pytest.approx([-1.0, -1 / 3])
+    assert set(REWARDS) == {"accuracy", "format", "json", "length"}
+
+
+def test_group_advantages_by_hand():
+    # group 1: mean 0.25, unbiased std 0.5; group 2: all equal, no signal; group 3: mean 1.5, std sqrt(0.5)
+    rewards = [1.0, 0.0, 0.0, 0.0, 2.0, 2.0, 2.0, 2.0, 1.0, 2.0, 1.0, 2.0]
+    s3 = math.sqrt(1 / 3)
+    expected = [0.75 / 0.5001, -0.25 / 0.5001, -0.25 / 0.5001, -0.25 / 0.5001, 0.0, 0.0, 0.0, 0.0,
+                -0.5 / (s3 + 1e-4), 0.5 / (s3 + 1e-4), -0.5 / (s3 + 1e-4), 0.5 / (s3 + 1e-4)]
+    assert group_advantages(rewards, 4) == pytest.approx(expected)
+    assert group_advantages(rewards, 4, "none")[:4] == pytest.approx([0.75, -0.25, -0.25, -0.25])
+
+
+def test_prompts_and_reference_answers_from_alpaca_and_sharegpt(data_dir, tiny_tokenizer):
+    from lf_data.args import DataArguments
+    from lf_data.pipeline import build_dataset
+    from lf_train.stages.grpo import to_trl_dataset
+
+    def rows(name):
+        data = DataArguments(dataset=[name], dataset_dir=str(data_dir), template="chatml", cutoff_len=256)
+        return to_trl_dataset(build_dataset(data, tiny_tokenizer, "grpo").train_dataset, tiny_tokenizer)
+
+    alpaca = rows("identity")[0]
+    assert alpaca["prompt"] == "<|im_start|>user\nWho are you?<|im_end|>\n<|im_start|>assistant\n"
+    assert alpaca["solution"] == "I am Lumen, made by the LF team."
+    assert tiny_tokenizer.decode(alpaca["prompt_ids"]) == alpaca["prompt"]
+    chats = rows("chats")  # the last assistant message is the reference; earlier turns are prompt
+    assert chats["solution"] == ["The LF team.", "Paris."]
+    assert "I am Lumen." in chats[0]["prompt"] and chats[0]["prompt"].endswith("<|im_start|>assistant\n")
+
+
+def test_user_rewards_need_trust_remote_code(tmp_path, monkeypatch):
+    (tmp_path / "my_rewards.py").write_text("def short(completions, **kw):\n    return [-len(c) for c in completions]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match="set trust_remote_code: true"):
+        load_rewards(["my_rewards:short"])
+    (func,) = load_rewards(["my_rewards:short"], trust_remote_code=True)
+    assert func(["ab", "c"]) == [-2, -1] and func.__name__ == "my_rewards.short"
+
+
+RECORDED: list[tuple[list[str], list[float], list[str]]] = []
+
+
+def recording_reward(completions, solution, **kwargs):
+    """A user reward (loaded as module:function) that keeps what it saw."""
+    scores = [float(len(c)) for c in completions]
+    RECORDED.append((list(completions), scores, list(solution)))
+    return scores
+
+
+def test_grpo_through_lf_train(grpo_config, write_config, monkeypatch):
+    from lf_train.stages import grpo
+
+    seen_advantages = []
+    original = grpo.LFGRPOTrainer._generate_and_score_completions
+
+    def spy(self, inputs):
+        out = original(self, inputs)
+        seen_advantages.append(out["advantages"].tolist())
+        for row, ids, mask in zip(inputs, out["prompt_ids"], out["prompt_mask"], strict=True):
+            assert ids[mask.bool()].tolist() == row["prompt_ids"]  # generated from LF's own prompt ids
+        return out
+
+    monkeypatch.setattr(grpo.LFGRPOTrainer, "_generate_and_score_completions", spy)
+    monkeypatch.setitem(sys.modules, "grpo_test_rewards", sys.modules[__name__])
+    RECORDED.clear()
+    grpo_config.update(reward_funcs=["accuracy", "grpo_test_rewards:recording_reward"], reward_weights=[1.0, 1.0],
+                       trust_remote_code=True)
+    assert lf(["train", str(write_config(**grpo_config))]) == 0
+    out = Path(grpo_config["output_dir"])
+    records = [r for r in log_records(out) if "loss" in r]
+    assert [r["step"] for r in records] == [1, 2]
+    for r in records:
+        assert {"rewards/mean", "rewards/accuracy/mean", "rewards/grpo_test_rewards.recording_reward/mean",
+                "kl"} <= set(r)
+    assert records[0]["kl"] == 0.0  # the reference is the policy with its LoRA adapter off: equal at the start
+    assert (out / "adapter_model.safetensors").is_file() and (out / "checkpoint-2").is_dir()
+    assert not any(p.name.startswith(".") for p in out.iterdir() if p.is_dir())  # no staging folder left
+    # each prompt's reference answer reached the reward, and TRL's advantages are the group-normalised sums
+    assert len(RECORDED) == len(seen_advantages) == 2
+    for (completions, scores, solutions), advantages in zip(RECORDED, seen_advantages, strict=True):
+        assert solutions[0] == solutions[1] and solutions[0] in {row["output"] for row in ARITHMETIC}
+        right = accuracy(completions, solution=solutions)
+        total = [s + r for s, r in zip(scores, right, strict=True)]
+        assert advantages == pytest.approx(group_advantages(total, 2), abs=1e-4)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"reward_funcs": ["acuracy"]}, "unknown reward 'acuracy' (did you mean 'accuracy'?); known: accuracy, format"),
+    ({"reward_funcs": ["my_module:score"], "reward_weights": None}, "set trust_remote_code: true"),
+    ({"reward_weights": [1.0]}, "reward_weights has 1 value(s) for 3 reward_funcs"),
+    ({"num_generations": 3}, "must be a multiple of it"),
+    ({"reward_funcs": None, "reward_weights": None}, "stage grpo needs reward_funcs"),
+    ({"epsilon_high": 0.1}, "cannot be below epsilon"),
+    ({"loss_type": "ppo"}, "loss_type"),
+    ({"stage": "sft"}, "scores the completions of stage grpo"),
+])
+def test_bad_grpo_configs_are_refused_before_loading(change, message, grpo_config, write_config, capsys):
+    grpo_config.update(change)
+    assert lf(["train", str(write_config(**grpo_config))]) == 1
+    assert message in capsys.readouterr().err
+    assert not Path(grpo_config["output_dir"]).exists()
+
+
+def test_data_check_knows_grpo(grpo_config, tmp_path, capsys):
+    run = tmp_path / "check.yaml"
+    run.write_text(yaml.safe_dump({k: grpo_config[k] for k in ("model_name_or_path", "dataset", "dataset_dir",
+                                                                 "template", "stage")}))
+    assert lf(["data", "check", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "stage grpo" in out and "What is 2 + 3?" in out  # the prompts TRL generates from
