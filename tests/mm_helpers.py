@@ -138,3 +138,24 @@ def build_tiny_qwen2_5_omni_thinker(path: Path, tokenizer_dir: Path) -> Path:
                          feature_extractor=WhisperFeatureExtractor(feature_size=32, sampling_rate=16000, chunk_length=2),
                          tokenizer=tokenizer).save_pretrained(path)
     return path
+
+
+def collated_batch(model_dir: Path, family: str, dataset: str, dataset_dir: Path, template: str,
+                   cutoff_len: int = 512):
+    """(tokenizer, tokenised rows, the MediaCollator batch of all of them) for one demo dataset, as lf train
+    builds them: the family's markers, the model folder's processor, the SFT collator."""
+    from transformers import AutoTokenizer
+
+    from lf_data.args import DataArguments
+    from lf_data.pipeline import build_dataset
+    from lf_models.families import FAMILIES
+    from lf_models.media import MediaLimits, load_media_inputs
+    from lf_train.collators import MediaCollator, SupervisedCollator
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    markers = FAMILIES[family].markers
+    media = load_media_inputs(str(model_dir), tokenizer, markers, MediaLimits())
+    data = build_dataset(DataArguments(dataset=[dataset], dataset_dir=str(dataset_dir), template=template,
+                                       cutoff_len=cutoff_len), tokenizer, "sft", media_markers=dict(markers))
+    rows = [data.train_dataset[i] for i in range(len(data.train_dataset))]
+    return tokenizer, rows, MediaCollator(SupervisedCollator(tokenizer.pad_token_id), media)(rows)

@@ -66,22 +66,9 @@ def test_sft_lora_feeds_every_image_to_the_vision_tower(vl_config, write_config,
 
 
 def test_media_tokens_and_the_prompt_are_never_trained(tiny_qwen2_vl, mllm_dir):
-    from mm_helpers import COLOURS
-    from transformers import AutoTokenizer
+    from mm_helpers import COLOURS, collated_batch
 
-    from lf_data.args import DataArguments
-    from lf_data.pipeline import build_dataset
-    from lf_models.families import FAMILIES
-    from lf_models.media import MediaLimits, load_media_inputs
-    from lf_train.collators import MediaCollator, SupervisedCollator
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_qwen2_vl)
-    markers = FAMILIES["qwen2_vl"].markers
-    media = load_media_inputs(str(tiny_qwen2_vl), tokenizer, markers, MediaLimits())
-    data = build_dataset(DataArguments(dataset=["mllm_demo"], dataset_dir=str(mllm_dir), template="qwen2_vl",
-                                       cutoff_len=256), tokenizer, "sft", media_markers=dict(markers))
-    rows = [data.train_dataset[i] for i in range(len(data.train_dataset))]
-    batch = MediaCollator(SupervisedCollator(tokenizer.pad_token_id), media)(rows)
+    tokenizer, rows, batch = collated_batch(tiny_qwen2_vl, "qwen2_vl", "mllm_demo", mllm_dir, "qwen2_vl", 256)
     pad = tokenizer.convert_tokens_to_ids(IMAGE_PAD)
     grids = batch["image_grid_thw"].tolist()
     assert len(grids) == 6

@@ -101,21 +101,9 @@ def test_audio_sft_feeds_every_clip_to_the_audio_encoder(tiny_qwen2_audio, demo_
 
 
 def test_audio_tokens_and_the_prompt_are_never_trained(tiny_qwen2_audio, demo_dir):
-    from transformers import AutoTokenizer
+    from mm_helpers import collated_batch
 
-    from lf_data.args import DataArguments
-    from lf_data.pipeline import build_dataset
-    from lf_models.families import FAMILIES
-    from lf_models.media import MediaLimits, load_media_inputs
-    from lf_train.collators import MediaCollator, SupervisedCollator
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_qwen2_audio)
-    markers = FAMILIES["qwen2_audio"].markers
-    media = load_media_inputs(str(tiny_qwen2_audio), tokenizer, markers, MediaLimits())
-    data = build_dataset(DataArguments(dataset=["mllm_audio_demo"], dataset_dir=str(demo_dir), template="qwen2_audio",
-                                       cutoff_len=512), tokenizer, "sft", media_markers=dict(markers))
-    rows = [data.train_dataset[i] for i in range(len(data.train_dataset))]
-    batch = MediaCollator(SupervisedCollator(tokenizer.pad_token_id), media)(rows)
+    tokenizer, rows, batch = collated_batch(tiny_qwen2_audio, "qwen2_audio", "mllm_audio_demo", demo_dir, "qwen2_audio")
     pad, bos, eos = tokenizer.convert_tokens_to_ids([AUDIO_PAD, "<|audio_bos|>", "<|audio_eos|>"])
     # 1 s clips: 100 feature frames -> 25 tokens; 3.wav (1.2 s): 120 frames -> 30 tokens
     per_clip = {"1.wav": 25, "2.wav": 25, "3.wav": 30}
