@@ -23,7 +23,8 @@ def config_folder(tmp_path, model_type):
 def test_is_vlm_reads_config_json_only(tmp_path, tiny_tokenizer_dir):
     assert is_vlm(str(config_folder(tmp_path, "qwen2_vl"))) is True
     assert is_vlm(str(config_folder(tmp_path, "llama"))) is False
-    assert is_vlm(str(config_folder(tmp_path, "llava_next"))) is False  # a family LF does not feed media to
+    assert is_vlm(str(config_folder(tmp_path, "llava_next"))) is True
+    assert is_vlm(str(config_folder(tmp_path, "blip-2"))) is False  # a family LF does not feed media to
     assert is_vlm(str(tiny_tokenizer_dir)) is None  # no config.json: unknown
     assert is_vlm("no-such-org/no-such-model") is None  # a hub id not in the cache: unknown, nothing downloaded
 
@@ -32,11 +33,11 @@ def test_check_media_support(tmp_path, tiny_tokenizer_dir):
     text, vlm = str(config_folder(tmp_path, "llama")), str(config_folder(tmp_path, "qwen2_vl"))
     with pytest.raises(ConfigError, match=r"^dataset 'vl' has images but model '.*llama' \(model_type llama\) is a "
                                           r"text model: it would train on the placeholder text. Use a model LF feeds "
-                                          r"media to \(families: qwen2_vl\) or remove the images column"):
+                                          r"media to \(families: .*qwen2_vl.*\) or remove the images column"):
         check_media_support(text, {"vl": ["images"]})
     with pytest.raises(ConfigError, match=r"^the data has images but .* is a text model"):
         check_media_support(text, True)
-    with pytest.raises(ConfigError, match=r"dataset 'speech' has audios but .* is a vision-language model that "
+    with pytest.raises(ConfigError, match=r"dataset 'speech' has audios but .* is a multimodal model that "
                                           "takes images and videos only"):
         check_media_support(vlm, {"pics": ["images"], "speech": ["audios"]})
     check_media_support(vlm, {"pics": ["images", "videos"]})
