@@ -3,8 +3,10 @@ models of several architectures, and a small dataset folder. Nothing here touche
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -16,7 +18,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
 # tokenised datasets and converted models go to a private cache unless the developer points
 # LF_CACHE_HOME at a warm one (tests that check caching use their own folder)
-os.environ.setdefault("LF_CACHE_HOME", tempfile.mkdtemp(prefix="lf-test-cache-"))
+if "LF_CACHE_HOME" not in os.environ:
+    os.environ["LF_CACHE_HOME"] = _PRIVATE_CACHE = tempfile.mkdtemp(prefix="lf-test-cache-")
+    atexit.register(shutil.rmtree, _PRIVATE_CACHE, ignore_errors=True)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
