@@ -159,3 +159,48 @@ def collated_batch(model_dir: Path, family: str, dataset: str, dataset_dir: Path
                                        cutoff_len=cutoff_len), tokenizer, "sft", media_markers=dict(markers))
     rows = [data.train_dataset[i] for i in range(len(data.train_dataset))]
     return tokenizer, rows, MediaCollator(SupervisedCollator(tokenizer.pad_token_id), media)(rows)
+
+
+def packed_and_alone(model_dir: Path, family: str, datasets: list[str], dataset_dir: Path, template: str,
+                     load_class=None) -> list[tuple[list[int], float]]:
+    """Neat packing with media, checked as lf train does it: every row of `datasets` packed into one
+    sequence (their markers expanded example by example, M-RoPE positions from the model's own
+    get_rope_index), against each row in a batch of its own. Per example: (its expanded ids, the
+    largest logit difference between packed and alone)."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer
+
+    from lf_data.args import DataArguments
+    from lf_data.pipeline import build_dataset
+    from lf_models.families import FAMILIES, model_class_for
+    from lf_models.media import MediaLimits, load_media_inputs, rope_index_function
+    from lf_train.collators import MediaCollator, SupervisedCollator, forward_inputs
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    markers = dict(FAMILIES[family].markers)
+    media = load_media_inputs(str(model_dir), tokenizer, markers, MediaLimits())
+    model_class = load_class or model_class_for(AutoConfig.from_pretrained(model_dir))
+    model = model_class.from_pretrained(model_dir, dtype=torch.float32).eval()
+    rope = rope_index_function(model) if FAMILIES[family].rope_index else None
+
+    def rows(**options):
+        data = build_dataset(DataArguments(dataset=datasets, dataset_dir=str(dataset_dir), template=template,
+                                           cutoff_len=4096, **options), tokenizer, "sft", media_markers=markers)
+        return [data.train_dataset[i] for i in range(len(data.train_dataset))]
+
+    packed_rows, alone_rows = rows(neat_packing=True), rows()
+    assert len(packed_rows) == 1 and len(alone_rows) > 1
+    packed = MediaCollator(SupervisedCollator(tokenizer.pad_token_id, neat_packing=True), media, rope)(packed_rows)
+    with torch.no_grad():
+        logits = model(**forward_inputs(packed)).logits[0]
+        mask = packed["attention_mask"][0, 0]
+        starts = [i for i in range(mask.shape[0]) if i == 0 or not mask[i, i - 1]]
+        ids = packed["input_ids"][0].tolist()
+        segments = {tuple(ids[a:b]): logits[a:b] for a, b in zip(starts, starts[1:] + [len(ids)], strict=True)}
+        out = []
+        for row in alone_rows:
+            batch = MediaCollator(SupervisedCollator(tokenizer.pad_token_id), media)([row])
+            alone = model(**forward_inputs(batch)).logits[0]
+            key = tuple(batch["input_ids"][0].tolist())
+            out.append((list(key), float((segments[key] - alone).abs().max())))
+    return out

@@ -210,8 +210,12 @@ def test_media_placeholder_cut_by_cutoff_len_is_dropped(tmp_path, tiny_tokenizer
     assert module.report.drop_reasons == {"a media placeholder was cut off by cutoff_len": 1}
     (row,) = module.train_dataset  # the media paths travel on to the model's processor
     assert json.loads(row["images"]) == [str(tmp_path / "cat.png")] and row["videos"] == ""
-    with pytest.raises(ConfigError, match="packing is not supported for data with images"):
-        build_dataset(args(tmp_path, "vl", packing=True), tiny_tokenizer, "sft")
+    # packed, a row lists its examples' items in its examples' order (longest first), for the collator
+    (packed,) = build_dataset(args(tmp_path, "vl", neat_packing=True, cutoff_len=1024), tiny_tokenizer,
+                              "sft").train_dataset
+    assert json.loads(packed["images"]) == [str(tmp_path / "dog.png"), str(tmp_path / "cat.png")]
+    assert packed["videos"] == "" and sorted(set(packed["attention_mask"])) == [1, 2]
+    assert packed["position_ids"].count(0) == 2
 
 
 def test_hub_entries_go_through_load_dataset(tmp_path, tiny_tokenizer):

@@ -307,3 +307,14 @@ def test_media_tokens_and_the_prompt_are_never_trained(model_type, family_models
         assert tokenizer.decode(trained) == answer + case["end"]  # the answer alone: no media, no prompt token
         media_tokens += sum(1 for t in ids if t in special)
     assert media_tokens == case["media_tokens"]
+
+
+@pytest.mark.parametrize("model_type", list(CASES))
+def test_neat_packed_examples_give_the_logits_they_give_alone(model_type, family_models, mm_data):
+    from mm_helpers import packed_and_alone
+
+    results = packed_and_alone(family_models(model_type), model_type, datasets(model_type), mm_data,
+                               CASES[model_type]["template"])
+    assert len(results) == len(answers(model_type))  # every image and video row, packed into one sequence
+    for ids, difference in results:
+        assert difference < 1e-4, (ids, difference)

@@ -15,6 +15,7 @@ from mm_helpers import COLOURS, write_image_dataset
 from train_helpers import losses
 
 from lf_data.cli import main as lf
+from lf_models.families import FAMILIES
 
 TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             head_dim=8, max_position_embeddings=512, initializer_range=0.2)
@@ -355,3 +356,14 @@ def test_gemma3_pan_and_scan_adds_crops_of_a_wide_image(family_folder, tmp_path)
                                   MediaLimits(image_do_pan_and_scan=pan_and_scan))
         ids, _, tensors = media.process("images", wide)
         assert tensors["pixel_values"].shape[0] == views and ids.count(soft) == 4 * views
+
+
+@pytest.mark.parametrize("name", [name for name in CASES if FAMILIES[FAMILY.get(name, name)].packing == "neat"])
+def test_neat_packed_examples_give_the_logits_they_give_alone(name, family_folder, data_dir):
+    from mm_helpers import packed_and_alone
+
+    results = packed_and_alone(family_folder(name), FAMILY.get(name, name), ["mllm_demo"],
+                               write_image_dataset(data_dir), CASES[name].template)
+    assert len(results) == 5
+    for ids, difference in results:
+        assert difference < 1e-4, (ids, difference)

@@ -73,10 +73,6 @@ def check_stage_data(data_args: DataArguments, stage: str, names: list[str]) -> 
     if data_args.packing and not spec.packable:
         packable = " and ".join(name for name, s in DATA_STAGES.items() if s.packable)
         raise ConfigError(f"packing works for the {packable} stages, not {stage!r}; remove packing/neat_packing.")
-    if data_args.packing and not spec.plain_text and any(get_dataset_attr(n, data_args.dataset_dir).columns.get(kind)
-                                                    for n in names for kind in PLACEHOLDERS):
-        raise ConfigError("packing is not supported for data with images, videos or audios yet; "
-                          "remove packing/neat_packing.")
     for name in names:
         attr = get_dataset_attr(name, data_args.dataset_dir)
         if spec.pairwise and not attr.ranking:

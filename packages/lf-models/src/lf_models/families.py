@@ -45,6 +45,14 @@ class ModelFamily:
     """Multimodal models: the dotted module paths of `vision_tower`, `projector` and `language_model`
     (freeze_vision_tower, freeze_multi_modal_projector, freeze_language_model, train_mm_proj_only)."""
     quirks: tuple[str, ...] = field(default_factory=tuple)
+    packing: str = "neat"
+    """Multimodal models: the most packing rows with media allow -- "neat" (examples kept apart: positions
+    restart and a block-diagonal mask, so a packed example gives the logits it gives alone), "plain"
+    (packed examples see each other) or "none"; `packing_reason` says why it is less than neat."""
+    packing_reason: str = ""
+    rope_index: bool = False
+    """M-RoPE models: a neat-packed row's positions come from the model's own get_rope_index, example by
+    example (lf_train.collators.MediaCollator)."""
 
     @property
     def media(self) -> tuple[str, ...]:
@@ -97,9 +105,11 @@ _TRANSFORMER_H = "transformer.h"
 
 def _family(model_type: str, architecture: str, template: str | None, *quirks: str,
             lora_targets: tuple[str, ...] = (), layers: str = "model.layers",
-            markers: Mapping[str, str] | None = None, towers: Mapping[str, tuple[str, ...]] | None = None) -> None:
+            markers: Mapping[str, str] | None = None, towers: Mapping[str, tuple[str, ...]] | None = None,
+            packing: tuple[str, str] = ("neat", ""), rope_index: bool = False) -> None:
     register(ModelFamily(model_type, (architecture,), template=template, lora_targets=lora_targets,
-                         layers=layers, markers=markers or {}, towers=towers or {}, quirks=quirks))
+                         layers=layers, markers=markers or {}, towers=towers or {}, quirks=quirks,
+                         packing=packing[0], packing_reason=packing[1], rope_index=rope_index))
 
 
 # -- Llama and its close relatives (q/k/v/o + gate/up/down) -----------------------------------------
@@ -192,7 +202,7 @@ _family("qwen2_vl", "Qwen2VLForConditionalGeneration", "qwen2_vl",
         "vision tower and merger stay frozen and un-adapted",
         "M-RoPE: the forward needs mm_token_type_ids (1 on <|image_pad|> tokens) with image_grid_thw",
         lora_targets=_LLAMA_LIKE, layers="model.language_model.layers", markers=_QWEN_VL_MARKERS,
-        towers=_QWEN_VL_TOWERS)
+        towers=_QWEN_VL_TOWERS, rope_index=True)
 
 # -- multimodal A: Qwen2.5-VL, Qwen3-VL, LLaVA-1.5, LLaVA-NeXT, LLaVA-NeXT-Video --------------------
 # Qwen2.5-VL's vision MLP and LLaVA's CLIP attention reuse the decoder's module names (gate/up/down_proj,
@@ -201,7 +211,7 @@ _family("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration", "qwen2_vl",
         "vision tower (window attention, gated MLP) and merger stay frozen and un-adapted",
         "M-RoPE: the forward needs mm_token_type_ids with the grids; videos add second_per_grid_ts (absolute time)",
         lora_targets=_LLAMA_LIKE, layers="model.language_model.layers", markers=_QWEN_VL_MARKERS,
-        towers=_QWEN_VL_TOWERS)
+        towers=_QWEN_VL_TOWERS, rope_index=True)
 _family("qwen3_vl", "Qwen3VLForConditionalGeneration", "qwen3_vl_nothink",
         "Instruct models use qwen3_vl_nothink, Thinking models qwen3_vl",
         "a video's marker is <|video_pad|> alone: the processor writes `<t seconds><|vision_start|>...<|vision_end|>` "
@@ -209,7 +219,8 @@ _family("qwen3_vl", "Qwen3VLForConditionalGeneration", "qwen3_vl_nothink",
         "vision tower, merger and DeepStack mergers stay frozen and un-adapted",
         lora_targets=_LLAMA_LIKE, layers="model.language_model.layers",
         markers={"images": _QWEN_VL_MARKERS["images"], "videos": "<|video_pad|>"},
-        towers={**_QWEN_VL_TOWERS, "projector": ("model.visual.merger", "model.visual.deepstack_merger_list")})
+        towers={**_QWEN_VL_TOWERS, "projector": ("model.visual.merger", "model.visual.deepstack_merger_list")},
+        rope_index=True)
 _LLAVA_TOWERS = {"vision_tower": ("model.vision_tower",), "projector": ("model.multi_modal_projector",),
                  "language_model": ("model.language_model", "lm_head")}
 _family("llava", "LlavaForConditionalGeneration", "llava",
@@ -239,13 +250,17 @@ _family("gemma3", "Gemma3ForConditionalGeneration", "gemma3", _FROZEN_ENCODER,
         "<image_soft_token>s, <end_of_image> and a blank line",
         "token_type_ids (1 on <image_soft_token>) let an image's tokens attend to each other both ways",
         lora_targets=_LLAMA_LIKE, layers="model.language_model.layers",
-        markers={"images": "<start_of_image>"}, towers=_LLAVA_TOWERS)
+        markers={"images": "<start_of_image>"}, towers=_LLAVA_TOWERS,
+        packing=("plain", "an image's tokens attend both ways through the model's own mask, which a neat-packed "
+                          "row's block-diagonal mask would make causal"))
 _family("paligemma", "PaliGemmaForConditionalGeneration", "paligemma", _FROZEN_ENCODER,
         "every image's <image> tokens go before bos wherever the placeholder stood (lf_models.media), as its "
         "processor lays them out; the prefix (images and prompt) attends both ways, the answer causally "
         "(token_type_ids 0 and 1)", "mix and chat checkpoints use paligemma_chat",
         lora_targets=_LLAMA_LIKE, layers="model.language_model.layers",
-        markers={"images": "<image>"}, towers=_LLAVA_TOWERS)
+        markers={"images": "<image>"}, towers=_LLAVA_TOWERS,
+        packing=("none", "every image of a row goes before bos under one prefix mask: packed examples would "
+                         "share their images and prompts"))
 _IDEFICS3_TOWERS = {"vision_tower": ("model.vision_model",), "projector": ("model.connector",),
                     "language_model": ("model.text_model", "lm_head")}
 _IDEFICS3_PROMPT = ("no LlamaFactory template: LF's idefics3/smolvlm templates write the User:/Assistant: turns "
@@ -275,7 +290,9 @@ _family("mllama", "MllamaForConditionalGeneration", "mllama", _FROZEN_ENCODER,
         "lora_target all adapts too", "neat packing is not possible (cross_attention_mask per row)",
         lora_targets=_LLAMA_LIKE, layers="model.language_model.layers", markers={"images": "<|image|>"},
         towers={"vision_tower": ("model.vision_model",), "projector": ("model.multi_modal_projector",),
-                "language_model": ("model.language_model", "lm_head")})
+                "language_model": ("model.language_model", "lm_head")},
+        packing=("plain", "the cross_attention_mask lets a token see the last image before it, which in a "
+                          "neat-packed row may be another example's"))
 
 # -- multimodal C: audio (Qwen2-Audio, Qwen2.5-Omni thinker) -----------------------------------------
 # One clip is `<|audio_bos|><|AUDIO|><|audio_eos|>`; the processor repeats <|AUDIO|> once per encoder output
@@ -298,7 +315,8 @@ _family("qwen2_5_omni_thinker", "Qwen2_5OmniThinkerForConditionalGeneration", "q
                  "videos": "<|vision_bos|><|VIDEO|><|vision_eos|>", "audios": _AUDIO_MARKER},
         towers={"vision_tower": ("model.visual", "model.audio_tower"),
                 "projector": ("model.visual.merger", "model.audio_tower.proj"),
-                "language_model": ("model.language_model", "lm_head")})
+                "language_model": ("model.language_model", "lm_head")},
+        packing=("plain", "per-example M-RoPE positions would need each clip's feature length (not wired yet)"))
 
 
 def reference_family(reference: str) -> tuple[str | None, ModelFamily | None]:

@@ -219,6 +219,7 @@ class MediaInputs:
                                   f"{kind} need; train with the tokenizer the model came with.")
             self.marker_ids[kind] = ids
         self.type_key = next((k for k in TYPE_KEYS if k in getattr(processor, "model_input_names", ())), None)
+        self.rope_index = False  # M-RoPE family (set by prepare_media): neat packing computes its positions
 
     def spans(self, ids: list[int]) -> list[tuple[int, str]]:
         """(position, kind) of every marker in `ids`, in order."""
@@ -461,10 +462,15 @@ def save_processor(media: MediaInputs, folder: str | os.PathLike) -> None:
     processor.save_pretrained(str(folder))
 
 
-def prepare_media(model_args: Any, source_path: str, tokenizer: Any, kinds: set[str]) -> MediaInputs:
-    """The MediaInputs of a run whose data carries `kinds`: the model's family must take every one of
-    them (its config decides, now that the model is resolved), and its processor must load. Never
-    silently text-only: anything else stops the run before weights load."""
+PACKING_LEVELS = ("none", "plain", "neat")
+
+
+def prepare_media(model_args: Any, source_path: str, tokenizer: Any, kinds: set[str], packing: str = "none"
+                  ) -> MediaInputs:
+    """The MediaInputs of a run whose data carries `kinds`, packed as `packing` says ("none", "plain",
+    "neat"): the model's family must take every kind and allow that packing (its config decides, now
+    that the model is resolved), and its processor must load. Never silently text-only: anything else
+    stops the run before weights load."""
     from transformers import AutoConfig
 
     from lf_models.families import FAMILIES, family_for
@@ -482,13 +488,29 @@ def prepare_media(model_args: Any, source_path: str, tokenizer: Any, kinds: set[
                           f"(model_type {config.model_type}) {what}: it would train on the placeholder text. Use a "
                           f"model that takes them (families: {takers}) or remove the media column(s) from the "
                           "dataset's entry in dataset_info.json.")
+    if PACKING_LEVELS.index(packing) > PACKING_LEVELS.index(family.packing):
+        allowed = {"none": "remove packing/neat_packing", "plain": "use packing: true without neat_packing"}
+        raise ConfigError(f"{'neat_packing' if packing == 'neat' else 'packing'} with {' and '.join(sorted(kinds))} "
+                          f"is not possible for model_type {config.model_type}: {family.packing_reason}; "
+                          f"{allowed[family.packing]}.")
     markers = {kind: family.markers[kind] for kind in KINDS if kind in family.markers}
     if getattr(model_args, "image_do_pan_and_scan", False) and config.model_type not in PAN_AND_SCAN:
         raise ConfigError(f"image_do_pan_and_scan is Gemma 3's option; model_type {config.model_type} has no "
                           "pan-and-scan crops. Remove the key.")
-    return load_media_inputs(source_path, tokenizer, markers, MediaLimits.from_args(model_args),
-                             folders=list(model_args.adapter_name_or_path or []),
-                             trust_remote_code=model_args.trust_remote_code)
+    media = load_media_inputs(source_path, tokenizer, markers, MediaLimits.from_args(model_args),
+                              folders=list(model_args.adapter_name_or_path or []),
+                              trust_remote_code=model_args.trust_remote_code)
+    media.rope_index = family.rope_index
+    return media
+
+
+def rope_index_function(model: Any) -> Any:
+    """The model's own get_rope_index (M-RoPE positions from the token types and the grids), found
+    through a PEFT wrapper; None for a model without one."""
+    for module in model.modules():
+        if callable(getattr(module, "get_rope_index", None)):
+            return module.get_rope_index
+    return None
 
 
 def check_media_files(datasets: list[Any], limit: int = 5) -> None:
@@ -530,4 +552,5 @@ def media_for_reference(config: dict[str, Any], tokenizer: Any, kinds: set[str])
 
     names = ModelArguments.__dataclass_fields__
     model_args = build_section(ModelArguments, {k: v for k, v in config.items() if k in names})
-    return prepare_media(model_args, resolve_model(model_args).path, tokenizer, kinds)
+    packing = "neat" if config.get("neat_packing") else "plain" if config.get("packing") else "none"
+    return prepare_media(model_args, resolve_model(model_args).path, tokenizer, kinds, packing)

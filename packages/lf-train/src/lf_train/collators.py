@@ -82,31 +82,38 @@ SEQUENCE_GROUPS = {"SupervisedCollator": (("", ""),), "PairwiseCollator": (("cho
 class MediaCollator:
     """A multimodal model's batches: each row's media markers are expanded by the model's processor
     (`lf_models.media`), then the stage's own collator pads; the processor's tensors join the batch
-    under the keys the model's forward takes (with `kl_` in front for KTO's mismatched pairs)."""
+    under the keys the model's forward takes (with `kl_` in front for KTO's mismatched pairs).
+
+    A neat-packed row is expanded example by example, each with its own items: its example numbers
+    and restarting positions stretch over the expansions, and an M-RoPE model (`rope_index`: its own
+    get_rope_index) gets each example's 3-D positions as the example alone would have them. A plainly
+    packed row is one sequence: the model numbers its positions itself."""
 
     inner: Any
     media: Any  # lf_models.media.MediaInputs
+    rope_index: Any = None
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        import json
-
         from lf_models.media import KINDS, collate_tensors
 
         rows = [dict(r) for r in rows]
+        neat = getattr(self.inner, "neat_packing", False)
         tensors: dict[str, list[dict[str, Any]]] = {}
         types: dict[str, list[list[int]]] = {}
+        rope: list[torch.Tensor] = []
         memo: dict[tuple[str, str], Any] = {}  # chosen and rejected share their row's images
         for source, target in SEQUENCE_GROUPS[type(self.inner).__name__]:
             for row in rows:
-                items = {kind: json.loads(row[kind]) if row.get(kind) else [] for kind in KINDS}
-                out = self.media.expand(list(row[f"{source}input_ids"]), list(row[f"{source}labels"]), items, memo)
-                row[f"{source}input_ids"], row[f"{source}labels"] = out.input_ids, out.labels
-                row[f"{source}attention_mask"] = [1] * len(out.input_ids)
-                tensors.setdefault(target, []).extend(out.tensors)
-                types.setdefault(target, []).append(out.type_ids or [])
+                expanded = self._expand_row(row, source, neat, memo)
+                tensors.setdefault(target, []).extend(item for out in expanded for item in out.tensors)
+                types.setdefault(target, []).append([t for out in expanded for t in out.type_ids or []])
+                if neat and self.rope_index is not None:
+                    rope.append(torch.cat([self._positions(out) for out in expanded], dim=1))
         for row in rows:
             for kind in KINDS:
                 row.pop(kind, None)
+            if not neat:
+                row.pop("position_ids", None)  # stale once markers are expanded; the model counts them
         batch = self.inner(rows)
         for target, items in tensors.items():
             batch.update({f"{target}{key}": value for key, value in collate_tensors(items).items()})
@@ -114,7 +121,55 @@ class MediaCollator:
                 length = batch[f"{target}input_ids"].shape[1]
                 batch[f"{target}{self.media.type_key}"] = torch.tensor(
                     [t + [0] * (length - len(t)) for t in types[target]], dtype=torch.long)
+        if rope:
+            length = batch["input_ids"].shape[1]
+            batch["position_ids"] = torch.stack([torch.nn.functional.pad(p, (0, length - p.shape[1])) for p in rope],
+                                                dim=1)
         return batch
+
+    def _expand_row(self, row: dict[str, Any], source: str, neat: bool, memo: dict) -> list[Any]:
+        """Each example of `row` (the whole row unless neat-packed) with its markers expanded; the row's
+        columns are rewritten to the expanded sequence."""
+        import json
+
+        from lf_models.media import KINDS
+
+        ids, labels = list(row[f"{source}input_ids"]), list(row[f"{source}labels"])
+        numbers = list(row[f"{source}attention_mask"]) if neat else [1] * len(ids)
+        queues = {kind: json.loads(row[kind]) if row.get(kind) else [] for kind in KINDS}
+        expanded, mask, positions = [], [], []
+        start = 0
+        while start < len(ids):
+            end = start + 1
+            while end < len(ids) and numbers[end] == numbers[start]:
+                end += 1
+            found = [kind for _, kind in self.media.spans(ids[start:end])]
+            items = {kind: [queues[kind].pop(0) for _ in range(found.count(kind))] for kind in KINDS}
+            out = self.media.expand(ids[start:end], labels[start:end], items, memo)
+            expanded.append(out)
+            mask += [numbers[start]] * len(out.input_ids)
+            positions += list(range(len(out.input_ids)))
+            start = end
+        row[f"{source}input_ids"] = [t for out in expanded for t in out.input_ids]
+        row[f"{source}labels"] = [t for out in expanded for t in out.labels]
+        row[f"{source}attention_mask"] = mask
+        if neat:
+            row["position_ids"] = positions
+        return expanded
+
+    def _positions(self, out: Any) -> torch.Tensor:
+        """(3, length): one example's M-RoPE positions, from the model's get_rope_index on it alone."""
+        import inspect
+
+        from lf_models.media import collate_tensors
+
+        accepted = inspect.signature(self.rope_index).parameters
+        kwargs = {key: value for key, value in (collate_tensors(out.tensors) if out.tensors else {}).items()
+                  if key in accepted and key not in ("input_ids", "attention_mask")}
+        if self.media.type_key in accepted:
+            kwargs[self.media.type_key] = torch.tensor([out.type_ids or [0] * len(out.input_ids)])
+        positions, _ = self.rope_index(torch.tensor([out.input_ids]), **kwargs)
+        return positions[:, 0]
 
 
 NOT_MODEL_INPUTS = ("labels", "kto_tags")

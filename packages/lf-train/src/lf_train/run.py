@@ -142,7 +142,8 @@ def _media_inputs(plan: TrainPlan, source: Any, tokenizer: Any) -> Any:
         return None
     from lf_models.media import prepare_media
 
-    return prepare_media(plan.model, source.path, tokenizer, kinds)
+    packing = "neat" if data.neat_packing else "plain" if data.packing else "none"
+    return prepare_media(plan.model, source.path, tokenizer, kinds, packing)
 
 
 def _reference_args(plan: TrainPlan) -> Any:

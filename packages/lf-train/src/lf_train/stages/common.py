@@ -48,7 +48,9 @@ def build_trainer(trainer_class: Any, model: Any, tokenizer: Any, data: Any, pla
     collator = collator_class(pad_token_id=tokenizer.pad_token_id,
                               pad_to_multiple_of=8 if args.bf16 or args.fp16 else None, **(collator_options or {}))
     if getattr(data, "media", None) is not None:  # images, videos, audios: expanded and processed per batch
-        collator = MediaCollator(collator, data.media)
+        from lf_models.media import rope_index_function
+
+        collator = MediaCollator(collator, data.media, rope_index_function(model) if data.media.rope_index else None)
         args.remove_unused_columns = False  # the media columns are read by the collator, not the model
     trainer = atomic_checkpoints(trainer_class)(
         model=model,
