@@ -168,3 +168,80 @@ def test_data_check_knows_grpo(grpo_config, tmp_path, capsys):
     assert lf(["data", "check", str(run)]) == 0
     out = capsys.readouterr().out
     assert "stage grpo" in out and "What is 2 + 3?" in out  # the prompts TRL generates from
+
+
+def distinct_characters(completions, **kwargs):
+    """A reward that tells the tiny model's random completions apart (user rewards are module:function)."""
+    return [float(len(set(text))) for text in completions]
+
+
+def broken_reward(completions, **kwargs):
+    return [1.0 / 0.0 for _ in completions]
+
+
+def short_reward(completions, **kwargs):
+    return [1.0]
+
+
+@pytest.mark.parametrize(("function", "message"), [
+    ("broken_reward", "reward 'grpo_test_rewards:broken_reward' raised ZeroDivisionError: float division by zero "
+                      "(on the completions of prompt '"),
+    ("short_reward", "reward 'grpo_test_rewards:short_reward' returned 1 value(s) for 2 completions"),
+])
+def test_a_failing_reward_stops_the_run_naming_it(function, message, grpo_config, write_config, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "grpo_test_rewards", sys.modules[__name__])
+    grpo_config.update(reward_funcs=[f"grpo_test_rewards:{function}"], reward_weights=None, trust_remote_code=True)
+    assert lf(["train", str(write_config(**grpo_config))]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    out = Path(grpo_config["output_dir"])
+    assert not list(out.glob("checkpoint-*")) and not (out / "adapter_model.safetensors").exists()
+
+
+def test_grpo_resumes_to_the_same_losses_rewards_and_adapter(grpo_config, write_config, tmp_path, monkeypatch):
+    """Killed after checkpoint-2, the run resumes with the sampling RNG of that step: the same
+    completions, rewards, losses and final adapter as the run that was never interrupted."""
+    import torch
+    from safetensors.torch import load_file
+    from train_helpers import crash_after
+
+    monkeypatch.setitem(sys.modules, "grpo_test_rewards", sys.modules[__name__])
+    grpo_config.update(max_steps=4, save_steps=2, max_completion_length=6, trust_remote_code=True,
+                       reward_funcs=["grpo_test_rewards:distinct_characters"], reward_weights=None)
+    config = write_config(**grpo_config)
+    out = Path(grpo_config["output_dir"])
+    assert lf(["train", str(config)]) == 0
+    crashed = crash_after(out, 2, tmp_path / "crashed")
+    assert lf(["train", str(config), f"output_dir={crashed}"]) == 0
+
+    def steps(folder):
+        return {r["step"]: (r["loss"], r["rewards/mean"], r["kl"]) for r in log_records(folder) if "loss" in r}
+
+    # the resumed run cut the copied log back to step 2 and wrote steps 3 and 4 itself
+    assert [r["step"] for r in log_records(crashed) if "loss" in r] == [1, 2, 3, 4]
+    assert list(steps(out)) == [1, 2, 3, 4] and steps(crashed) == steps(out)
+    assert len({rewards for _, rewards, _ in steps(out).values()}) > 1  # the steps sampled different completions
+    straight, resumed = load_file(out / "adapter_model.safetensors"), load_file(crashed / "adapter_model.safetensors")
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        torch.testing.assert_close(straight[key], resumed[key], rtol=1e-4, atol=1e-6)
+
+
+def test_grpo_runs_in_two_gloo_processes(grpo_config, write_config):
+    """NPROC_PER_NODE=2: each process generates for its share of the prompts; TRL gathers the rewards
+    of a prompt's whole group before normalising, and the main process alone writes the run's files."""
+    import os
+    import subprocess
+
+    out = Path(grpo_config["output_dir"])
+    grpo_config.update(per_device_train_batch_size=1, max_steps=2, save_steps=2)  # 2 x 1 = one group of 2
+    proc = subprocess.run([sys.executable, "-m", "lf_data.cli", "train", str(write_config(**grpo_config))],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "NPROC_PER_NODE": "2"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "torch.distributed.run" in proc.stderr
+    records = [r for r in log_records(out) if "loss" in r]
+    assert [r["step"] for r in records] == [1, 2]  # logged once, by the main process
+    assert records[0]["kl"] == 0.0 and all("rewards/accuracy/mean" in r for r in records)
+    assert (out / "adapter_model.safetensors").is_file()
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]

@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from lf_data.errors import ConfigError
+from lf_data.errors import ConfigError, DataError
 
 RewardFunc = Callable[..., list[float | None]]
 
@@ -187,8 +187,23 @@ def load_rewards(names: Sequence[str], trust_remote_code: bool = False) -> list[
 
 
 def _named(func: RewardFunc, name: str) -> RewardFunc:
+    """`func` under its reward_funcs name, stopping the run with that name and the prompt when it raises
+    or does not return one score per completion (TRL would fail later with an unrelated shape error)."""
     def reward(*args: Any, **kwargs: Any) -> list[float | None]:
-        return func(*args, **kwargs)
+        completions = kwargs.get("completions", args[1] if len(args) > 1 else [])
+        prompt = str((kwargs.get("prompts") or args[:1] or [[""]])[0])
+        where = f"on the completions of prompt {prompt[:80]!r}"
+        try:
+            scores = func(*args, **kwargs)
+        except Exception as err:
+            raise DataError(f"reward {name!r} raised {type(err).__name__}: {err} ({where}); fix the function or "
+                            "remove it from reward_funcs.") from err
+        if (not isinstance(scores, list | tuple) or len(scores) != len(completions)
+                or not all(s is None or (isinstance(s, int | float) and not isinstance(s, bool)) for s in scores)):
+            got = f"{len(scores)} value(s)" if isinstance(scores, list | tuple) else type(scores).__name__
+            raise DataError(f"reward {name!r} returned {got} for {len(completions)} completions ({where}); it must "
+                            "return a list with one float (or None) per completion.")
+        return list(scores)
 
     reward.__name__ = name.replace(":", ".")
     reward.__doc__ = func.__doc__
