@@ -24,7 +24,7 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from lf_eval.atomic_files import write_text_atomic
+from lf_data.atomic_files import write_text_atomic
 
 TASK = "gpqa_diamond"
 LETTERS = "ABCD"

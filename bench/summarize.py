@@ -22,8 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from lf_data.atomic_files import write_json_atomic
 from lf_data.cli import main as lf
-from lf_eval.atomic_files import write_json_atomic
 
 ASPECTS = ("challenge", "approach", "outcome")
 INSTRUCTION = "Summarize the {aspect} of this paper in one sentence."

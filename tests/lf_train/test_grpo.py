@@ -131,7 +131,7 @@ def test_grpo_through_lf_train(grpo_config, write_config, monkeypatch):
     assert [r["step"] for r in records] == [1, 2]
     for r in records:
         assert {"rewards/mean", "rewards/accuracy/mean", "rewards/grpo_test_rewards.recording_reward/mean",
-                "kl"} <= set(r)
+                "kl", "completions/mean_length", "completions/clipped_ratio"} <= set(r)
     assert records[0]["kl"] == 0.0  # the reference is the policy with its LoRA adapter off: equal at the start
     assert (out / "adapter_model.safetensors").is_file() and (out / "checkpoint-2").is_dir()
     assert not any(p.name.startswith(".") for p in out.iterdir() if p.is_dir())  # no staging folder left

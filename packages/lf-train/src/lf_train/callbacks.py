@@ -16,8 +16,9 @@ __all__ = ["LOGGED_KEYS", "METRIC_PREFIXES", "JsonlLogCallback", "plot_loss"]
 
 LOGGED_KEYS = ("loss", "eval_loss", "learning_rate", "grad_norm", "train_loss", "kl", "eval_kl")
 # the metrics preference training is judged by, under TRL's names (`rewards/margins`, `logps/chosen`, ...),
-# with `eval_` in front when they come from an evaluation
-METRIC_PREFIXES = ("rewards/", "logps/", "eval_rewards/", "eval_logps/")
+# and GRPO's completion lengths (`completions/mean_length`, `completions/clipped_ratio`, ...), with `eval_` in
+# front when they come from an evaluation
+METRIC_PREFIXES = ("rewards/", "logps/", "completions/", "eval_rewards/", "eval_logps/", "eval_completions/")
 
 
 class JsonlLogCallback(TrainerCallback):
