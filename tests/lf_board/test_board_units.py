@@ -199,6 +199,101 @@ def test_a_finished_run_is_not_started_again(runs, tiny_llama, data_dir):
         validate(config, runs)
 
 
+# -- the estimate beside Start --------------------------------------------------------------------------------
+def tiny_form(runs, tiny_llama, data_dir, **changes) -> dict:
+    return form(model_name_or_path=str(tiny_llama), dataset_dir=str(data_dir), template="chatml",
+                output_dir=str(runs.root / "tiny" / "lora" / "run1"), max_steps=10, **changes)
+
+
+def test_estimate_block_shows_the_estimators_numbers(runs, tiny_llama, data_dir):
+    """The block words lf_train.estimate's figures for the config Start would launch (the tiny Llama, LoRA
+    r8 on every linear layer: 8,192 trainable parameters, AdamW 2 x 4 bytes each)."""
+    from lf_board.estimate_view import device_choices, form_estimate
+    from lf_train.estimate import estimate, known_devices
+
+    values = tiny_form(runs, tiny_llama, data_dir)
+    shown = form_estimate(values, "", "H100 80GB", "en", runs)
+    config = build_config(values)
+    result = estimate({**config, "output_dir": str(runs.root / "tiny" / "lora" / "run1")}, device="H100 80GB")
+    assert result.trainable_params == 2 * 8 * ((32 + 32) + 2 * (32 + 16) + (32 + 32) + 3 * (32 + 64)) == 8192
+    assert result.optimizer == 2 * 8192 * 4
+    f = result.figures()
+    assert shown.startswith("**Estimate** · sft LoRA r8 · H100 80GB · bf16 mixed precision\n")
+    for line in (f"- Parameters: 8.19K trained of {f['total']} ({f['percent']})",
+                 f"- Peak memory per device: {f['peak']} of 79.6 GiB",
+                 f"  - weights {f['weights']} · gradients {f['gradients']} · optimizer state 0.0001 GiB · "
+                 f"activations {f['activations']} · logits and loss {f['logits']} · framework 0.60 GiB",
+                 f"- ~{f['tokens_per_second']} tokens/s; the whole run: {f['duration']} for 10 steps"):
+        assert line in shown.splitlines(), (line, shown)
+    assert "⚠️" not in shown
+    russian = form_estimate(values, "", "H100 80GB", "ru", runs)
+    assert f"Пиковая память на устройство: {f['peak']} из 79.6 GiB" in russian
+    assert [value for _, value in device_choices()] == ["", *known_devices()]
+
+
+def test_estimate_follows_batch_size_method_and_extra_keys(runs, tiny_llama, data_dir):
+    """Each part of the block moves with the form: activations with the batch and with gradient
+    checkpointing (a key typed in the extra YAML), the trained share and its state with the method."""
+    from lf_board.estimate_view import form_estimate
+    from lf_train.estimate import estimate
+
+    def shown(extra: str = "", **changes) -> str:
+        return form_estimate(tiny_form(runs, tiny_llama, data_dir, **changes), extra, "T4", "en", runs)
+
+    def part(block: str, name: str) -> float:
+        return float(re.search(rf"{name} ([\d.]+) GiB", block).group(1))
+
+    lora, bigger = shown(), shown(per_device_train_batch_size=8)
+    assert part(bigger, "activations") == pytest.approx(4 * part(lora, "activations"), abs=2e-4)  # 4 digits shown
+    assert part(bigger, "gradients") == part(lora, "gradients")
+    checkpointed = shown("gradient_checkpointing: true", per_device_train_batch_size=8)
+    assert part(checkpointed, "activations") < part(bigger, "activations")
+    full = shown(finetuning_type="full")
+    with_lora = estimate(build_config(tiny_form(runs, tiny_llama, data_dir)), device="T4")
+    base = estimate(build_config(tiny_form(runs, tiny_llama, data_dir, finetuning_type="full")), device="T4")
+    assert base.total_params == base.trainable_params == with_lora.total_params - 8192  # the adapter is gone
+    total = base.figures()["total"]
+    assert "· sft full · T4 · fp16 mixed precision" in full
+    assert f"Parameters: {total} trained of {total} (100.00%)" in full
+    assert part(full, "optimizer state") > part(lora, "optimizer state")
+    assert part(full, "Peak memory per device:") >= part(lora, "Peak memory per device:")
+
+
+def test_estimate_that_does_not_fit_names_the_keys_that_would(runs, tiny_llama, data_dir, monkeypatch):
+    import lf_train.estimate as module
+    from lf_board.estimate_view import form_estimate
+
+    small = module.Device("small GPU", 0.1, 100.0, overhead_gib=0.0)
+    monkeypatch.setattr(module, "find_device", lambda name: small)
+    shown = form_estimate(tiny_form(runs, tiny_llama, data_dir, finetuning_type="full", per_device_train_batch_size=64,
+                                    cutoff_len=256), "", "", "en", runs)
+    warning = shown.splitlines()[-1]
+    assert warning.startswith("**⚠️ Does not fit in the 0.1 GiB of small GPU. It would fit with: `"), shown
+    assert "`per_device_train_batch_size=1 gradient_accumulation_steps=512 (" in warning
+
+
+@pytest.mark.parametrize(("change", "needle"), [
+    ({"model_name_or_path": "no-config"}, "has no config.json"),
+    ({"extra": "lora_rnak: 4"}, "Did you mean 'lora_rank'"),
+    ({"extra": "a: [1"}, "extra keys are not valid YAML"),
+    ({"output_dir": "/elsewhere/run"}, "is outside the runs root"),
+    ({"device": "TPU v5"}, "Known devices: cpu, H100 80GB"),
+])
+def test_estimate_errors_are_one_line(runs, tiny_llama, data_dir, tmp_path, change, needle):
+    from lf_board.estimate_view import form_estimate
+
+    if change.get("model_name_or_path") == "no-config":
+        (tmp_path / "no-config").mkdir()
+        change = {"model_name_or_path": str(tmp_path / "no-config")}
+    extra, device = change.pop("extra", ""), change.pop("device", "T4")
+    values = tiny_form(runs, tiny_llama, data_dir)
+    values.update(change)
+    shown = form_estimate(values, extra, device, "en", runs)
+    assert shown.startswith("**No estimate:** ") and needle in shown, shown
+    assert "\n" not in shown and "Traceback" not in shown
+    assert not runs.root.exists()  # estimating writes nothing
+
+
 # -- runs on disk ------------------------------------------------------------------------------------------
 def write_run(root: Path, name: str, steps: int, finished: bool = False, checkpoints: tuple = ()) -> Path:
     run = root / name

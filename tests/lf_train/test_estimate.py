@@ -265,3 +265,54 @@ def test_ppo_value_head_and_sampling(config, tmp_path):
     assert ppo.trainable_params == lora.trainable_params + 32 + 1
     assert ppo.sequence_length == 16 + 8  # the prompt and the sampled answer
     assert any("key/value cache" in note for note in ppo.notes)
+
+
+def test_figures_are_the_tables_numbers(config):
+    """`Estimate.figures()` (what the board words in its own language) formats the same numbers as the
+    table: AdamW's state of the full tiny model is 2 x 4 bytes per parameter."""
+    import dataclasses
+
+    result = estimate({**config, "finetuning_type": "full"}, device=A100)
+    f = result.figures()
+    n = result.total_params
+    assert result.optimizer == 2 * n * 4 and f["optimizer"] == f"{8 * n / 1024**3:.4f} GiB"
+    assert f["trainable"] == f["total"] and f["percent"] == "100.00%"
+    assert (f["device"], f["memory"], f["precision"]) == ("A100 40GB", "39.4 GiB", "bf16 mixed precision")
+    assert (f["steps"], f["method"]) == ("10", "sft full")
+    table = result.table()
+    for key in ("weights", "gradients", "optimizer", "activations", "logits", "overhead", "peak"):
+        assert f[key].removesuffix(" GiB") in table, key
+    assert f"~{f['tokens_per_second']} tokens/s" in table and f"10 steps, {f['duration']}" in table
+    unknown = dataclasses.replace(result, steps=None, seconds=None).figures()
+    assert (unknown["steps"], unknown["duration"]) == ("", "")
+
+
+def test_gguf_header_is_read_once_per_file_version(tmp_path, monkeypatch):
+    """A GGUF header holds the whole vocabulary (seconds to parse): it is parsed once per file version, and
+    each caller gets its own copy of the config."""
+    import os
+
+    import transformers
+    from transformers import LlamaConfig
+
+    from lf_models.args import ModelArguments
+    from lf_train.estimate import _gguf_config, read_model_config
+
+    parsed = []
+
+    def parse(folder, gguf_file=None, **kwargs):
+        parsed.append(gguf_file)
+        return LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", parse)
+    _gguf_config.cache_clear()
+    path = tmp_path / "model.gguf"
+    path.write_bytes(b"GGUF one")
+    args = ModelArguments(model_name_or_path=str(path))
+    first = read_model_config(args)
+    first.num_hidden_layers = 99  # what a caller does to its copy stays there
+    assert read_model_config(args).num_hidden_layers == 2 and parsed == ["model.gguf"]
+    path.write_bytes(b"GGUF two, longer")
+    os.utime(path, ns=(1, 1))
+    assert read_model_config(args).hidden_size == 32 and parsed == ["model.gguf", "model.gguf"]
+    _gguf_config.cache_clear()

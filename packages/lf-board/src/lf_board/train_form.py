@@ -232,14 +232,10 @@ WRITTEN_PATH_KEYS = ("tokenized_path", "cache_dir")
 """Config keys besides output_dir that name a folder the run writes into."""
 
 
-def validate(config: dict[str, Any], runs: RunsRoot) -> None:
-    """Everything `lf train` checks before loading a model, plus what the board itself needs.
-
-    Raises BoardConfigError with the message to show; a config that passes starts a run that
-    at least gets as far as loading the model. The folders a run writes into are made absolute (under
-    the runs root), so `lf train`, whatever its working directory, writes where the board checked."""
-    from lf_data.errors import LFError
-
+def place_in_runs_root(config: dict[str, Any], runs: RunsRoot) -> str:
+    """Make the folders a run writes into absolute, under the runs root (in place), so `lf train`,
+    whatever its working directory, writes where the board checked; the run's name. A folder outside
+    the root is a BoardConfigError."""
     output_dir = config.get("output_dir")
     if not output_dir:
         raise BoardConfigError("`output_dir` is empty: give the run a folder under the runs root.")
@@ -256,6 +252,18 @@ def validate(config: dict[str, Any], runs: RunsRoot) -> None:
             except PathOutsideRoot:
                 raise BoardConfigError(f"{key} {config[key]!r} is outside the runs root {runs.root}; the board "
                                        "lets a run write only under it.") from None
+    return name
+
+
+def validate(config: dict[str, Any], runs: RunsRoot) -> None:
+    """Everything `lf train` checks before loading a model, plus what the board itself needs.
+
+    Raises BoardConfigError with the message to show; a config that passes starts a run that
+    at least gets as far as loading the model. The folders a run writes into are made absolute (under
+    the runs root), so `lf train`, whatever its working directory, writes where the board checked."""
+    from lf_data.errors import LFError
+
+    name = place_in_runs_root(config, runs)
     if runs.job(name).running():
         raise BoardConfigError(f"run {name!r} is already running; abort it or choose another output_dir.")
     if not config.get("model_name_or_path"):

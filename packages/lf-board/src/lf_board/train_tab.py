@@ -98,6 +98,8 @@ class Launch:
     note: Any
     yaml_box: Any
     command_box: Any
+    estimate: Any
+    device: Any
 
 
 @dataclasses.dataclass
@@ -226,17 +228,26 @@ def _output_row(board: Board, widgets: dict[str, Any]) -> ConfigFiles:
 
 
 def _launch_section(L: Labels) -> Launch:
-    """The buttons that check or start the form's run, the tab's message box, the YAML and command."""
+    """The buttons that check or start the form's run with the run's estimate beside them (and the device
+    it is for), the tab's message box, the YAML and command."""
     import gradio as gr
 
-    with gr.Row():
-        command_button = L.make(gr.Button, "train.preview_command", attr="value", elem_id="train-preview-command")
-        start_button = L.make(gr.Button, "train.start", attr="value", variant="primary", elem_id="train-start")
+    from lf_board.estimate_view import THIS_MACHINE, device_choices
+
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            estimate = gr.Markdown(text(L.lang, "msg.estimate_pending"), elem_id="train-estimate")
+        with gr.Column(scale=1, min_width=240):
+            device = L.make(gr.Dropdown, "train.estimate_device", choices=device_choices(), value=THIS_MACHINE,
+                            elem_id="train-estimate-device")
+            command_button = L.make(gr.Button, "train.preview_command", attr="value",
+                                    elem_id="train-preview-command")
+            start_button = L.make(gr.Button, "train.start", attr="value", variant="primary", elem_id="train-start")
     note = gr.Markdown(elem_id="train-message")
     with gr.Row():
         yaml_box = L.make(gr.Code, "train.yaml", language="yaml", interactive=False, elem_id="train-yaml")
         command_box = L.make(gr.Textbox, "train.command", interactive=False, elem_id="train-command")
-    return Launch(command_button, start_button, note, yaml_box, command_box)
+    return Launch(command_button, start_button, note, yaml_box, command_box, estimate, device)
 
 
 def _run_view(board: Board) -> RunView:
@@ -279,6 +290,7 @@ def build(board: Board) -> None:
     _on_preview(form, preview, launch.note)
     _on_command_and_files(board, form, files, launch)
     _on_start(board, form, launch, view)
+    _on_estimate(board, form, launch)
     _on_run_controls(board, view, launch.note)
     _on_live(board, form, view)
 
@@ -424,6 +436,23 @@ def _on_start(board: Board, form: Form, launch: Launch, view: RunView) -> None:
                 to_yaml(config), train_command(job.config_path))
 
     launch.start_button.click(on_start, form.inputs, [view.chosen, launch.note, launch.yaml_box, launch.command_box])
+
+
+def _on_estimate(board: Board, form: Form, launch: Launch) -> None:
+    """Every change of the form (language included) or of the device re-estimates the run Start would
+    launch; a change made while one is computed queues only the latest (a fraction of a second each once
+    the model's config has been read)."""
+    import gradio as gr
+
+    from lf_board.estimate_view import form_estimate
+
+    def on_estimate(data: dict):
+        values, extra_yaml, lang = form.read(data)
+        return form_estimate(values, extra_yaml, data[launch.device], lang, board.runs)
+
+    triggers = [component.change for component in form.inputs] + [launch.device.change, board.demo.load]
+    gr.on(triggers, on_estimate, {*form.inputs, launch.device}, launch.estimate, trigger_mode="always_last",
+          show_progress="hidden")
 
 
 def _on_run_controls(board: Board, view: RunView, note: Any) -> None:

@@ -15,6 +15,7 @@ One table of devices (`DEVICES`) holds every number that depends on the hardware
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import json
@@ -284,7 +285,7 @@ def read_model_config(model_args: Any) -> Any:
     where = ref
     try:
         if gguf is not None:
-            return AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            return copy.deepcopy(_gguf_config(str(gguf.resolve()), _file_stamp(gguf)))
         from lf_models.loader import resolve_model
 
         source = resolve_model(model_args)  # the same checks and messages as lf train (a missing folder...)
@@ -301,6 +302,20 @@ def read_model_config(model_args: Any) -> Any:
             " Without network access, download the model and point model_name_or_path at its folder.")
         raise ConfigError(f"could not read the config of {where!r}: {type(err).__name__}: "
                           f"{str(err).splitlines()[0].rstrip('.')}.{hint}") from None
+
+
+@functools.lru_cache(maxsize=8)
+def _gguf_config(path: str, stamp: tuple[int, int]) -> Any:
+    """A GGUF file's config, parsed once per file version: its header holds the whole vocabulary (seconds
+    to read for a 50k-token model), and the board re-estimates on every change of its form."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(Path(path).parent, gguf_file=Path(path).name)
+
+
+def _file_stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_size
 
 
 def _text_config(config: Any) -> Any:
@@ -510,6 +525,24 @@ class Estimate:
                 f"trained; peak {_gib(self.peak)} of {self.device.memory_gib:.1f} GiB per device "
                 f"({self.device.name}{f' x {self.gpus}' if self.gpus > 1 else ''}); ~{self.tokens_per_second:,.0f} "
                 f"tokens/s{run}")
+
+    def figures(self) -> dict[str, str]:
+        """The numbers as short display strings, by name, formatted as `lf estimate` formats them: for a
+        tool that words them itself (the board's translated block) without redoing any arithmetic.
+        `steps` and `duration` are empty when the length of the run is unknown."""
+        known = self.steps is not None and self.steps > 0 and self.seconds is not None
+        return {
+            "method": self.method, "precision": self.precision,
+            "device": f"{self.device.name}{f' x {self.gpus}' if self.gpus > 1 else ''}",
+            "memory": f"{self.device.memory_gib:.1f} GiB",
+            "trainable": _count(self.trainable_params), "total": _count(self.total_params),
+            "percent": f"{100 * self.trainable_params / max(self.total_params, 1):.2f}%",
+            "peak": _gib(self.peak), "weights": _gib(self.weights), "gradients": _gib(self.gradients),
+            "optimizer": _gib(self.optimizer), "activations": _gib(self.activations), "logits": _gib(self.logits),
+            "overhead": _gib(self.overhead), "host": _gib(self.host),
+            "tokens_per_second": f"{self.tokens_per_second:,.0f}",
+            "steps": f"{self.steps:,}" if known else "", "duration": _duration(self.seconds) if known else "",
+        }
 
     def table(self) -> str:
         """The breakdown `lf estimate` prints."""
