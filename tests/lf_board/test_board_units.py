@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from lf_board import jobs
-from lf_board.runs import RunsRoot, loss_points, slug
+from lf_board.runs import RunsRoot, curve_points, loss_points, slug
 from lf_board.train_form import BoardConfigError, build_config, form_values, validate
 from lf_board.translations import LANGUAGES, locale, text
 
@@ -91,6 +91,10 @@ def test_form_builds_the_flat_config_lf_train_reads():
     assert config["seed"] == 7 and config["bf16"] is False
     full = build_config(form(finetuning_type="full", stage="dpo"))
     assert "lora_rank" not in full and full["pref_loss"] == "sigmoid"
+    grpo_keys = ("reward_funcs", "num_generations", "max_completion_length", "beta", "loss_type")
+    assert not any(key in full or key in config for key in grpo_keys)
+    grpo = build_config(form(stage="grpo", reward_funcs=["accuracy", "my_rewards:score"], num_generations=4))
+    assert [grpo[key] for key in grpo_keys] == [["accuracy", "my_rewards:score"], 4, 256, 0.0, "dapo"]
     with pytest.raises(BoardConfigError, match="key: value"):
         build_config(form(), "- a list")
 
@@ -324,6 +328,7 @@ def test_runs_are_read_from_disk_and_survive_a_restart(runs):
     assert (stopped.status, stopped.resumable, stopped.loss, stopped.checkpoints) == ("stopped", True, 1.5, 1)
     assert not old.resumable
     assert loss_points(stopped.path) == [(1, 2.5), (2, 2.0), (3, 1.5)]
+    assert curve_points(stopped.path) == [(1, "loss", 2.5), (2, "loss", 2.0), (3, "loss", 1.5)]
     assert restarted.resume_config("m/lora/stopped") == stopped.path / "lf_config.yaml"
     with pytest.raises(ValueError):
         restarted.info("../outside")
@@ -609,3 +614,19 @@ def test_chat_tab_sends_an_uploaded_image_with_the_conversation(tiny_qwen2_vl, t
         assert shown[0]["content"] == [{"path": str(picture)}, "What is it?"]
     finally:
         session.unload()
+
+
+def test_a_grpo_run_draws_its_reward_and_kl_beside_the_loss(tmp_path):
+    from lf_board.train_tab import _frame
+
+    run = tmp_path / "grpo"
+    run.mkdir()
+    lines = [{"step": 1, "loss": 0.0, "rewards/mean": 0.25, "kl": 0.0, "rewards/accuracy/mean": 0.25},
+             {"step": 2, "loss": 0.01, "rewards/mean": 0.5, "kl": 0.002},
+             {"step": 2, "train_loss": 0.005}]  # the closing line draws nothing
+    (run / "trainer_log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    points = curve_points(run)
+    assert points == [(1, "loss", 0.0), (1, "reward", 0.25), (1, "kl", 0.0),
+                      (2, "loss", 0.01), (2, "reward", 0.5), (2, "kl", 0.002)]
+    frame = _frame(points)
+    assert list(frame.columns) == ["step", "curve", "value"] and sorted(set(frame["curve"])) == ["kl", "loss", "reward"]

@@ -64,6 +64,16 @@ def loss_points(run_dir: Path) -> list[tuple[int, float]]:
     return [(int(r["step"]), float(r["loss"])) for r in read_log(run_dir) if "loss" in r and "step" in r]
 
 
+CURVES = {"loss": "loss", "rewards/mean": "reward", "kl": "kl"}
+"""Logged key -> the curve it draws: the loss, and for online RL (grpo) the mean reward and the KL."""
+
+
+def curve_points(run_dir: Path) -> list[tuple[int, str, float]]:
+    """(step, curve, value) of every training log line, for the curves the run logs."""
+    return [(int(r["step"]), curve, float(r[key])) for r in read_log(run_dir) if "step" in r and "loss" in r
+            for key, curve in CURVES.items() if r.get(key) is not None]
+
+
 class RunsRoot:
     """The folder every board-launched run is written under."""
 

@@ -13,6 +13,7 @@ import yaml
 from lf_board.runs import PathOutsideRoot, RunsRoot
 from lf_models.args import FinetuningArguments
 from lf_train.args import TrainArguments
+from lf_train.rewards import REWARDS
 
 QUANTIZATION_BITS = ("none", "4", "8")  # ModelArguments.quantization_bit is an int, not a Literal
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "polynomial")  # of transformers' many
@@ -78,6 +79,10 @@ def _ppo(values: dict[str, Any]) -> bool:
     return values.get("stage") == "ppo"
 
 
+def _grpo(values: dict[str, Any]) -> bool:
+    return values.get("stage") == "grpo"
+
+
 GROUPS: dict[str, tuple[FormField, ...]] = {
     "model": (
         FormField("model_name_or_path", DEFAULT_MODEL, "text", widget_id="train-model"),
@@ -117,6 +122,11 @@ GROUPS: dict[str, tuple[FormField, ...]] = {
         FormField("deepspeed", "", "choice", unset=("", None)),
         FormField("pref_loss", "sigmoid", "choice", literal_choices(TrainArguments, "pref_loss"), when=_dpo),
         FormField("reward_model", "", "text", when=_ppo, unset=("", None)),
+        FormField("reward_funcs", ["accuracy"], "multi", tuple(REWARDS), when=_grpo, unset=([], None)),
+        FormField("num_generations", 8, "int", when=_grpo, minimum=2),
+        FormField("max_completion_length", 256, "int", when=_grpo, library=512, minimum=1),
+        FormField("beta", 0.0, "float", when=_grpo, minimum=0),
+        FormField("loss_type", "dapo", "choice", literal_choices(TrainArguments, "loss_type"), when=_grpo),
     ),
     "output": (
         FormField("output_dir", "", "text"),

@@ -208,7 +208,8 @@ def _extra_section(L: Labels, widgets: dict[str, Any]) -> Any:
     with L.make(gr.Accordion, "train.extra_section", open=False):
         with gr.Row():
             _add_group(L, widgets, "extra", use_badam={"visible": _badam_supported()},
-                       deepspeed={"choices": [("—", "")] + deepspeed_configs()})
+                       deepspeed={"choices": [("—", "")] + deepspeed_configs()},
+                       reward_funcs={"allow_custom_value": True})  # or a module:function of your own
         return L.make(gr.Code, "train.extra_keys", language="yaml", value="", elem_id="train-extra")
 
 
@@ -265,7 +266,8 @@ def _run_view(board: Board) -> RunView:
     with gr.Row():
         log_box = L.make(gr.Textbox, "train.log", lines=16, max_lines=16, autoscroll=True, interactive=False,
                          elem_id="train-log", scale=3)
-        loss_plot = L.make(gr.LinePlot, "train.loss", x="step", y="loss", elem_id="train-loss", scale=2)
+        loss_plot = L.make(gr.LinePlot, "train.loss", x="step", y="value", color="curve", elem_id="train-loss",
+                           scale=2)
     return RunView(chosen, refresh_button, abort_button, resume_button, status, log_box, loss_plot,
                    seen=gr.State(""), timer=gr.Timer(1.5))
 
@@ -513,7 +515,7 @@ def _on_live(board: Board, form: Form, view: RunView) -> None:
         before = last.split("|") if last else [""] * 5
         if now == before:
             return (gr.skip(),) * 4
-        from lf_board.runs import loss_points
+        from lf_board.runs import curve_points, loss_points
 
         points = loss_points(info.path)
         status = text(lang, "msg.run_status", name=name, status=text(lang, RUN_STATUS_KEYS[info.status]),
@@ -522,7 +524,7 @@ def _on_live(board: Board, form: Form, view: RunView) -> None:
                       checkpoints=info.checkpoints) + _preference_summary(info.path)
         same_run = now[0] == before[0]
         log = gr.skip() if same_run and now[3] == before[3] else jobs.read_console(job)
-        plot = gr.skip() if same_run and now[4] == before[4] else _frame(points)
+        plot = gr.skip() if same_run and now[4] == before[4] else _frame(curve_points(info.path))
         return "|".join(now), f"**{status}**", log, plot
 
     view.timer.tick(on_tick, [view.chosen, board.lang, view.seen], [view.seen, view.status, view.log_box,
@@ -550,7 +552,9 @@ def _size(path: Path) -> int:
         return -1
 
 
-def _frame(points: list[tuple[int, float]]) -> Any:
+def _frame(points: list[tuple[int, str, float]]) -> Any:
+    """The run's curves in long form: one line per curve (loss; reward and kl for grpo)."""
     import pandas as pd
 
-    return pd.DataFrame({"step": [p[0] for p in points], "loss": [p[1] for p in points]})
+    return pd.DataFrame({"step": [p[0] for p in points], "curve": [p[1] for p in points],
+                         "value": [p[2] for p in points]})
