@@ -1,6 +1,6 @@
 """GRPO with a verifiable reward: SmolLM2-135M-Instruct's held-out arithmetic before and after LoRA GRPO.
 
-Run: uv run python bench/grpo.py [--out saves/bench/grpo] [--steps 60] [--heldout 128]
+Run: uv run python bench/grpo.py [--out saves/bench/grpo] [--steps 40] [--heldout 128]
 
 The task is generated here (no download): "What is a + b?" / "a - b" with two-digit operands, the
 reference answer the number. Train and held-out prompts share no (a, op, b). Exactly as a user would:
@@ -75,11 +75,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("saves/bench/grpo"))
     parser.add_argument("--train-prompts", type=int, default=512)
     parser.add_argument("--heldout", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--batch", type=int, default=16, help="completions per step (prompts x num_generations)")
     parser.add_argument("--generations", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=2e-4)
-    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reuse-base", action="store_true", help="keep the base model's predictions of an earlier run")
     args = parser.parse_args()
