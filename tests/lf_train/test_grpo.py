@@ -245,3 +245,36 @@ def test_grpo_runs_in_two_gloo_processes(grpo_config, write_config):
     assert records[0]["kl"] == 0.0 and all("rewards/accuracy/mean" in r for r in records)
     assert (out / "adapter_model.safetensors").is_file()
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+
+
+def test_vllm_keys_reach_trls_config_and_need_a_gpu(grpo_config, write_config, monkeypatch, capsys):
+    import importlib.util
+
+    import torch
+
+    from lf_train.plan import check_train_config, finish_plan
+    from lf_train.stages.grpo import grpo_config as trl_config
+
+    vllm = {"use_vllm": True, "vllm_mode": "server", "vllm_server_host": "10.0.0.2", "vllm_server_port": 8010,
+            "vllm_gpu_memory_utilization": 0.5}
+    find_spec, installed = importlib.util.find_spec, {"vllm": True}
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: (installed[name] or None) if name in installed else find_spec(name, *a))
+    with monkeypatch.context() as gpu:  # the checks of a GPU machine with vLLM installed
+        gpu.setattr(torch.cuda, "is_available", lambda: True)
+        plan = check_train_config({**grpo_config, **vllm})
+    config = trl_config(finish_plan(plan))
+    assert (config.use_vllm, config.vllm_mode, config.vllm_server_host, config.vllm_server_port,
+            config.vllm_gpu_memory_utilization) == (True, "server", "10.0.0.2", 8010, 0.5)
+    grpo_config.update(vllm)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert lf(["train", str(write_config(**grpo_config))]) == 1
+    assert "use_vllm: vLLM generates on CUDA GPUs and this machine has none" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    installed["vllm"] = False
+    assert lf(["train", str(write_config(**grpo_config))]) == 1
+    assert "pip install 'lf-train[vllm]'" in capsys.readouterr().err
+    assert not Path(grpo_config["output_dir"]).exists()
+    grpo_config.update(stage="sft", reward_funcs=None, reward_weights=None)
+    assert lf(["train", str(write_config(**grpo_config))]) == 1
+    assert "use_vllm generates the completions of stage grpo" in capsys.readouterr().err

@@ -123,8 +123,8 @@ def test_kto_with_images_feeds_the_answers_and_the_kl_pairs(preference_config, w
     calls = record_vision_calls(monkeypatch)
     config = {**preference_config, "stage": "kto", "dataset": "kto_mm_demo", "max_steps": 1}
     assert lf(["train", str(write_config(**config))]) == 0
-    # one step: policy (grad), policy on the kl_ pairs (no grad), reference on both (adapter off)
-    assert [(c["grad"], c["adapter_off"]) for c in calls] == [(True, False), (False, False), (False, True),
+    # one step: policy on the kl_ pairs (no grad), policy (grad), reference on both (adapter off): TRL's order
+    assert [(c["grad"], c["adapter_off"]) for c in calls] == [(False, False), (True, False), (False, True),
                                                               (False, True)]
     answers = calls[0]
     assert len(answers["grid"]) == 2 and answers["pixels"].shape[0] == sum(t * h * w for t, h, w in answers["grid"])

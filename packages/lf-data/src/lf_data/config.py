@@ -148,8 +148,12 @@ def coerce_value(key: str, value: Any, tp: Any) -> Any:
         choices = get_args(tp)
         if value in choices:
             return value
+        from lf_data.llamafactory_keys import RETIRED_VALUES
+
         close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
+        if (key, value) in RETIRED_VALUES:
+            hint = f" {RETIRED_VALUES[key, value]}."
         raise ConfigError(f"{key}={value!r} is not a valid choice; use one of "
                           f"{', '.join(map(str, choices))}.{hint}")
     if origin is list:

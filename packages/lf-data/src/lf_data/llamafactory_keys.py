@@ -67,6 +67,12 @@ _KT = "KTransformers (use_kt) runs MoE experts on CPU kernels of the ktransforme
 _MEGATRON = ("Megatron-Core training (mcore_adapter) needs NVIDIA GPUs and the mcore_adapter package; LF trains "
              "with transformers' Trainer (DeepSpeed/FSDP for large models)")
 
+RETIRED_VALUES: dict[tuple[str, str], str] = {
+    ("pref_loss", "kto_pair"): "TRL dropped kto_pair (LlamaFactory 0.9.5 fails on it too); use pref_loss: bco_pair "
+                               "or apo_zero, or stage: kto with kto_tag data",
+}
+"""(key, value) -> what to use instead: values LlamaFactory documents that no current library takes."""
+
 # LlamaFactory 0.9.5: src/llamafactory/hparams/*.py (defaults as there; enums by their value).
 KEYS: dict[str, LlamaFactoryKey] = {
     # data_args.py
@@ -136,21 +142,19 @@ KEYS: dict[str, LlamaFactoryKey] = {
     "pref_beta": _key("finetuning", 0.1),
     "pref_ftx": _key("finetuning", 0.0),
     "pref_bco_weight": _key("finetuning", 0.0, "default_only",
-                            "the BCO term mixed into DPO is not in LF; use pref_loss: sigmoid, hinge, ipo, orpo or simpo"),
+                            "the BCO term mixed into DPO is TRL's loss list: pref_losses: [sigmoid, bco_pair] with "
+                            "pref_loss_weights"),
     "pref_loss": _key("finetuning", "sigmoid"),
     "dpo_label_smoothing": _key("finetuning", 0.0),
     "kto_chosen_weight": _key("finetuning", 1.0),
     "kto_rejected_weight": _key("finetuning", 1.0),
     "simpo_gamma": _key("finetuning", 0.5),
-    "ppo_buffer_size": _key("finetuning", 1, "default_only",
-                            "LF's PPO optimises each batch of samples as one mini-batch (ppo_epochs passes)"),
+    "ppo_buffer_size": _key("finetuning", 1),
     "ppo_epochs": _key("finetuning", 4),
-    "ppo_score_norm": _key("finetuning", False, "default_only",
-                           "LF's PPO uses the reward model's raw scores (no running normalisation)"),
+    "ppo_score_norm": _key("finetuning", False),
     "ppo_target": _key("finetuning", 6.0, "ignored",
                        "LF's PPO uses a fixed KL coefficient (ppo_kl_coef), not an adaptive one with a KL target"),
-    "ppo_whiten_rewards": _key("finetuning", False, "default_only",
-                               "LF's PPO whitens advantages, not rewards"),
+    "ppo_whiten_rewards": _key("finetuning", False),
     "ref_model": _key("finetuning", None),
     "ref_model_adapters": _key("finetuning", None),
     "ref_model_quantization_bit": _key("finetuning", None),
@@ -161,8 +165,7 @@ KEYS: dict[str, LlamaFactoryKey] = {
                                           "with reward_model_type: lora the reward adapter shares the policy's base "
                                           "(quantised with quantization_bit); a full reward model loads unquantised"),
     "reward_model_type": _key("finetuning", "lora"),
-    "ld_alpha": _key("finetuning", None, "default_only",
-                     "LD-DPO's length desensitisation is not in LF; use pref_loss: simpo (length-normalised)"),
+    "ld_alpha": _key("finetuning", None),
     # GaLore, APOLLO, BAdam
     "use_galore": _key("finetuning", False),
     "galore_target": _key("finetuning", "all"),

@@ -57,7 +57,7 @@ DATA_STAGES: dict[str, DataStage] = {stage.name: stage for stage in (
               packable=True),
     DataStage("rm", "pairwise reward model with a value head", _pairs, needs="ranking",
               trained=("chosen_input_ids", "chosen_labels")),
-    DataStage("dpo", "preference optimisation (pref_loss: sigmoid, hinge, ipo, orpo, simpo)", _pairs,
+    DataStage("dpo", "preference optimisation (pref_loss: TRL's DPO losses, orpo, simpo, cpo)", _pairs,
               needs="ranking", trained=("chosen_input_ids", "chosen_labels")),
     DataStage("kto", "desirable/undesirable answers",
               Processor(feedback.tokenize_feedback, feedback.has_trainable_tokens, "no trainable token, or no kto_tag",

@@ -10,8 +10,20 @@ from lf_data.errors import ConfigError
 from lf_data.run_folder import VALUE_HEAD_FILE
 from lf_data.stages import StageName
 
-REFERENCE_FREE_LOSSES = ("orpo", "simpo")
-"""pref_loss values that compare chosen and rejected answers without a reference model."""
+DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+"""TRL DPOTrainer's `loss_type` names (each compares the policy with a reference model)."""
+REFERENCE_FREE_LOSSES = ("orpo", "simpo", "cpo")
+"""pref_loss values that compare chosen and rejected answers without a reference model (TRL's ORPO and
+CPO trainers: `cpo` is CPO's sigmoid loss, `simpo` its SimPO loss)."""
+PREF_LOSSES = DPO_LOSSES + REFERENCE_FREE_LOSSES
+LABEL_SMOOTHING_LOSSES = ("robust", "exo_pair", "aot", "aot_unpaired", "cpo", "simpo")
+"""Losses TRL gives a label-smoothing epsilon (dpo_label_smoothing); `sigmoid` alone takes it too (cDPO)."""
+F_DIVERGENCE_LOSSES = ("sigmoid", "sigmoid_norm", "hinge", "ipo", "exo_pair", "robust", "discopop", "sft")
+"""The DPO losses TRL generalises to another f-divergence (f_divergence_type)."""
+PPO_ONLY_DEFAULTS = {"ppo_buffer_size": 1, "ppo_score_norm": False, "ppo_whiten_rewards": False, "gamma": 1.0,
+                     "lam": 0.95, "cliprange": 0.2, "cliprange_value": 0.2, "vf_coef": 0.1}
+"""Keys only stage ppo reads, at their defaults; another value with another stage is refused."""
 
 
 @section
@@ -21,14 +33,30 @@ class TrainArguments:
     fine-tuning on conversations), `rm` (pairwise reward model with a value head), `dpo` (preference
     optimisation, see `pref_loss`), `kto` (desirable/undesirable answers), `ppo` (RL from a reward model),
     `grpo` (RL with verifiable rewards on groups of sampled completions, see reward_funcs)."""
-    pref_loss: Literal["sigmoid", "hinge", "ipo", "orpo", "simpo"] = "sigmoid"
-    """dpo stage loss: sigmoid (DPO), hinge, ipo, orpo or simpo (the last two need no reference model)."""
+    pref_loss: Literal[PREF_LOSSES] = "sigmoid"
+    """dpo stage loss, by TRL's name: sigmoid (DPO), hinge, ipo, robust, bco_pair, sppo_hard, nca_pair, aot,
+    aot_unpaired, apo_zero, apo_down, exo_pair, discopop, sigmoid_norm, sft; orpo, simpo, cpo need no reference."""
     pref_beta: Annotated[float, Positive] = 0.1
     """Strength of the preference term (DPO's beta; ORPO's lambda)."""
     pref_ftx: Annotated[float, NonNegative] = 0.0
     """Weight of an extra language-modelling loss on the chosen answers."""
     simpo_gamma: float = 0.5
     """SimPO's target reward margin."""
+    pref_losses: list[Literal[DPO_LOSSES]] | None = None
+    """dpo: several of TRL's DPO losses added together (TRL's loss_type list), e.g. [sigmoid, bco_pair, sft]
+    (MPO); replaces pref_loss."""
+    pref_loss_weights: list[float] | None = None
+    """dpo: one weight per pref_losses entry (TRL's loss_weights; default 1.0 each)."""
+    ld_alpha: Annotated[float, Range(ge=0, le=1)] | None = None
+    """LD-DPO: weight of the answer tokens beyond the shorter answer's length (1 = plain DPO; TRL's ld_alpha)."""
+    f_divergence_type: Literal["reverse_kl", "forward_kl", "js_divergence", "alpha_divergence"] = "reverse_kl"
+    """f-DPO: the divergence between policy and reference (TRL's f_divergence_type; reverse_kl = DPO)."""
+    f_alpha_divergence_coef: float = 0.5
+    """f-DPO: alpha of f_divergence_type alpha_divergence (TRL's f_alpha_divergence_coef)."""
+    use_weighting: bool = False
+    """WPO: weight each pair by the policy's length-normalised probability of both answers (TRL's use_weighting)."""
+    discopop_tau: Annotated[float, Positive] = 0.05
+    """pref_loss discopop: the temperature of its log-ratio modulation (TRL's discopop_tau)."""
     use_galore: bool = False
     """GaLore: project full-parameter gradients to a low rank, so optimizer state stays small."""
     galore_target: list[str] | None = None
@@ -116,6 +144,23 @@ class TrainArguments:
     """ppo: nucleus sampling of answers."""
     ppo_temperature: Annotated[float, Positive] = 1.0
     """ppo: sampling temperature of answers."""
+    ppo_buffer_size: Annotated[int, AtLeastOne] = 1
+    """ppo: a rollout samples this many x per_device_train_batch_size x gradient_accumulation_steps
+    prompts per process, so each of its ppo_epochs passes takes this many optimizer steps."""
+    ppo_score_norm: bool = False
+    """ppo: normalise the reward model's scores by the running mean and standard deviation of all scores so far."""
+    ppo_whiten_rewards: bool = False
+    """ppo: whiten the per-token rewards (scale only, the mean is kept) before estimating advantages."""
+    gamma: Annotated[float, Range(ge=0, le=1)] = 1.0
+    """ppo: discount of future rewards in the advantage estimate (GAE; TRL's name)."""
+    lam: Annotated[float, Range(ge=0, le=1)] = 0.95
+    """ppo: GAE's lambda, trading the advantage estimate's bias against its variance (TRL's name)."""
+    cliprange: Annotated[float, Positive] = 0.2
+    """ppo: the clipping range of the policy ratio, 1 +- cliprange (TRL's name)."""
+    cliprange_value: Annotated[float, Positive] = 0.2
+    """ppo: how far the value estimate may move from the rollout's before its loss is clipped (TRL's name)."""
+    vf_coef: Annotated[float, NonNegative] = 0.1
+    """ppo: weight of the value head's loss next to the policy loss (TRL's name)."""
     reward_funcs: list[str] | None = None
     """grpo: the rewards of each completion (`lf_train.rewards`): accuracy, format, json, length, or
     `module:function` (your own; needs trust_remote_code: true). Summed with reward_weights."""
@@ -143,12 +188,34 @@ class TrainArguments:
     """grpo: policy ratios per token, or one per completion (`sequence`: GSPO, with loss_type grpo)."""
     mask_truncated_completions: bool = False
     """grpo: leave completions cut off at max_completion_length out of the loss (DAPO)."""
+    use_vllm: bool = False
+    """grpo: generate the completions with vLLM (a CUDA GPU and `pip install 'lf-train[vllm]'`)."""
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    """grpo with use_vllm: vLLM inside each training process, sharing its GPU (`colocate`), or a separate
+    `trl vllm-serve` process on its own GPUs that gets the new weights every step (`server`)."""
+    vllm_gpu_memory_utilization: Annotated[float, Range(gt=0, le=1)] = 0.3
+    """grpo, colocate: the share of each GPU's memory vLLM may take (the rest trains)."""
+    vllm_tensor_parallel_size: Annotated[int, AtLeastOne] = 1
+    """grpo, colocate: GPUs one vLLM engine spans."""
+    vllm_enable_sleep_mode: bool = False
+    """grpo, colocate: vLLM releases its memory while the model trains (slower steps, less memory)."""
+    vllm_server_base_url: str | None = None
+    """grpo, server: the vLLM server's URL (default http://vllm_server_host:vllm_server_port)."""
+    vllm_server_host: str = "0.0.0.0"
+    """grpo, server: the host `trl vllm-serve` listens on."""
+    vllm_server_port: Annotated[int, Range(ge=1, le=65535)] = 8000
+    """grpo, server: its port."""
+    vllm_server_timeout: Annotated[float, Positive] = 240.0
+    """grpo, server: seconds to wait for the server to come up before the run stops."""
     kto_chosen_weight: Annotated[float, NonNegative] = 1.0
     """KTO: weight of desirable examples."""
     kto_rejected_weight: Annotated[float, NonNegative] = 1.0
     """KTO: weight of undesirable examples."""
+    kto_loss: Literal["kto", "apo_zero_unpaired"] = "kto"
+    """kto stage loss, by TRL's name: kto, or apo_zero_unpaired (APO-zero on unpaired answers, no KL term)."""
     dpo_label_smoothing: Annotated[float, Range(ge=0, lt=0.5)] = 0.0
-    """Conservative DPO: the assumed probability that a preference label is flipped (sigmoid loss)."""
+    """The assumed probability that a preference label is flipped: conservative DPO with pref_loss sigmoid,
+    TRL's label_smoothing for robust, exo_pair, aot, aot_unpaired, cpo and simpo."""
     predict_with_generate: bool = True
     """do_predict: generate an answer for every row of eval_dataset (through lf-serve) and score it with
     BLEU-4 and ROUGE (lf-eval); LF only predicts by generating."""
@@ -199,6 +266,34 @@ class TrainArguments:
     fp8_enable_fsdp_float8_all_gather: bool = False
     """fp8 with FSDP: gather weights in FP8 (torchao backend)."""
 
+    def _check_preference_losses(self) -> None:
+        """What TRL's preference trainers would refuse once the model is loaded, refused now."""
+        losses = list(self.pref_losses or [self.pref_loss])
+        if self.pref_losses and self.pref_loss != "sigmoid":
+            raise ConfigError("pref_losses replaces pref_loss; keep one of them.")
+        if self.pref_loss_weights is not None and len(self.pref_loss_weights) != len(losses):
+            raise ConfigError(f"pref_loss_weights has {len(self.pref_loss_weights)} weight(s) for {len(losses)} "
+                              f"loss(es) ({', '.join(losses)}); give one weight per pref_losses entry.")
+        free = self.pref_loss in REFERENCE_FREE_LOSSES
+        if free and self.pref_loss_weights is not None:
+            raise ConfigError(f"pref_loss_weights weighs TRL's DPO losses; pref_loss {self.pref_loss} is one loss.")
+        smoothing = ("sigmoid", *LABEL_SMOOTHING_LOSSES) if not self.pref_losses else LABEL_SMOOTHING_LOSSES
+        if self.dpo_label_smoothing and not set(losses) & set(smoothing):
+            raise ConfigError(f"dpo_label_smoothing applies to pref_loss {', '.join(smoothing)}; "
+                              f"{', '.join(losses)} takes none. Remove it.")
+        if "exo_pair" in losses and not self.dpo_label_smoothing:
+            raise ConfigError("pref_loss exo_pair needs dpo_label_smoothing above 0 (EXO's epsilon; its paper uses "
+                              "1e-3).")
+        if self.f_divergence_type != "reverse_kl" and not set(losses) <= set(F_DIVERGENCE_LOSSES):
+            raise ConfigError(f"f_divergence_type {self.f_divergence_type} works with pref_loss "
+                              f"{', '.join(F_DIVERGENCE_LOSSES)} only (TRL); not with {', '.join(losses)}.")
+        if self.use_weighting and (free or set(losses) & {"aot", "aot_unpaired"}):
+            raise ConfigError(f"use_weighting (WPO) weighs TRL's DPO losses other than aot and aot_unpaired; "
+                              f"pref_loss {', '.join(losses)} cannot take it.")
+        if free and self.ld_alpha is not None:
+            raise ConfigError(f"ld_alpha weighs the log-probabilities of TRL's DPO losses; pref_loss "
+                              f"{self.pref_loss} (TRL's ORPO/CPO) takes none. Remove it.")
+
     def __post_init__(self) -> None:
         if not self.galore_target:
             self.galore_target = ["all"]
@@ -223,8 +318,13 @@ class TrainArguments:
             raise ConfigError(f"{' and '.join(losses)} each replace the sft loss; pick one.")
         if losses and self.stage != "sft":
             raise ConfigError(f"{losses[0]} replaces the supervised fine-tuning loss; it needs stage: sft.")
+        ppo_keys = [key for key, default in PPO_ONLY_DEFAULTS.items() if getattr(self, key) != default]
+        if ppo_keys and self.stage != "ppo":
+            raise ConfigError(f"{ppo_keys[0]} is a key of stage ppo; set stage: ppo or remove it.")
         grpo_keys = [key for key in ("reward_funcs", "reward_weights") if getattr(self, key) is not None]
         if grpo_keys and self.stage != "grpo":
             raise ConfigError(f"{grpo_keys[0]} scores the completions of stage grpo; set stage: grpo or remove it.")
-        if self.dpo_label_smoothing and self.pref_loss != "sigmoid":
-            raise ConfigError("dpo_label_smoothing applies to pref_loss: sigmoid only.")
+        if self.use_vllm and self.stage != "grpo":
+            raise ConfigError("use_vllm generates the completions of stage grpo (lf api and lf eval take "
+                              "infer_backend: vllm); set stage: grpo or remove it.")
+        self._check_preference_losses()

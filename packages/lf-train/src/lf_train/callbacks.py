@@ -18,7 +18,8 @@ LOGGED_KEYS = ("loss", "eval_loss", "learning_rate", "grad_norm", "train_loss", 
 # the metrics preference training is judged by, under TRL's names (`rewards/margins`, `logps/chosen`, ...),
 # and GRPO's completion lengths (`completions/mean_length`, `completions/clipped_ratio`, ...), with `eval_` in
 # front when they come from an evaluation
-METRIC_PREFIXES = ("rewards/", "logps/", "completions/", "eval_rewards/", "eval_logps/", "eval_completions/")
+METRIC_PREFIXES = ("rewards/", "logps/", "completions/", "eval_rewards/", "eval_logps/", "eval_completions/",
+                   "ppo/")  # the ppo stage's policy/value losses, clip fractions, approximate KL, answer length
 
 
 class JsonlLogCallback(TrainerCallback):

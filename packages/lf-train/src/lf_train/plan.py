@@ -161,7 +161,7 @@ def check_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:
     check_stage_data(data, train.stage, (data.dataset or []) + (data.eval_dataset or []))
     media = media_kinds((data.dataset or []) + (data.eval_dataset or []), data.dataset_dir)
     check_media_support(model.model_name_or_path, media)
-    if media and train.stage in ("pt", "ppo"):  # pt packs plain text; ppo generates with its own loop
+    if media and train.stage in ("pt", "ppo"):  # pt packs plain text; ppo samples text-only rollouts
         name, kinds = next(iter(media.items()))
         raise ConfigError(f"dataset {name!r} has {' and '.join(kinds)}, which stage {train.stage} does not feed to the "
                           "model; use stage sft, dpo, kto or rm for multimodal data, or remove the media column(s) "

@@ -55,9 +55,16 @@ def _check_ppo(plan: TrainPlan) -> None:
         raise ConfigError("stage ppo shares one base model between policy, reference and reward adapters; "
                           "it needs finetuning_type: lora.")
     if plan.hf.get("max_steps", -1) <= 0:
-        raise ConfigError("stage ppo needs max_steps (the number of PPO steps to take).")
+        raise ConfigError("stage ppo needs max_steps (optimizer steps; a rollout lasts ppo_epochs x ppo_buffer_size "
+                          "of them).")
     if not plan.train.reward_model:
         raise ConfigError("stage ppo needs reward_model: the output_dir of an `lf train stage=rm` run.")
+    data = plan.data
+    if data.eval_dataset or data.val_size or plan.hf.get("eval_strategy", "no") != "no":
+        raise ConfigError("stage ppo does not evaluate (its score is the reward logged per step); remove "
+                          "eval_dataset, val_size and eval_strategy.")
+    if data.streaming:
+        raise ConfigError("stage ppo samples prompts in rollouts from a dataset of known size; remove streaming: true.")
 
 
 def _check_grpo(plan: TrainPlan) -> None:
@@ -88,11 +95,26 @@ def _check_grpo(plan: TrainPlan) -> None:
     if hf.get("auto_find_batch_size"):
         raise ConfigError("stage grpo needs whole groups of num_generations in every batch; remove "
                           "auto_find_batch_size and set per_device_train_batch_size.")
+    if train.use_vllm:
+        _check_vllm()
     media = media_kinds((data.dataset or []) + (data.eval_dataset or []), data.dataset_dir)
     if media:
         name, kinds = next(iter(media.items()))
         raise ConfigError(f"dataset {name!r} has {' and '.join(kinds)}; stage grpo trains on text prompts only "
                           "for now. Remove the media column(s) from its entry in dataset_info.json.")
+
+
+def _check_vllm() -> None:
+    """use_vllm needs vLLM installed and a CUDA GPU: say so before the model loads."""
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError("use_vllm: vLLM generates on CUDA GPUs and this machine has none; remove use_vllm (GRPO "
+                          "then generates with transformers).")
+    if importlib.util.find_spec("vllm") is None:
+        raise ConfigError("use_vllm: vLLM is not installed; pip install 'lf-train[vllm]' (or remove use_vllm).")
 
 
 STAGES: dict[str, Stage] = {stage.name: stage for stage in (

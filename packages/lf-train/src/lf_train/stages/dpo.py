@@ -1,123 +1,244 @@
-"""Preference optimisation: DPO and its variants on chosen/rejected pairs (`pref_loss`).
+"""Preference optimisation on chosen/rejected pairs (`pref_loss`), with TRL's loss code.
 
-`sigmoid` (DPO), `hinge` and `ipo` compare the policy with a reference model; with LoRA the
-reference is the same base model with the adapter switched off, so no second copy of the weights
-exists. `orpo` and `simpo` need no reference. Batches hold the n chosen examples first and the n
-rejected last.
+The losses are TRL's own: `PreferenceTrainer` is TRL's `DPOTrainer`, and its loss step
+(`DPOTrainer._compute_loss`: every `loss_type`, `loss_weights`, f-divergences, `ld_alpha`, WPO
+weighting, router aux loss) runs unchanged on LF's batches. ORPO and SimPO/CPO, which need no
+reference model, take TRL's `ORPOTrainer.odds_ratio_loss` and `CPOTrainer.cpo_loss` on the same
+log-probabilities. TRL's `__init__` is not run: it would re-tokenise LF's data, copy a LoRA adapter
+as a "ref" adapter and build its own reference. LF keeps its side:
 
-Every logging step also reports what preference training is judged by, under TRL's names:
-`rewards/chosen`, `rewards/rejected` (beta times the log-probability ratio to the reference; beta
-times the mean log-probability without one), `rewards/margins` (chosen - rejected),
-`rewards/accuracies` (share of pairs whose chosen reward is higher) and `logps/chosen`,
-`logps/rejected` (the log-probabilities the loss compares), with `eval_` in front during evaluation.
+- batches from LF's tokenised pairs, the n chosen rows first and the n rejected last (TRL's layout
+  too), through `PairwiseCollator` (and `MediaCollator` for images, videos and audio);
+- the reference: with LoRA/OFT the same base model with the adapter switched off (one copy of the
+  weights), else the `ref_model` (or frozen copy) LF loaded;
+- atomic checkpoints (`build_trainer`), no TRL model card;
+- `pref_ftx`: LlamaFactory's extra language-modelling loss, the mean negative log-probability per
+  chosen answer, read from the log-probabilities TRL's forward already computed.
+
+LlamaFactory's `sigmoid` with `dpo_label_smoothing` is conservative DPO, which TRL 1.x no longer has
+as such: it is TRL's sigmoid and robust losses weighted (1 + 2e, -2e), robust at label smoothing 1/4
+(the sum is exactly (1 - e) * sigmoid(margin) + e * sigmoid(-margin)).
+
+Logged per step under TRL's names: `rewards/chosen`, `rewards/rejected`, `rewards/margins`,
+`rewards/accuracies`, `logps/chosen`, `logps/rejected`, and (DPO losses) `logits/chosen`,
+`logits/rejected`, `entropy`, `mean_token_accuracy`, `num_tokens`; (ORPO) `nll_loss`,
+`log_odds_ratio`, `log_odds_chosen`; with `eval_` in front during evaluation.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import warnings
 from collections import defaultdict
+from types import SimpleNamespace
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from transformers import Trainer
+from transformers import Trainer, TrainingArguments
+from trl import DPOConfig, DPOTrainer
+from trl.trainer.utils import add_fused_lm_head
 
+from lf_data.errors import ConfigError
 from lf_data.processors import IGNORE_INDEX
 from lf_train.args import REFERENCE_FREE_LOSSES
 from lf_train.collators import PairwiseCollator, forward_inputs
 from lf_train.plan import TrainPlan
-from lf_train.stages.common import build_trainer, reference_logits, train_and_save
+from lf_train.stages.common import build_trainer, train_and_save
+
+CDPO_ROBUST_SMOOTHING = 0.25
+"""The robust loss's label smoothing in LF's conservative-DPO sum (any value in (0, 0.5) is exact)."""
 
 
-def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum, mean) of the log-probabilities of each row's label tokens (next-token shifted)."""
-    logits, labels = logits[:, :-1].float(), labels[:, 1:]
-    mask = labels != IGNORE_INDEX
-    token_logps = torch.gather(logits.log_softmax(-1), 2, labels.clamp(min=0).unsqueeze(2)).squeeze(2)
-    total = (token_logps * mask).sum(-1)
+def trl_config(config_class: type, args: TrainingArguments, **values: Any) -> Any:
+    """LF's resolved TrainingArguments as one of TRL's config classes, with its own `values`."""
+    fields = {field.name: getattr(args, field.name) for field in dataclasses.fields(TrainingArguments)
+              if field.init and hasattr(args, field.name)}
+    if fields.get("use_liger_kernel"):  # Liger's fused cross-entropy would replace TRL's fused LM head
+        fields["liger_kernel_config"] = {**(fields.get("liger_kernel_config") or {}),
+                                         "fused_linear_cross_entropy": False}
+    return config_class(**fields, **values)
+
+
+def dpo_loss_types(train: Any) -> tuple[list[str], list[float] | None, float]:
+    """TRL's (loss_type, loss_weights, label_smoothing) for LF's preference keys."""
+    if train.pref_losses:
+        return list(train.pref_losses), train.pref_loss_weights, train.dpo_label_smoothing
+    if train.pref_loss == "sigmoid" and train.dpo_label_smoothing:
+        # robust(s) = sigmoid - s/(1-2s) * beta * margin and cDPO(e) = sigmoid + e * beta * margin (both per pair)
+        ratio = train.dpo_label_smoothing * (1 - 2 * CDPO_ROBUST_SMOOTHING) / CDPO_ROBUST_SMOOTHING
+        weight = train.pref_loss_weights[0] if train.pref_loss_weights else 1.0
+        return ["sigmoid", "robust"], [weight * (1 + ratio), -weight * ratio], CDPO_ROBUST_SMOOTHING
+    return [train.pref_loss], train.pref_loss_weights, train.dpo_label_smoothing
+
+
+def dpo_config(args: TrainingArguments, train: Any) -> DPOConfig:
+    """TRL's DPOConfig: LF's TrainingArguments and the preference keys under TRL's names."""
+    loss_type, loss_weights, label_smoothing = dpo_loss_types(train)
+    return trl_config(DPOConfig, args, beta=train.pref_beta, loss_type=loss_type, loss_weights=loss_weights,
+                      label_smoothing=label_smoothing, ld_alpha=train.ld_alpha,
+                      f_divergence_type=train.f_divergence_type,
+                      f_alpha_divergence_coef=train.f_alpha_divergence_coef, use_weighting=train.use_weighting,
+                      discopop_tau=train.discopop_tau, precompute_ref_log_probs=False, disable_dropout=False)
+
+
+def _base_model(model: Any) -> Any:
+    from accelerate.utils import is_peft_model
+
+    return model.get_base_model() if is_peft_model(model) else model
+
+
+class _Recorder:
+    """The policy model, keeping its last forward's outputs: pref_ftx reads the log-probabilities TRL's
+    loss step computed instead of running the model again."""
+
+    def __init__(self, model: Any) -> None:
+        self.inner, self.outputs = model, None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.outputs = self.inner(*args, **kwargs)
+        return self.outputs
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def _trl_batch(inputs: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """LF's batch (one sequence group) in TRL's form: the model's inputs plus `completion_mask`."""
+    return {**forward_inputs(inputs, prefix), "completion_mask": (inputs[f"{prefix}labels"] != IGNORE_INDEX).long()}
+
+
+def _answer_logps(outputs: Any, completion_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum, mean) of each row's answer-token log-probabilities, from a fused-LM-head forward."""
+    mask = completion_mask[:, 1:]
+    total = outputs.log_probs[:, -mask.size(1):].sum(-1)
     return total, total / mask.sum(-1).clamp(min=1)
 
 
-def preference_loss(kind: str, beta: float, policy: tuple[torch.Tensor, torch.Tensor],
-                    reference: tuple[torch.Tensor, torch.Tensor] | None, policy_mean: tuple[torch.Tensor, torch.Tensor],
-                    gamma: float = 0.5, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Per-pair loss. `policy`/`reference`: summed log-probs of (chosen, rejected); `policy_mean`: averaged."""
-    if kind == "simpo":
-        return -F.logsigmoid(beta * (policy_mean[0] - policy_mean[1]) - gamma)
-    if kind == "orpo":
-        chosen, rejected = policy_mean
-        log_odds = (chosen - rejected) - (torch.log1p(-chosen.exp()) - torch.log1p(-rejected.exp()))
-        return -beta * F.logsigmoid(log_odds)
-    margin = (policy[0] - reference[0]) - (policy[1] - reference[1])
-    if kind == "sigmoid":
-        return -(1 - label_smoothing) * F.logsigmoid(beta * margin) - label_smoothing * F.logsigmoid(-beta * margin)
-    if kind == "hinge":
-        return torch.relu(1 - beta * margin)
-    if kind == "ipo":
-        return (margin - 1 / (2 * beta)) ** 2
-    raise ValueError(f"unknown pref_loss {kind!r}")
+class TRLPreferenceMixin:
+    """LF's changes to TRL's DPO and KTO trainers, shared: set-up without TRL's `__init__`, LF's
+    reference, evaluation on LF's datasets as they are, checkpoints without a model card."""
 
+    def _lf_setup(self, train_args: Any, reference: Any, outputs: tuple[str, ...]) -> None:
+        from accelerate.utils import is_peft_model
+        from peft.tuners.tuners_utils import BaseTunerLayer
 
-class PreferenceTrainer(Trainer):
-    def __init__(self, *args: Any, train_args: Any, reference: Any = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        model = self.model
         self.train_args = train_args
-        self.reference = reference.to(self.args.device) if reference is not None else None
-        # split -> metric -> [sum, count] since the last log (micro-batches and processes together)
-        self._metric_sums: dict[str, dict[str, list[float]]] = {"train": defaultdict(lambda: [0.0, 0.0]),
-                                                                 "eval": defaultdict(lambda: [0.0, 0.0])}
+        if is_peft_model(model) and isinstance(model.get_output_embeddings(), BaseTunerLayer):
+            raise ConfigError("TRL's preference losses read lm_head's weight directly, so an adapter on lm_head would "
+                              "never train; remove lm_head from lora_target.")
+        self.precompute_ref_logps = False
+        text_config = model.config.get_text_config()
+        coef = self.args.router_aux_loss_coef
+        self.router_aux_loss_coef = getattr(text_config, "router_aux_loss_coef", 0.0) if coef is None else coef
+        self.aux_loss_enabled = hasattr(text_config, "output_router_logits") and self.router_aux_loss_coef != 0.0
+        self.maybe_activation_offload_context = contextlib.nullcontext()
+        self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._total_train_tokens = 0
+        parallelism = self.accelerator.parallelism_config
+        self._tp_size = parallelism.tp_size if parallelism is not None else 1
+        add_fused_lm_head(_base_model(model), outputs=outputs)  # log-probabilities without the full logits
+        self.ref_model = None
+        if reference is not None:  # a loaded ref_model or frozen copy; LoRA/OFT: None, the adapter is switched off
+            add_fused_lm_head(_base_model(reference))
+            self.ref_model = reference.to(self.args.device)
+        elif not is_peft_model(model) and not self._reference_free():
+            raise ValueError("a preference loss with a reference needs the reference model (or a LoRA/OFT adapter "
+                             "to switch off)")
 
-    def store_metrics(self, model: Any, values: dict[str, torch.Tensor]) -> None:
-        """Add per-example values to the averages the next `log()` reports; sums and counts are added
-        over processes, so a metric that has no example in some batch (KTO) is still a true mean."""
-        split = "train" if model.training else "eval"
-        with torch.no_grad():
-            stats = torch.stack([torch.stack([v.detach().float().sum(), v.new_tensor(float(v.numel()))])
-                                 for v in values.values()])
-            stats = self.accelerator.gather(stats[None].float()).sum(0).tolist()
-        for key, (total, count) in zip(values, stats, strict=True):
-            self._metric_sums[split][key][0] += total
-            self._metric_sums[split][key][1] += count
+    def _reference_free(self) -> bool:
+        return False
 
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add the stored preference metrics to a training or an evaluation log, as TRL does."""
-        split = "eval" if any(k.startswith("eval_") for k in logs) else "train" if "loss" in logs else None
-        if split is not None:
-            prefix = "eval_" if split == "eval" else ""
-            means = {key: total / count for key, (total, count) in self._metric_sums[split].items() if count}
-            if "rewards/chosen" in means and "rewards/rejected" in means:
-                means["rewards/margins"] = means["rewards/chosen"] - means["rewards/rejected"]
-            logs.update({prefix + key: value for key, value in sorted(means.items())})
-            self._metric_sums[split].clear()
-        super().log(logs, start_time)
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        """Trainer's evaluation: LF's eval datasets arrive tokenised, TRL would prepare them again."""
+        return Trainer.evaluate(self, *args, **kwargs)
 
-    def _reference_logps(self, model: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return sequence_logps(reference_logits(self, model, inputs), inputs["labels"])[0]
+    def prediction_step(self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool,
+                        ignore_keys: list[str] | None = None) -> tuple:
+        """The loss only: preference evaluation has no logits to compare."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        Trainer._save_checkpoint(self, model, trial)  # TRL would write its model card into output_dir first
+
+    def _store(self, values: dict[str, torch.Tensor]) -> None:
+        """Per-pair values, averaged over every process, as one entry of TRL's metrics for the next log."""
+        mode = "train" if self.model.training else "eval"
+        for key, value in values.items():
+            self._metrics[mode][key].append(self.accelerator.gather(value.detach().float().reshape(-1)).mean().item())
+
+
+class PreferenceTrainer(TRLPreferenceMixin, DPOTrainer):
+    """TRL's DPOTrainer on LF's batches and reference (see the module docstring)."""
+
+    def __init__(self, *args: Any, train_args: Any, reference: Any = None, **kwargs: Any) -> None:
+        kwargs["args"] = dpo_config(kwargs["args"], train_args)
+        Trainer.__init__(self, *args, **kwargs)  # not DPOTrainer's (see the module docstring)
+        config = self.args
+        self.beta, self.loss_types = config.beta, list(config.loss_type)
+        self.loss_weights = config.loss_weights or [1.0] * len(self.loss_types)
+        self.label_smoothing, self.ld_alpha = config.label_smoothing, config.ld_alpha
+        self.f_divergence_type, self.f_alpha_divergence_coef = config.f_divergence_type, config.f_alpha_divergence_coef
+        self.use_weighting = config.use_weighting
+        outputs = ("log_probs", "entropy", "mean_logits", "is_top1") + (("log_sum_sq_probs",) if self.use_weighting
+                                                                        else ())
+        self._lf_setup(train_args, reference, outputs)
+
+    def _reference_free(self) -> bool:
+        return self.train_args.pref_loss in REFERENCE_FREE_LOSSES and not self.train_args.pref_losses
 
     def compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
-        t = self.train_args
-        logits = model(**forward_inputs(inputs)).logits
-        total, mean = sequence_logps(logits, inputs["labels"])
-        policy, policy_mean = total.chunk(2), mean.chunk(2)
-        reference = None if t.pref_loss in REFERENCE_FREE_LOSSES else self._reference_logps(model, inputs).chunk(2)
-        losses = preference_loss(t.pref_loss, t.pref_beta, policy, reference, policy_mean, t.simpo_gamma,
-                                 t.dpo_label_smoothing)
-        if reference is None:
-            chosen, rejected = policy_mean
-            rewards = (t.pref_beta * chosen, t.pref_beta * rejected)
+        batch = _trl_batch(inputs)
+        policy = _Recorder(model)
+        if self._reference_free():
+            loss = self._reference_free_loss(policy, batch)
         else:
-            chosen, rejected = policy
-            rewards = (t.pref_beta * (chosen - reference[0]), t.pref_beta * (rejected - reference[1]))
-        self.store_metrics(model, {"rewards/chosen": rewards[0], "rewards/rejected": rewards[1],
-                                   "rewards/accuracies": (rewards[0] > rewards[1]).float(),
-                                   "logps/chosen": chosen, "logps/rejected": rejected})
-        nll = -policy_mean[0]  # language-modelling loss on the chosen answers
+            loss = DPOTrainer.compute_loss(self, policy, batch)  # TRL's loss step, every loss_type
+        ftx = self.train_args.pref_ftx
+        if ftx:
+            loss = loss + ftx * -_answer_logps(policy.outputs, batch["completion_mask"])[1].chunk(2)[0].mean()
+        return (loss, {}) if return_outputs else loss
+
+    def _reference_free_loss(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """ORPO (TRL's odds_ratio_loss plus LlamaFactory's answer NLL) or TRL's CPO loss (`cpo`: sigmoid
+        on summed log-probabilities, `simpo`: SimPO on averaged ones), from one fused forward."""
+        t = self.train_args
+        kwargs = {key: value for key, value in batch.items() if key != "completion_mask"}
+        if self.aux_loss_enabled:
+            kwargs["output_router_logits"] = True
+        labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, IGNORE_INDEX)
+        outputs = model(**kwargs, labels=labels, use_cache=False, fused_lm_head=True)
+        total, mean = _answer_logps(outputs, batch["completion_mask"])
+        with warnings.catch_warnings():  # TRL's notice that trl.experimental may change
+            warnings.simplefilter("ignore")
+            from trl.experimental.cpo import CPOTrainer
+            from trl.experimental.orpo import ORPOTrainer
         if t.pref_loss == "orpo":
-            losses = losses + nll
-        elif t.pref_ftx:
-            losses = losses + t.pref_ftx * nll
-        loss = losses.mean()
-        return (loss, {"logits": logits}) if return_outputs else loss
+            logps = mean
+            shim = SimpleNamespace(beta=t.pref_beta, accelerator=self.accelerator)
+            odds, chosen, rejected, log_odds_ratio, log_odds_chosen = ORPOTrainer.odds_ratio_loss(shim, *logps.chunk(2))
+            nll = -logps.chunk(2)[0].mean()
+            loss = nll - odds.mean()
+            extra = {"nll_loss": nll, "log_odds_ratio": log_odds_ratio, "log_odds_chosen": log_odds_chosen}
+        else:
+            kind = "simpo" if t.pref_loss == "simpo" else "sigmoid"
+            logps = mean if kind == "simpo" else total
+            shim = SimpleNamespace(beta=t.pref_beta, label_smoothing=t.dpo_label_smoothing, loss_type=kind,
+                                   simpo_gamma=t.simpo_gamma, alpha=0.0, accelerator=self.accelerator)
+            losses, chosen, rejected = CPOTrainer.cpo_loss(shim, *logps.chunk(2))
+            loss, extra = losses.mean(), {}
+        chosen_logps, rejected_logps = logps.chunk(2)
+        self._store({"rewards/chosen": chosen, "rewards/rejected": rejected, "rewards/margins": chosen - rejected,
+                     "rewards/accuracies": (chosen > rejected).float(), "logps/chosen": chosen_logps,
+                     "logps/rejected": rejected_logps, **extra})
+        if self.aux_loss_enabled:
+            loss = loss + self.router_aux_loss_coef * outputs.aux_loss
+        return loss
 
 
 def run_dpo(model: Any, tokenizer: Any, data: Any, plan: TrainPlan, callbacks: list, reference: Any = None) -> Trainer:

@@ -26,7 +26,9 @@ PROMPT_IDS = "prompt_ids"
 """The column holding LF's prompt ids; TRL's own `prompt` column is their text (for rewards and logs)."""
 GRPO_KEYS = ("num_generations", "max_completion_length", "beta", "epsilon", "epsilon_high", "num_iterations",
              "scale_rewards", "loss_type", "importance_sampling_level", "mask_truncated_completions",
-             "reward_weights")
+             "reward_weights", "use_vllm", "vllm_mode", "vllm_gpu_memory_utilization", "vllm_tensor_parallel_size",
+             "vllm_enable_sleep_mode", "vllm_server_base_url", "vllm_server_host", "vllm_server_port",
+             "vllm_server_timeout")
 """LF keys passed to GRPOConfig under the same name."""
 
 

@@ -1,13 +1,17 @@
-"""KTO: single answers marked desirable or undesirable, no pairs needed (Ethayarajh et al., 2024).
+"""KTO: single answers marked desirable or undesirable, no pairs needed (Ethayarajh et al., 2024), with
+TRL's loss code.
 
-Each answer's reward is its log-probability ratio to the reference model; the loss pushes desirable
-rewards above, and undesirable ones below, a reference point: the KL between policy and reference,
-estimated from answers paired with prompts they do not belong to (lf-data's `kl_*` columns). With
-LoRA the reference is the base with the adapter switched off.
+`KTOTrainer` is TRL's, whose loss step (`KTOTrainer._compute_loss`: `kto` and `apo_zero_unpaired`,
+`kto_loss`) runs unchanged on LF's batches. Each answer's reward is its log-probability ratio to the
+reference; `kto` pushes desirable rewards above, and undesirable ones below, a reference point: the
+KL between policy and reference, estimated from answers paired with prompts they do not belong to
+(lf-data's `kl_*` columns, which keep their own row's media). With LoRA the reference is the base
+with the adapter switched off. TRL computes the KL pairs' log-probabilities before the answers'.
 
 Logged as in TRL: `rewards/chosen` and `rewards/rejected` (mean reward of the desirable and of the
-undesirable answers), `rewards/margins` (their difference), `logps/chosen`, `logps/rejected` and `kl`.
-There is no `rewards/accuracies`: the answers are not paired.
+undesirable answers), `rewards/margins` (their difference), `logps/chosen`, `logps/rejected`, `kl`,
+`logits/chosen`, `logits/rejected`, `entropy`, `num_tokens`. There is no `rewards/accuracies`: the
+answers are not paired.
 """
 
 from __future__ import annotations
@@ -15,45 +19,62 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers import Trainer
+from transformers import Trainer, TrainingArguments
+from trl import KTOConfig
+from trl import KTOTrainer as TRLKTOTrainer
 
-from lf_train.collators import KTOCollator, forward_inputs
+from lf_train.collators import KTOCollator
 from lf_train.plan import TrainPlan
 from lf_train.stages.common import build_trainer, train_and_save
-from lf_train.stages.dpo import PreferenceTrainer, sequence_logps
+from lf_train.stages.dpo import TRLPreferenceMixin, _answer_logps, _Recorder, _trl_batch, trl_config
 
 
-def kto_loss(log_ratio: torch.Tensor, kl: torch.Tensor, desirable: torch.Tensor, beta: float,
-             desirable_weight: float = 1.0, undesirable_weight: float = 1.0) -> torch.Tensor:
-    """Per-example loss: 1 - sigmoid(beta * (r - KL)) when desirable, 1 - sigmoid(beta * (KL - r)) if not."""
-    good = desirable_weight * (1 - torch.sigmoid(beta * (log_ratio - kl)))
-    bad = undesirable_weight * (1 - torch.sigmoid(beta * (kl - log_ratio)))
-    return torch.where(desirable, good, bad)
+def kto_config(args: TrainingArguments, train: Any) -> KTOConfig:
+    """TRL's KTOConfig: LF's TrainingArguments and the kto keys under TRL's names."""
+    return trl_config(KTOConfig, args, beta=train.pref_beta, loss_type=train.kto_loss,
+                      desirable_weight=train.kto_chosen_weight, undesirable_weight=train.kto_rejected_weight,
+                      precompute_ref_log_probs=False, disable_dropout=False)
 
 
-class KTOTrainer(PreferenceTrainer):
-    def _logps(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return sequence_logps(model(**forward_inputs(batch)).logits, batch["labels"])[0]
+class KTOTrainer(TRLPreferenceMixin, TRLKTOTrainer):
+    """TRL's KTOTrainer on LF's batches and reference; the KL pairs are LF's `kl_` rows."""
+
+    _lf_kl: dict[str, Any] | None = None
+
+    def __init__(self, *args: Any, train_args: Any, reference: Any = None, **kwargs: Any) -> None:
+        kwargs["args"] = kto_config(kwargs["args"], train_args)
+        Trainer.__init__(self, *args, **kwargs)  # not TRL's (see lf_train.stages.dpo)
+        config = self.args
+        self.beta, self.loss_type = config.beta, config.loss_type
+        self.desirable_weight, self.undesirable_weight = config.desirable_weight, config.undesirable_weight
+        self.calculate_KL = config.loss_type != "apo_zero_unpaired"
+        self._lf_setup(train_args, reference, ("log_probs", "entropy", "mean_logits"))
+
+    def _compute_kl_logps(self, model: Any, batch: dict[str, Any]) -> torch.Tensor | None:
+        """Summed answer log-probabilities of LF's `kl_` rows (their own ids, masks and media)."""
+        if not self.calculate_KL:
+            return None
+        kl = self._lf_kl
+        model = model.inner if isinstance(model, _Recorder) else model  # pref_ftx reads the answers' forward
+        labels = kl["labels"].masked_fill(kl["completion_mask"] == 0, -100)
+        inputs = {key: value for key, value in kl.items() if key not in ("completion_mask", "labels")}
+        with torch.no_grad():
+            outputs = model(**inputs, labels=labels, use_cache=False, fused_lm_head=True)
+        return _answer_logps(outputs, kl["completion_mask"])[0]
 
     def compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
-        t = self.train_args
-        policy = self._logps(model, inputs)
-        kl_batch = {**forward_inputs(inputs, "kl_"), "labels": inputs["kl_labels"]}
-        with torch.no_grad():
-            policy_kl = self._logps(model, kl_batch)
-        reference = self._reference_logps(model, inputs)
-        reference_kl = self._reference_logps(model, kl_batch)
-        kl = (policy_kl - reference_kl).mean().clamp(min=0).detach()
-        tags = inputs["kto_tags"]
-        rewards = t.pref_beta * (policy - reference)
-        self.store_metrics(model, {"rewards/chosen": rewards[tags], "rewards/rejected": rewards[~tags],
-                                   "logps/chosen": policy[tags], "logps/rejected": policy[~tags], "kl": kl[None]})
-        losses = kto_loss(policy - reference, kl, inputs["kto_tags"], t.pref_beta, t.kto_chosen_weight,
-                          t.kto_rejected_weight)
-        if t.pref_ftx:
-            losses = losses + t.pref_ftx * torch.where(inputs["kto_tags"], -policy, torch.zeros_like(policy))
-        loss = losses.mean()
+        batch = {**_trl_batch(inputs), "label": inputs["kto_tags"]}
+        self._lf_kl = {**_trl_batch(inputs, "kl_"), "labels": inputs["kl_input_ids"]}
+        policy = _Recorder(model)
+        try:
+            loss = TRLKTOTrainer.compute_loss(self, policy, batch)  # TRL's loss step
+        finally:
+            self._lf_kl = None
+        ftx = self.train_args.pref_ftx
+        if ftx:  # the summed log-probability of each desirable answer, over all answers of the batch
+            total = _answer_logps(policy.outputs, batch["completion_mask"])[0]
+            loss = loss + ftx * torch.where(batch["label"], -total, torch.zeros_like(total)).mean()
         return (loss, {}) if return_outputs else loss
 
 
