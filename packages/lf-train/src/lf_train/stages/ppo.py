@@ -21,7 +21,6 @@ so a resumed run continues exactly.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 from collections import defaultdict
@@ -33,8 +32,17 @@ from torch.utils.data import Sampler
 from transformers import Trainer
 
 from lf_data.errors import ConfigError
-from lf_data.run_folder import VALUE_HEAD_FILE
 from lf_train.plan import TrainPlan
+from lf_train.reward_models import (  # noqa: F401  (SeparateRewardModel, ApiRewardModel: the other scorers)
+    POLICY,
+    ApiRewardModel,
+    RewardAdapter,
+    SeparateRewardModel,
+    last_real_token,
+    left_pad,
+    load_reward_model,
+    positions,
+)
 from lf_train.stages.common import build_trainer, train_and_save
 
 PPO_MAX_NEW_TOKENS = 32
@@ -42,19 +50,6 @@ PPO_STATE = "ppo_state_{rank}.pt"
 """Per-process file in a checkpoint: the score statistics and, inside a rollout, the rollout itself."""
 
 logger = logging.getLogger(__name__)
-POLICY, REWARD = "default", "reward"
-
-
-def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(map(len, rows))
-    ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows])
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-    return ids, mask
-
-
-def positions(mask: torch.Tensor) -> torch.Tensor:
-    """Position ids that skip left padding (generation numbers tokens the same way)."""
-    return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def token_logps(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -67,9 +62,30 @@ def response_logps(logits: torch.Tensor, ids: torch.Tensor, start: int) -> torch
     return token_logps(logits[:, start - 1:], ids[:, start - 1:])
 
 
-def last_real_token(mask: torch.Tensor) -> torch.Tensor:
-    """Index of each row's last real token (left or right padding)."""
-    return mask.shape[1] - 1 - mask.flip(1).long().argmax(1)
+class SharedRLHFModel:
+    """Policy, value, reference and reward views of one peft model: the policy adapter with its value
+    head, adapters off for the reference, and (with `reward_path`) the rm run's adapter switched in to
+    score (`lf_train.reward_models.RewardAdapter`); without it the reward comes from elsewhere."""
+
+    def __init__(self, model: Any, reward_path: str | None) -> None:
+        self.model = model  # lf_models.value_head.ValueHeadModel over a PeftModel
+        self.peft = model.pretrained_model
+        self.reward_adapter = RewardAdapter(self.peft, reward_path) if reward_path is not None else None
+
+    def freeze_reward(self) -> None:
+        if self.reward_adapter is not None:
+            self.reward_adapter.freeze()
+
+    def policy(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model(input_ids=ids, attention_mask=mask, position_ids=positions(mask))
+
+    @torch.no_grad()
+    def reference_logps(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        with self.peft.disable_adapter():
+            return token_logps(self.peft(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).logits, ids)
+
+    def reward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.reward_adapter.reward(ids, mask)
 
 
 # --- PPO's arithmetic, as in TRL 0.9 (the PPO trainer LlamaFactory 0.9.5 runs) ------------------------
@@ -157,117 +173,6 @@ class RunningMoments:
 
     def normalise(self, scores: torch.Tensor) -> torch.Tensor:
         return (scores - self.mean) / (self.std + torch.finfo(torch.float32).eps)
-
-
-# --- the reward sources ---------------------------------------------------------------------------
-
-class SharedRLHFModel:
-    """Policy, value, reference and reward views of one peft model with two adapters.
-
-    Without `reward_path` it only provides the policy, value and reference views (the reward then
-    comes from a separate model or an HTTP service).
-    """
-
-    def __init__(self, model: Any, reward_path: str | None) -> None:
-        self.model = model  # lf_models.value_head.ValueHeadModel over a PeftModel
-        self.peft = model.pretrained_model
-        if reward_path is None:
-            return
-        self.peft.load_adapter(reward_path, adapter_name=REWARD, is_trainable=False)
-        self.peft.set_adapter(POLICY)
-        self.freeze_reward()
-        hidden = model.v_head.in_features
-        self.reward_head = torch.nn.Linear(hidden, 1)
-        from safetensors.torch import load_file
-
-        self.reward_head.load_state_dict(load_file(str(Path(reward_path) / VALUE_HEAD_FILE)))
-        self.reward_head.requires_grad_(False)
-
-    def freeze_reward(self) -> None:
-        """set_adapter and load_adapter make adapters trainable again: only the policy adapter trains."""
-        for name, param in self.peft.named_parameters():
-            if f".{REWARD}." in name:
-                param.requires_grad_(False)
-
-    def policy(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model(input_ids=ids, attention_mask=mask, position_ids=positions(mask))
-
-    @torch.no_grad()
-    def reference_logps(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        with self.peft.disable_adapter():
-            return token_logps(self.peft(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).logits, ids)
-
-    @torch.no_grad()
-    def reward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The reward adapter's score of each sequence: its value head at the last real token."""
-        self.peft.set_adapter(REWARD)
-        try:
-            hidden = self.peft(input_ids=ids, attention_mask=mask, position_ids=positions(mask),
-                               output_hidden_states=True).hidden_states[-1]
-        finally:
-            self.peft.set_adapter(POLICY)
-            self.freeze_reward()
-        last = last_real_token(mask)
-        head = self.reward_head.to(hidden.device)  # not a module of the model: the Trainer does not move it
-        return head(hidden[torch.arange(len(ids)), last].float()).squeeze(-1)
-
-
-class SeparateRewardModel:
-    """`reward_model_type: full`: a second model (an `rm` run with full or freeze tuning, so its
-    output_dir holds whole weights + value head) that scores the sampled sequences."""
-
-    def __init__(self, path: str, tokenizer: Any, device: Any = None) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from lf_models.value_head import ValueHeadModel
-
-        own = AutoTokenizer.from_pretrained(path)
-        if own.get_vocab() != tokenizer.get_vocab():
-            raise ConfigError(f"reward_model {path!r} uses another tokenizer than the policy; train the reward model "
-                              "from the same base model, or serve it and use reward_model_type: api.")
-        self.model = ValueHeadModel(AutoModelForCausalLM.from_pretrained(path))
-        self.model.load_value_head(path)
-        self.model.eval().requires_grad_(False)
-        if device is not None:
-            self.model.to(device)
-
-    @torch.no_grad()
-    def reward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        _, values = self.model(input_ids=ids, attention_mask=mask, position_ids=positions(mask))
-        return values[torch.arange(len(ids)), last_real_token(mask)].float()
-
-
-class ApiRewardModel:
-    """`reward_model_type: api`: texts POSTed to an `lf api` reward server's /v1/score/evaluation
-    (Bearer `API_KEY` from the environment when set)."""
-
-    def __init__(self, url: str, tokenizer: Any) -> None:
-        self.url = url.rstrip("/")
-        if not self.url.endswith("/v1/score/evaluation"):
-            self.url += "/v1/score/evaluation"
-        self.tokenizer = tokenizer
-
-    def texts(self, ids: torch.Tensor, mask: torch.Tensor) -> list[str]:
-        return [self.tokenizer.decode(row[m.bool()].tolist(), skip_special_tokens=False) for row, m in zip(ids, mask, strict=True)]
-
-    def reward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        import os
-        import urllib.error
-        import urllib.request
-
-        body = json.dumps({"model": "reward", "messages": self.texts(ids, mask)}).encode()
-        headers = {"Content-Type": "application/json"}
-        if os.environ.get("API_KEY"):
-            headers["Authorization"] = f"Bearer {os.environ['API_KEY']}"
-        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=120) as response:
-                scores = json.loads(response.read())["scores"]
-        except (urllib.error.URLError, KeyError, ValueError) as err:
-            raise RuntimeError(f"reward server {self.url} did not answer with scores: {err}") from err
-        if len(scores) != len(ids):
-            raise RuntimeError(f"reward server {self.url} returned {len(scores)} scores for {len(ids)} texts.")
-        return torch.tensor(scores, dtype=torch.float32, device=ids.device)
 
 
 # --- the Trainer ------------------------------------------------------------------------------------
@@ -526,12 +431,8 @@ class PPOTrainer(Trainer):
 def run_ppo(model: Any, tokenizer: Any, data: Any, plan: TrainPlan, callbacks: list) -> Any:
     args, t = plan.training_args, plan.train  # eval data and streaming were refused by the stage's check
     shared = SharedRLHFModel(model, t.reward_model if t.reward_model_type == "lora" else None)
-    if t.reward_model_type == "lora":
-        scorer: Any = shared
-    elif t.reward_model_type == "full":
-        scorer = SeparateRewardModel(t.reward_model, tokenizer, args.device)
-    else:
-        scorer = ApiRewardModel(t.reward_model, tokenizer)
+    scorer = shared if t.reward_model_type == "lora" else \
+        load_reward_model(t.reward_model_type, t.reward_model, tokenizer, device=args.device)
     for module in model.modules():  # old and new log-probabilities must come from the same function (as TRL does)
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
