@@ -20,13 +20,6 @@ def _installed(dist: str) -> str | None:
         return None
 
 
-def _run_version(argv: list[str]) -> int:
-    argparse.ArgumentParser(prog="lf version", description="Print the installed LF packages.").parse_args(argv)
-    for dist in LF_PACKAGES:
-        print(f"{dist:<10} {_installed(dist) or 'not installed'}")
-    return 0
-
-
 def environment_report() -> dict[str, str]:
     """Versions and accelerator facts that a bug report needs."""
     report = {"python": platform.python_version(), "platform": platform.platform()}
@@ -57,7 +50,6 @@ def _run_env(argv: list[str]) -> int:
     return 0
 
 
-version_command = Command(help="print the installed LF packages", run=_run_version)
 env = Command(help="print library versions, device and dtype support", run=_run_env)
 
 
