@@ -50,3 +50,25 @@ def more_data(data_dir):
     info["texts"] = {"file_name": "texts.json", "columns": {"prompt": "text"}}
     (data_dir / "dataset_info.json").write_text(json.dumps(info))
     return data_dir
+
+
+@pytest.fixture
+def reward_adapter(tiny_llama, tmp_path):
+    """What an `lf train stage=rm` LoRA run leaves for PPO and GRPO's reward_model, a LoRA adapter and
+    value_head.safetensors, built directly with random weights (peft's non-identity init, so the reward
+    adapter does change the model). The tests need a reward adapter, not a good one; that rm training
+    works is tested in test_stages.py."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    torch.manual_seed(0)
+    adapter = get_peft_model(base, LoraConfig(task_type="CAUSAL_LM", r=8, target_modules="all-linear",
+                                              init_lora_weights=False))
+    out = tmp_path / "rm"
+    adapter.save_pretrained(out)
+    save_file({"weight": torch.randn(1, base.config.hidden_size), "bias": torch.randn(1)},
+              out / "value_head.safetensors")
+    return out

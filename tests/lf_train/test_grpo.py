@@ -278,3 +278,58 @@ def test_vllm_keys_reach_trls_config_and_need_a_gpu(grpo_config, write_config, m
     grpo_config.update(stage="sft", reward_funcs=None, reward_weights=None)
     assert lf(["train", str(write_config(**grpo_config))]) == 1
     assert "use_vllm generates the completions of stage grpo" in capsys.readouterr().err
+
+
+def test_grpo_scores_with_the_rm_adapter_on_the_policys_own_base(grpo_config, write_config, reward_adapter,
+                                                                   tiny_llama, monkeypatch):
+    """reward_funcs: [reward_model] with an rm run's LoRA adapter: loaded beside the policy's adapter on
+    the one base model, switched in to score prompt + completion at the last token with the rm's value
+    head -- the same scores plain peft gives -- and never saved with the policy."""
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from lf_train import reward_models
+
+    seen = []
+    score = reward_models.RewardAdapter.reward
+
+    def recording(self, ids, mask):
+        scores = score(self, ids, mask)
+        seen.append((ids.clone(), mask.clone(), scores.clone(), type(self.peft).__name__))
+        return scores
+
+    monkeypatch.setattr(reward_models.RewardAdapter, "reward", recording)
+    grpo_config.update(reward_funcs=["accuracy", "reward_model"], reward_weights=[1.0, 0.5],
+                       reward_model=str(reward_adapter), reward_model_type="lora")
+    assert lf(["train", str(write_config(**grpo_config))]) == 0
+    out = Path(grpo_config["output_dir"])
+    assert len(seen) == 2 and {kind for *_, kind in seen} == {"PeftModelForCausalLM"}  # the policy's own model
+    plain = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), reward_adapter).eval()
+    head = load_file(reward_adapter / "value_head.safetensors")
+    records = {r["step"]: r for r in log_records(out) if "loss" in r}
+    for step, (ids, mask, scores, _) in enumerate(seen, start=1):
+        with torch.no_grad():
+            hidden = plain(input_ids=ids, attention_mask=mask, position_ids=reward_models.positions(mask),
+                           output_hidden_states=True).hidden_states[-1]
+        expected = hidden[torch.arange(len(ids)), reward_models.last_real_token(mask)] @ head["weight"][0] + \
+            head["bias"][0]
+        torch.testing.assert_close(scores, expected, atol=1e-4, rtol=1e-4)
+        assert records[step]["rewards/reward_model/mean"] == pytest.approx(scores.mean().item(), abs=1e-5)
+    # only the policy's adapter is saved; the rm adapter stays where it was
+    assert not (out / "reward").exists() and not (out / "checkpoint-2" / "reward").exists()
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == grpo_config.get("lora_rank", 8)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"reward_funcs": ["reward_model"], "reward_weights": None}, "reward_funcs: reward_model scores with a reward model"),
+    ({"reward_model": "RM"}, "add reward_model to reward_funcs"),
+    ({"reward_funcs": ["reward_model"], "reward_weights": None, "reward_model": "RM", "finetuning_type": "full"},
+     "reward_model_type: lora loads the rm adapter beside the policy's"),
+])
+def test_reward_model_keys_are_checked_before_loading(change, message, grpo_config, write_config, reward_adapter,
+                                                      capsys):
+    grpo_config.update({key: str(reward_adapter) if value == "RM" else value for key, value in change.items()})
+    assert lf(["train", str(write_config(**grpo_config))]) == 1
+    assert message in capsys.readouterr().err

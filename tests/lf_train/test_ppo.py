@@ -87,26 +87,6 @@ def test_rollout_sampler_repeats_each_block_for_its_micro_batches():
     assert list(shuffled) != first
 
 
-@pytest.fixture
-def reward_adapter(tiny_llama, tmp_path):
-    """What an `lf train stage=rm` LoRA run leaves for PPO, a LoRA adapter and value_head.safetensors, built
-    directly with random weights (peft's non-identity init, so the reward adapter does change the model).
-    The PPO tests need a reward adapter, not a good one; that rm training works is tested in test_stages.py."""
-    from peft import LoraConfig, get_peft_model
-    from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM
-
-    base = AutoModelForCausalLM.from_pretrained(tiny_llama)
-    torch.manual_seed(0)
-    adapter = get_peft_model(base, LoraConfig(task_type="CAUSAL_LM", r=8, target_modules="all-linear",
-                                              init_lora_weights=False))
-    out = tmp_path / "rm"
-    adapter.save_pretrained(out)
-    save_file({"weight": torch.randn(1, base.config.hidden_size), "bias": torch.randn(1)},
-              out / "value_head.safetensors")
-    return out
-
-
 def test_ppo_shares_one_base_model_and_scores_with_the_reward_adapter(reward_adapter, tiny_llama, more_data):
     from lf_models.args import FinetuningArguments, ModelArguments
     from lf_models.loader import load_model

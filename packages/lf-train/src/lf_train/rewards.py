@@ -145,6 +145,9 @@ REWARDS: dict[str, RewardFunc] = {
     "length": length_penalty,
 }
 """The built-in rewards by the name `reward_funcs` uses."""
+MODEL_REWARD = "reward_model"
+"""The reward_funcs name of the run's reward model (`reward_model`, `reward_model_type`), built by the grpo
+stage around `lf_train.reward_models` because it needs the loaded policy."""
 
 
 def check_reward_names(names: Sequence[str], weights: Sequence[float] | None, trust_remote_code: bool) -> None:
@@ -157,22 +160,30 @@ def check_reward_names(names: Sequence[str], weights: Sequence[float] | None, tr
             if not trust_remote_code:
                 raise ConfigError(f"reward_funcs: {name!r} runs your own Python code; set trust_remote_code: true "
                                   "to allow it.")
-        elif name not in REWARDS:
-            close = difflib.get_close_matches(name, list(REWARDS), n=1)
+        elif name not in REWARDS and name != MODEL_REWARD:
+            known = [*REWARDS, MODEL_REWARD]
+            close = difflib.get_close_matches(name, known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"reward_funcs: unknown reward {name!r}{hint}; known: {', '.join(REWARDS)}, "
+            raise ConfigError(f"reward_funcs: unknown reward {name!r}{hint}; known: {', '.join(known)}, "
                               "or module:function with trust_remote_code: true.")
     if weights is not None and len(weights) != len(names):
         raise ConfigError(f"reward_weights has {len(weights)} value(s) for {len(names)} reward_funcs; give one "
                           "weight per reward.")
 
 
-def load_rewards(names: Sequence[str], trust_remote_code: bool = False) -> list[RewardFunc]:
-    """The reward functions `reward_funcs` names, each carrying its name (TRL logs `rewards/<name>/mean`)."""
+def load_rewards(names: Sequence[str], trust_remote_code: bool = False,
+                 model_reward: RewardFunc | None = None) -> list[RewardFunc]:
+    """The reward functions `reward_funcs` names, each carrying its name (TRL logs `rewards/<name>/mean`);
+    `model_reward`: the scorer of the run's reward model, for the name `reward_model`."""
     check_reward_names(names, None, trust_remote_code)
     loaded: list[RewardFunc] = []
     for name in names:
-        if ":" not in name:
+        if name == MODEL_REWARD:
+            if model_reward is None:
+                raise ConfigError("reward_funcs: reward_model needs reward_model: the output_dir of an rm run or "
+                                  "the URL of an `lf api` reward server.")
+            func = model_reward
+        elif ":" not in name:
             func = REWARDS[name]
         else:
             module, attribute = name.split(":", 1)

@@ -72,7 +72,7 @@ def _check_grpo(plan: TrainPlan) -> None:
     import os
 
     from lf_data.dataset_info import media_kinds
-    from lf_train.rewards import check_reward_names
+    from lf_train.rewards import MODEL_REWARD, check_reward_names
 
     train, hf, data = plan.train, plan.hf, plan.data
     check_reward_names(train.reward_funcs or [], train.reward_weights, plan.model.trust_remote_code)
@@ -97,6 +97,17 @@ def _check_grpo(plan: TrainPlan) -> None:
                           "auto_find_batch_size and set per_device_train_batch_size.")
     if train.use_vllm:
         _check_vllm()
+    scored = MODEL_REWARD in (train.reward_funcs or [])
+    if scored and not train.reward_model:
+        raise ConfigError("reward_funcs: reward_model scores with a reward model; set reward_model to the output_dir "
+                          "of an `lf train stage=rm` run (or an `lf api` reward server's URL with "
+                          "reward_model_type: api).")
+    if train.reward_model and not scored:
+        raise ConfigError("stage grpo reads reward_model only through reward_funcs; add reward_model to "
+                          "reward_funcs (with a weight in reward_weights if you give weights).")
+    if scored and train.reward_model_type == "lora" and plan.finetuning.finetuning_type != "lora":
+        raise ConfigError("reward_model_type: lora loads the rm adapter beside the policy's on one base model, "
+                          "which needs finetuning_type: lora; use reward_model_type: full or api.")
     media = media_kinds((data.dataset or []) + (data.eval_dataset or []), data.dataset_dir)
     if media:
         name, kinds = next(iter(media.items()))

@@ -19,7 +19,8 @@ from trl import GRPOConfig, GRPOTrainer
 from lf_train.callbacks import JsonlLogCallback
 from lf_train.checkpoints import atomic_checkpoints
 from lf_train.plan import TrainPlan
-from lf_train.rewards import load_rewards
+from lf_train.reward_models import POLICY, REWARD, left_pad, load_reward_model
+from lf_train.rewards import MODEL_REWARD, load_rewards
 from lf_train.stages.common import custom_optimizer, train_and_save
 
 PROMPT_IDS = "prompt_ids"
@@ -33,7 +34,8 @@ GRPO_KEYS = ("num_generations", "max_completion_length", "beta", "epsilon", "eps
 
 
 class LFGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer generating from LF's prompt ids instead of re-tokenising the prompt text."""
+    """GRPOTrainer generating from LF's prompt ids instead of re-tokenising the prompt text, and saving
+    only the policy's adapter when an rm adapter is loaded beside it (reward_model_type: lora)."""
 
     _lf_prompt_ids: list[list[int]] | None = None
 
@@ -48,6 +50,29 @@ class LFGRPOTrainer(GRPOTrainer):
         if self._lf_prompt_ids is None or len(self._lf_prompt_ids) != len(prompts):
             return super()._tokenize_prompts(prompts)
         return self._lf_prompt_ids, None, {}
+
+    def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
+        model = self.accelerator.unwrap_model(self.model)
+        if REWARD not in getattr(model, "peft_config", {}):
+            return super()._save(output_dir, state_dict)
+        output_dir = output_dir or self.args.output_dir
+        model.save_pretrained(output_dir, selected_adapters=[POLICY])
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        return None
+
+
+def model_reward(scorer: Any, model: Any, pad_token_id: int) -> Any:
+    """The reward model as a TRL reward function: each prompt's LF ids + its completion's ids, scored at
+    the last real token (`lf_train.reward_models`)."""
+    def reward_model(prompts: list, completions: list, completion_ids: list, **kwargs: Any) -> list[float]:
+        rows = [list(prompt) + list(completion) for prompt, completion in
+                zip(kwargs[PROMPT_IDS], completion_ids, strict=True)]
+        ids, mask = left_pad(rows, pad_token_id)
+        device = next(model.parameters()).device
+        return scorer.reward(ids.to(device), mask.to(device)).float().tolist()
+
+    return reward_model
 
 
 class GRPOLogCallback(JsonlLogCallback):
@@ -92,7 +117,12 @@ def to_trl_dataset(dataset: Any, tokenizer: Any) -> Any:
 
 
 def run_grpo(model: Any, tokenizer: Any, data: Any, plan: TrainPlan, callbacks: list) -> Any:
-    rewards = load_rewards(plan.train.reward_funcs or [], plan.model.trust_remote_code)
+    t = plan.train
+    scorer = None
+    if MODEL_REWARD in (t.reward_funcs or []):
+        scorer = model_reward(load_reward_model(t.reward_model_type, t.reward_model, tokenizer, peft=model,
+                                                device=plan.training_args.device), model, tokenizer.pad_token_id)
+    rewards = load_rewards(t.reward_funcs or [], plan.model.trust_remote_code, scorer)
     config = grpo_config(plan)
     plan.training_args = config  # what the closing sequence and the checkpoints read
     callbacks = [GRPOLogCallback(callback.path.parent) if type(callback) is JsonlLogCallback else callback
