@@ -204,3 +204,20 @@ def packed_and_alone(model_dir: Path, family: str, datasets: list[str], dataset_
             key = tuple(batch["input_ids"][0].tolist())
             out.append((list(key), float((segments[key] - alone).abs().max())))
     return out
+
+
+def hook_modules(monkeypatch, hooks):
+    """Patch lf train's model loading so that the module whose name ends with each key calls its hook."""
+    import lf_train.run
+
+    load = lf_train.run.load_model
+
+    def hooked(*args, **kwargs):
+        model = load(*args, **kwargs)
+        modules = dict(model.named_modules())
+        for suffix, record in hooks.items():
+            module = next(m for name, m in modules.items() if name.endswith(suffix))
+            module.register_forward_hook(record, with_kwargs=True)
+        return model
+
+    monkeypatch.setattr(lf_train.run, "load_model", hooked)

@@ -12,6 +12,7 @@ from mm_helpers import (
     build_tiny_qwen2_5_omni_thinker,
     build_tiny_qwen2_audio,
     demo_maker,
+    hook_modules,
     write_demo_datasets,
 )
 from train_helpers import losses
@@ -36,23 +37,6 @@ def run_config(model, dataset, demo_dir, tmp_path, **extra):
             "dataset": dataset, "dataset_dir": str(demo_dir), "cutoff_len": 512, "output_dir": str(tmp_path / "out"),
             "per_device_train_batch_size": 3, "max_steps": 2, "learning_rate": 1.0e-2, "logging_steps": 1,
             "seed": 0, "report_to": "none", "plot_loss": False, **extra}
-
-
-def hook_modules(monkeypatch, hooks):
-    """Patch lf train's model loading so that the module whose name ends with each key calls its hook."""
-    import lf_train.run
-
-    load = lf_train.run.load_model
-
-    def hooked(*args, **kwargs):
-        model = load(*args, **kwargs)
-        modules = dict(model.named_modules())
-        for suffix, record in hooks.items():
-            module = next(m for name, m in modules.items() if name.endswith(suffix))
-            module.register_forward_hook(record, with_kwargs=True)
-        return model
-
-    monkeypatch.setattr(lf_train.run, "load_model", hooked)
 
 
 def clip_features(model_dir, files):

@@ -5,7 +5,13 @@ family whose attention cannot be split per example is refused, with the reason, 
 import json
 
 import pytest
-from mm_helpers import build_tiny_qwen2_audio, packed_and_alone, write_demo_datasets, write_image_dataset
+from mm_helpers import (
+    build_tiny_qwen2_audio,
+    hook_modules,
+    packed_and_alone,
+    write_demo_datasets,
+    write_image_dataset,
+)
 from train_helpers import losses
 
 from lf_data.cli import main as lf
@@ -28,21 +34,12 @@ def test_qwen2_audio_packed_clips_see_only_their_example(tmp_path_factory, tiny_
 
 
 def test_lf_train_neat_packs_images_with_3d_positions(tiny_qwen2_vl, data_dir, write_config, monkeypatch, tmp_path):
-    import lf_train.run
-
     seen = []  # per forward of the language model: the shape of its position_ids and its 4-D mask
 
     def record(module, args, kwargs, output):
         seen.append((tuple(kwargs["position_ids"].shape), tuple(kwargs["attention_mask"].shape)))
 
-    def hooked(*args, **kwargs):
-        model = load(*args, **kwargs)
-        language = next(m for name, m in model.named_modules() if name.endswith("model.language_model"))
-        language.register_forward_hook(record, with_kwargs=True)
-        return model
-
-    load = lf_train.run.load_model
-    monkeypatch.setattr(lf_train.run, "load_model", hooked)
+    hook_modules(monkeypatch, {"model.language_model": record})
     out = tmp_path / "out"
     config = {"model_name_or_path": str(tiny_qwen2_vl), "stage": "sft", "finetuning_type": "lora",
               "dataset": "mllm_demo", "dataset_dir": str(write_image_dataset(data_dir)), "template": "qwen2_vl",
