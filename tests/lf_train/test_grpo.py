@@ -86,6 +86,19 @@ def test_prompts_and_reference_answers_from_alpaca_and_sharegpt(data_dir, tiny_t
     chats = rows("chats")  # the last assistant message is the reference; earlier turns are prompt
     assert chats["solution"] == ["The LF team.", "Paris."]
     assert "I am Lumen." in chats[0]["prompt"] and chats[0]["prompt"].endswith("<|im_start|>assistant\n")
+    # a `solution` column holds the reference answer: beside a question (alpaca) or after a conversation
+    # that ends with the user's turn (openai)
+    (data_dir / "qa.json").write_text(json.dumps([{"question": "What is 2 + 3?", "answer": "5"}]))
+    (data_dir / "qa_chat.json").write_text(json.dumps([{"messages": [{"role": "user", "content": "What is 6 x 7?"}],
+                                                       "answer": "42"}]))
+    info = json.loads((data_dir / "dataset_info.json").read_text())
+    info["qa"] = {"file_name": "qa.json", "columns": {"prompt": "question", "solution": "answer"}}
+    info["qa_chat"] = {"file_name": "qa_chat.json", "formatting": "openai",
+                       "columns": {"messages": "messages", "solution": "answer"}}
+    (data_dir / "dataset_info.json").write_text(json.dumps(info))
+    (qa,), (qa_chat,) = rows("qa"), rows("qa_chat")
+    assert (qa["solution"], qa_chat["solution"]) == ("5", "42")
+    assert qa_chat["prompt"] == "<|im_start|>user\nWhat is 6 x 7?<|im_end|>\n<|im_start|>assistant\n"
 
 
 def test_user_rewards_need_trust_remote_code(tmp_path, monkeypatch):

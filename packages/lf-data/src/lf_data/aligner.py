@@ -212,11 +212,16 @@ def align_row(attr: DatasetAttr, row: dict[str, Any], media_dir: Path, needs_res
         prompt, response, system = _sharegpt(attr, row)
     if cols.get("system") and row.get(cols["system"]):
         system = _text(cols["system"], row[cols["system"]])
+    if cols.get("solution"):  # the reference answer (grpo's rewards read it), in place of any last answer
+        solution = row.get(cols["solution"])
+        response = [{"role": ASSISTANT, "content": _text(cols["solution"], solution)}] \
+            if solution not in (None, "") else []
     if attr.ranking and any(not m["content"] for m in response):
         raise RowError("empty chosen or rejected answer")
     if needs_response and (not response or (len(response) == 1 and not response[0]["content"])):
-        where = f" (column {cols['response']!r})" if attr.formatting == "alpaca" else ""
-        raise RowError(f"empty response{where}" if response or attr.formatting == "alpaca"
+        answer = cols.get("solution") or (cols["response"] if attr.formatting == "alpaca" else None)
+        where = f" (column {answer!r})" if answer else ""
+        raise RowError(f"empty response{where}" if response or attr.formatting == "alpaca" or cols.get("solution")
                        else "the conversation must end with an assistant message")
     aligned = {"_prompt": prompt, "_response": response, "_system": system,
                "_tools": _tools(cols["tools"], row.get(cols["tools"])) if cols.get("tools") else "",
@@ -235,7 +240,8 @@ def align_row(attr: DatasetAttr, row: dict[str, Any], media_dir: Path, needs_res
 def required_columns(attr: DatasetAttr, needs_response: bool = True) -> list[str]:
     cols = attr.columns
     if attr.formatting == "alpaca":
-        answers = [cols["chosen"], cols["rejected"]] if attr.ranking else [cols["response"]] if needs_response else []
+        answer = cols.get("solution") or cols["response"]
+        answers = [cols["chosen"], cols["rejected"]] if attr.ranking else [answer] if needs_response else []
         needed = [cols["prompt"]] + answers
     else:
         needed = [cols["messages"]] + ([cols["chosen"], cols["rejected"]] if attr.ranking else [])

@@ -16,7 +16,7 @@ FORMATTINGS = ("alpaca", "sharegpt", "openai")
 
 # Column names each formatting reads by default; `columns` in an entry renames them.
 _COMMON = {"system": None, "tools": None, "images": None, "videos": None, "audios": None, "chosen": "chosen",
-           "rejected": "rejected", "kto_tag": None}
+           "rejected": "rejected", "kto_tag": None, "solution": None}
 DEFAULT_COLUMNS = {
     "alpaca": {**_COMMON, "prompt": "instruction", "query": "input", "response": "output", "history": None},
     "sharegpt": {**_COMMON, "messages": "conversations"},
@@ -31,7 +31,7 @@ DEFAULT_TAGS = {
 KNOWN_ENTRY_KEYS = {"file_name", "hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "subset", "split",
                     "folder", "formatting", "ranking", "columns", "tags", "num_samples"}
 KNOWN_COLUMNS = {"prompt", "query", "response", "history", "messages", "system", "tools", "images", "videos",
-                 "audios", "chosen", "rejected", "kto_tag"}
+                 "audios", "chosen", "rejected", "kto_tag", "solution"}
 
 
 @dataclass
