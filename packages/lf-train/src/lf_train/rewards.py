@@ -201,8 +201,8 @@ def _named(func: RewardFunc, name: str) -> RewardFunc:
     """`func` under its reward_funcs name, stopping the run with that name and the prompt when it raises
     or does not return one score per completion (TRL would fail later with an unrelated shape error)."""
     def reward(*args: Any, **kwargs: Any) -> list[float | None]:
-        completions = kwargs.get("completions", args[1] if len(args) > 1 else [])
-        prompt = str((kwargs.get("prompts") or args[:1] or [[""]])[0])
+        completions = kwargs["completions"] if "completions" in kwargs else (args[0] if args else [])
+        prompt = str((kwargs.get("prompts") or [""])[0])
         where = f"on the completions of prompt {prompt[:80]!r}"
         try:
             scores = func(*args, **kwargs)
