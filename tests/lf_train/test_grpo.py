@@ -263,8 +263,7 @@ def test_grpo_runs_in_two_gloo_processes(grpo_config, write_config):
 def test_vllm_keys_reach_trls_config_and_need_a_gpu(grpo_config, write_config, monkeypatch, capsys):
     import importlib.util
 
-    import torch
-
+    import lf_train.plan
     from lf_train.plan import check_train_config, finish_plan
     from lf_train.stages.grpo import grpo_config as trl_config
 
@@ -273,17 +272,15 @@ def test_vllm_keys_reach_trls_config_and_need_a_gpu(grpo_config, write_config, m
     find_spec, installed = importlib.util.find_spec, {"vllm": True}
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: (installed[name] or None) if name in installed else find_spec(name, *a))
-    with monkeypatch.context() as gpu:  # the checks of a GPU machine with vLLM installed
-        gpu.setattr(torch.cuda, "is_available", lambda: True)
-        plan = check_train_config({**grpo_config, **vllm})
-    config = trl_config(finish_plan(plan))
+    monkeypatch.setattr(lf_train.plan, "_has_cuda", lambda: True)  # a GPU machine with vLLM installed
+    config = trl_config(finish_plan(check_train_config({**grpo_config, **vllm})))
     assert (config.use_vllm, config.vllm_mode, config.vllm_server_host, config.vllm_server_port,
             config.vllm_gpu_memory_utilization) == (True, "server", "10.0.0.2", 8010, 0.5)
     grpo_config.update(vllm)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(lf_train.plan, "_has_cuda", lambda: False)
     assert lf(["train", str(write_config(**grpo_config))]) == 1
     assert "use_vllm: vLLM generates on CUDA GPUs and this machine has none" in capsys.readouterr().err
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(lf_train.plan, "_has_cuda", lambda: True)
     installed["vllm"] = False
     assert lf(["train", str(write_config(**grpo_config))]) == 1
     assert "pip install 'lf-train[vllm]'" in capsys.readouterr().err

@@ -271,6 +271,9 @@ def finish_plan(plan: TrainPlan) -> TrainPlan:
     if wants_fsdp and not _has_accelerator():
         raise ConfigError("FSDP shards a model over GPUs; on a CPU accelerate would run it as plain DDP. Use "
                           "`deepspeed: examples/deepspeed/ds_z3_config.json` (ZeRO-3 runs on CPUs) or drop fsdp.")
+    if getattr(train, "use_vllm", False) and not _has_cuda():
+        raise ConfigError("use_vllm: vLLM generates on CUDA GPUs and this machine has none; remove use_vllm "
+                          "(GRPO then generates with transformers).")
     precision = choose_precision(hf.get("bf16"), hf.get("fp16")) if not model.pure_bf16 else None
     hf_config = {**HF_DEFAULTS, **hf}
     if precision is not None:
@@ -365,6 +368,12 @@ def _has_accelerator() -> bool:
     import torch
 
     return torch.accelerator.is_available()
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _plan_output_dir(output_dir: Path, overwrite: bool, resume: str | None) -> tuple[str | None, bool]:
