@@ -55,6 +55,8 @@ class LFGRPOTrainer(GRPOTrainer):
         model = self.accelerator.unwrap_model(self.model)
         if REWARD not in getattr(model, "peft_config", {}):
             return super()._save(output_dir, state_dict)
+        if not self.args.should_save:  # every process calls _save; one writes (two would race on the files)
+            return None
         output_dir = output_dir or self.args.output_dir
         model.save_pretrained(output_dir, selected_adapters=[POLICY])
         if self.processing_class is not None:

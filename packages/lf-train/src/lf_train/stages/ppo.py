@@ -394,6 +394,8 @@ class PPOTrainer(Trainer):
 
     # saving: only the policy adapter (not the reward adapter) and the value head
     def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
+        if not self.args.should_save:  # every process calls _save; one writes (two would race on the files)
+            return
         output_dir = Path(output_dir or self.args.output_dir)
         self.model.pretrained_model.save_pretrained(output_dir, selected_adapters=[POLICY])
         self.model.save_value_head(output_dir)
@@ -411,6 +413,7 @@ class PPOTrainer(Trainer):
         inside = (self.state.global_step * self.args.gradient_accumulation_steps) % self.micro_per_rollout != 0
         state = {"moments": dataclasses.asdict(self.moments), "layout": self._layout(),
                  "rollout": self.rollout if inside else None}
+        Path(output_dir).mkdir(parents=True, exist_ok=True)  # another process may not have created it yet
         torch.save(state, Path(output_dir) / PPO_STATE.format(rank=self.args.process_index))
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
