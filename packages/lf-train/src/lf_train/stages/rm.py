@@ -49,6 +49,8 @@ class PairwiseTrainer(Trainer):
 
     def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
         # the adapter (or full weights) in its standard format, plus value_head.safetensors next to it
+        if not self.args.should_save:  # every process calls _save; one writes (two would race on the files)
+            return
         output_dir = Path(output_dir or self.args.output_dir)
         self.model.pretrained_model.save_pretrained(output_dir)
         self.model.save_value_head(output_dir)
