@@ -38,7 +38,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "lora": {"finetuning_type": "lora", "lora_rank": 8, "lora_target": "all"},
     "qlora": {"finetuning_type": "lora", "lora_rank": 8, "lora_target": "all", "quantization_bit": 4},
     "galore": {"finetuning_type": "full", "use_galore": True, "galore_rank": 16, "galore_target": "all"},
-    "badam": {"finetuning_type": "full", "use_badam": True, "badam_mode": "layer", "badam_switch_mode": "descending"},
+    "badam": {"finetuning_type": "full", "use_badam": True, "badam_mode": "layer", "badam_switch_mode": "ascending"},
 }
 DEFAULT_METHODS = "full,freeze,lora,galore,badam,qlora"
 MMAP_THRESHOLD = 131072
