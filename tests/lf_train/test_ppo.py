@@ -91,7 +91,8 @@ def test_ppo_shares_one_base_model_and_scores_with_the_reward_adapter(reward_ada
     from lf_models.args import FinetuningArguments, ModelArguments
     from lf_models.loader import load_model
     from lf_models.precision import choose_precision
-    from lf_train.stages.ppo import SharedRLHFModel, left_pad
+    from lf_train.reward_models import left_pad
+    from lf_train.stages.ppo import SharedRLHFModel
     from lf_train.stages.rm import last_token_values
 
     model = load_model(ModelArguments(model_name_or_path=str(tiny_llama)), FinetuningArguments(), choose_precision(),
@@ -220,7 +221,7 @@ def test_ppo_with_a_separate_full_reward_model(base_config, write_config, more_d
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from lf_train.stages import ppo
+    from lf_train import reward_models
 
     rm_out = tmp_path / "rm-full"
     # a real full-tuning rm run (its saved layout is what is tested), as short as it gets: trained or not,
@@ -229,14 +230,14 @@ def test_ppo_with_a_separate_full_reward_model(base_config, write_config, more_d
           "finetuning_type": "full", "output_dir": str(rm_out)}
     assert lf(["train", str(write_config(**rm))]) == 0
     seen = []
-    score = ppo.SeparateRewardModel.reward
+    score = reward_models.SeparateRewardModel.reward
 
     def recording(self, ids, mask):
         scores = score(self, ids, mask)
         seen.append((ids, mask, scores))
         return scores
 
-    monkeypatch.setattr(ppo.SeparateRewardModel, "reward", recording)
+    monkeypatch.setattr(reward_models.SeparateRewardModel, "reward", recording)
     base_config.update(stage="ppo", reward_model=str(rm_out), reward_model_type="full", max_steps=2,
                        per_device_train_batch_size=2, max_new_tokens=6, learning_rate=1e-3)
     assert lf(["train", str(write_config(**base_config))]) == 0
@@ -247,9 +248,9 @@ def test_ppo_with_a_separate_full_reward_model(base_config, write_config, more_d
     logged = ppo_metrics(base_config["output_dir"], "rewards/mean")
     for step, (ids, mask, scores) in enumerate(seen, start=1):
         with torch.no_grad():
-            hidden = plain(input_ids=ids, attention_mask=mask, position_ids=ppo.positions(mask),
+            hidden = plain(input_ids=ids, attention_mask=mask, position_ids=reward_models.positions(mask),
                            output_hidden_states=True).hidden_states[-1]
-        last = ppo.last_real_token(mask)
+        last = reward_models.last_real_token(mask)
         expected = hidden[torch.arange(len(ids)), last] @ head["weight"][0] + head["bias"][0]
         torch.testing.assert_close(scores, expected, atol=1e-4, rtol=1e-4)
         assert logged[step] == pytest.approx(scores.mean().item(), abs=1e-5)

@@ -163,7 +163,9 @@ class MediaCollator:
 
         from lf_models.media import collate_tensors
 
-        accepted = inspect.signature(self.rope_index).parameters
+        accepted = self.__dict__.get("_rope_parameters")
+        if accepted is None:  # once per collator, not per example
+            accepted = self.__dict__["_rope_parameters"] = set(inspect.signature(self.rope_index).parameters)
         kwargs = {key: value for key, value in (collate_tensors(out.tensors) if out.tensors else {}).items()
                   if key in accepted and key not in ("input_ids", "attention_mask")}
         if self.media.type_key in accepted:

@@ -33,16 +33,7 @@ from transformers import Trainer
 
 from lf_data.errors import ConfigError
 from lf_train.plan import TrainPlan
-from lf_train.reward_models import (  # noqa: F401  (SeparateRewardModel, ApiRewardModel: the other scorers)
-    POLICY,
-    ApiRewardModel,
-    RewardAdapter,
-    SeparateRewardModel,
-    last_real_token,
-    left_pad,
-    load_reward_model,
-    positions,
-)
+from lf_train.reward_models import POLICY, RewardAdapter, left_pad, load_reward_model, positions
 from lf_train.stages.common import build_trainer, train_and_save
 
 PPO_MAX_NEW_TOKENS = 32
