@@ -162,6 +162,29 @@ def test_optimizers_and_precision(config):
     assert galore.gradients == galore.facts.largest_tensor * 4  # layer-wise: one gradient at a time
     badam = estimate({**full, "use_badam": True}, device="cpu")
     assert badam.trainable_params == badam.facts.largest_layer and badam.optimizer == 2 * badam.trainable_params * 4
+    assert badam.facts.head_trainable == badam.facts.embedding_trainable == 0  # BAdam trains decoder layers only
+
+
+def test_tied_embedding_gradients_meet_at_the_end_of_backward_on_cpu(config):
+    """On a CPU the embedding lookup's gradient and the tied head's add up at the end of the backward
+    pass: two more vocabulary x hidden fp32 tensors, where that end is the peak (full, checkpointed)."""
+    import dataclasses
+
+    from transformers import AutoConfig
+
+    from lf_train.estimate import estimate_plan
+    from lf_train.plan import check_train_config
+
+    arch = AutoConfig.from_pretrained(config["model_name_or_path"])
+    plan = check_train_config({**config, "finetuning_type": "full", "gradient_checkpointing": True,
+                               "cutoff_len": 4, "per_device_train_batch_size": 1, "bf16": False, "fp16": False})
+    cpu = find_device("cpu")
+    as_gpu = dataclasses.replace(cpu, kind="gpu")
+    for tied, extra in ((False, 0), (True, 2 * arch.vocab_size * arch.hidden_size * 4)):
+        model_config = AutoConfig.for_model(**{**arch.to_dict(), "tie_word_embeddings": tied})
+        on_cpu = estimate_plan(plan, cpu, 1, model_config=model_config)
+        elsewhere = estimate_plan(plan, as_gpu, 1, model_config=model_config)
+        assert on_cpu.peak - elsewhere.peak == extra
 
 
 def test_gradient_checkpointing_and_batch(config):

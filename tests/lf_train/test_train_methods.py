@@ -132,6 +132,30 @@ def test_memory_saving_optimizers_train_through_lf_train(method, base_config, wr
     assert sum(seen[-3:]) / 3 < 0.7 * sum(seen[:3]) / 3, seen
 
 
+def test_galore_projection_keeps_only_its_rank(monkeypatch):
+    from galore_torch.galore_projector import GaLoreProjector
+
+    from lf_train.optimizers import compact_galore_projections
+
+    current = GaLoreProjector.get_orthogonal_matrix
+    monkeypatch.setattr(GaLoreProjector, "get_orthogonal_matrix", getattr(current, "_lf_original", current))
+    grad = torch.randn(48, 96, generator=torch.Generator().manual_seed(0))
+    plain = {kind: GaLoreProjector(rank=4, proj_type=kind) for kind in ("std", "reverse_std", "full")}
+    for projector in plain.values():
+        projector.project(grad, 0)
+    assert plain["std"].ortho_matrix.untyped_storage().nbytes() == 48 * 48 * 4  # galore-torch keeps all of U
+    compact_galore_projections()
+    compact_galore_projections()  # installed once
+    for kind, before in plain.items():
+        after = GaLoreProjector(rank=4, proj_type=kind)
+        projected = after.project(grad, 0)
+        expected = before.ortho_matrix if kind != "full" else before.ortho_matrix[0]
+        got = after.ortho_matrix if kind != "full" else after.ortho_matrix[0]
+        assert torch.equal(got, expected)  # the same numbers; products differ in the last bits (memory layout)
+        torch.testing.assert_close(projected, before.project(grad, 1), rtol=1e-5, atol=1e-5)
+        assert got.untyped_storage().nbytes() == got.numel() * 4 and got.numel() in (4 * 48, 4 * 96)
+
+
 def test_galore_refuses_lora(base_config, write_config, capsys):
     base_config.update(use_galore=True)
     assert lf(["train", str(write_config(**base_config))]) == 1

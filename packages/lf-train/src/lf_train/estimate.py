@@ -397,12 +397,16 @@ def analyse_model(plan: TrainPlan, config: Any, value_head: bool = False) -> Mod
     if train.use_badam:  # one block trains at a time; BAdam never trains the embeddings or the head
         notes.append("BAdam: the optimizer state and gradients of one decoder layer at a time")
         trainable = [p for p in layers[max(range(len(layers)), key=layer_sizes.__getitem__)].parameters()]
+        block = {id(p) for p in trainable}
+        trainable_linear = trainable_matmul = sum(m.weight.numel() for m in model.modules()
+                                                  if isinstance(m, torch.nn.Linear) and id(m.weight) in block)
         in_backward = len(layers) / 2 if train.badam_switch_mode != "fixed" else in_backward
     if value_head:
         hidden = text.hidden_size
         total += hidden + 1
         upcast += hidden + 1
     n_trainable = sum(p.numel() for p in trainable) + (text.hidden_size + 1 if value_head else 0)
+    trains = {id(p) for p in trainable}
     layer0 = layers[0] if len(layers) else base
     names = {n.split(".")[-1] for n, _ in layer0.named_modules()}
     gated = any("gate" in n and n not in ("gate",) for n in names) or "w3" in names
@@ -418,10 +422,10 @@ def analyse_model(plan: TrainPlan, config: Any, value_head: bool = False) -> Mod
         small_tensors=sum(p.numel() for p in trainable if p.numel() < 4096),
         heap_tensors=sum(p.numel() for p in params.values() if p.numel() * 4 < 32 * 1024**2),
         embedding_trainable=sum(p.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding)
-                                for p in m.parameters() if p.requires_grad and p.numel() >= 4096),
+                                for p in m.parameters() if id(p) in trains and p.numel() >= 4096),
         largest_tensor=max((p.numel() for p in trainable), default=0),
         largest_layer=max(layer_sizes, default=0),
-        head_trainable=sum(p.numel() for p in head.parameters() if p.requires_grad) if head is not None else 0,
+        head_trainable=sum(p.numel() for p in head.parameters() if id(p) in trains) if head is not None else 0,
         matmul_per_token=matmul, trainable_matmul_per_token=trainable_matmul,
         layers=len(layers), layers_in_backward=in_backward, hidden=text.hidden_size,
         intermediate=_mlp_width(text), heads=heads, kv_dim=kv_heads * head_dim, q_dim=heads * head_dim,
@@ -885,6 +889,11 @@ def estimate_plan(plan: TrainPlan, device: Device | None = None, gpus: int | Non
     head_grad = facts.head_trainable * param_bytes / (gpus if stage_n >= 2 else 1)
     forward_end = activations + logits + (gradients if accumulating else head_grad)
     backward_end = gradients + tokens * per_layer * min(1, layers_bp)
+    if device.kind == "cpu" and facts.tied_embeddings and facts.embedding_trainable and facts.head_trainable:
+        # on a CPU the lookup's dense gradient meets the head's at the end of the backward pass: two
+        # more vocabulary x hidden tensors for a moment (SmolLM2-135M: 0.21 GiB measured). The paper's
+        # GPU numbers (Gemma-2B full, tied) leave no room for them there.
+        backward_end += 2 * facts.embedding_trainable * param_bytes / (gpus if stage_n >= 2 else 1)
     overhead = device.overhead_gib * GIB
     if device.kind == "cpu" and facts.heap_tensors * load_bytes > 0.1 * GIB:
         notes.append(CPU_HEAP_NOTE)

@@ -77,8 +77,10 @@ def run_train(config: dict[str, Any], source: str = "", plan: TrainPlan | None =
                        add_value_head=stage.value_head)
     if plan.train.use_galore:
         from lf_models.adapters import lora_targets
+        from lf_train.optimizers import compact_galore_projections
 
         args.optim_target_modules = lora_targets(model, plan.train.galore_target)
+        compact_galore_projections()
     if args.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()  # frozen embeddings: checkpointed adapter layers still need input grads
     logger.info("precision: %s", "pure bf16" if plan.model.pure_bf16 else precision.describe())
