@@ -339,3 +339,18 @@ def test_gguf_header_is_read_once_per_file_version(tmp_path, monkeypatch):
     os.utime(path, ns=(1, 1))
     assert read_model_config(args).hidden_size == 32 and parsed == ["model.gguf", "model.gguf"]
     _gguf_config.cache_clear()
+
+
+def test_fused_lm_head_logits(config):
+    """TRL's fused head on a GPU holds one projection tile, not the logits; LF's sft picks it by default
+    there and not on a CPU (its torch fallback), unless fused_lm_head says otherwise."""
+    full = {**config, "per_device_train_batch_size": 2, "cutoff_len": 16}
+    on_gpu = estimate({**full, "bf16": True}, device=A100)
+    tokens, vocab = 32, on_gpu.facts.vocab
+    assert on_gpu.logits == tokens * vocab * 2 + tokens * 16
+    assert estimate({**full, "bf16": True, "fused_lm_head": False}, device=A100).logits == tokens * vocab * (12 + 2)
+    assert estimate(full, device="cpu").logits == tokens * vocab * 12
+    forced = estimate({**full, "fused_lm_head": True}, device="cpu")
+    assert forced.logits == tokens * vocab * 12 and any("torch fallback" in n for n in forced.notes)
+    with pytest.raises(ConfigError, match="fused_lm_head chooses the loss of stages sft and pt"):
+        estimate({**full, "stage": "dpo", "fused_lm_head": False}, device="cpu")

@@ -1,6 +1,7 @@
 """stage ppo: PPO's arithmetic by hand, model sharing (one copy of the base weights), the Trainer it runs
 on (gradient accumulation, warm-up, trainer_log.jsonl, exact resume from a checkpoint taken inside a
-rollout), two gloo processes, the other reward sources, and the configs refused."""
+rollout), two gloo processes, the other reward sources, the adaptive KL coefficient (ppo_target, as
+LlamaFactory runs TRL 0.9's), and the configs refused."""
 
 import gc
 import json
@@ -15,6 +16,7 @@ from lf_data.cli import main as lf
 from lf_train.stages.ppo import (
     RolloutSampler,
     RunningMoments,
+    adaptive_kl_coef,
     gae,
     masked_whiten,
     policy_loss,
@@ -75,6 +77,45 @@ def test_clipped_losses_by_hand():
     assert (loss.item(), clipfrac.item()) == pytest.approx((0.5 * (1.69 + 0.04 + 4.0) / 3, 1 / 3))
 
 
+def test_adaptive_kl_coefficient_by_hand():
+    # TRL 0.9 (Ziegler et al. 2019): error = clip(kl / target - 1, -0.2, 0.2); coef *= 1 + error x n / horizon
+    assert adaptive_kl_coef(0.2, 6.6, 6.0, 64, 10000) == pytest.approx(0.2 * (1 + 0.1 * 64 / 10000), rel=1e-12)
+    assert adaptive_kl_coef(0.2, 4.8, 6.0, 64, 10000) == pytest.approx(0.2 * (1 - 0.2 * 64 / 10000), rel=1e-12)
+    assert adaptive_kl_coef(0.2, 30.0, 6.0, 64, 10000) == pytest.approx(0.2 * (1 + 0.2 * 64 / 10000), rel=1e-12)
+    assert adaptive_kl_coef(0.2, 0.0, 6.0, 64, 10000) == pytest.approx(0.2 * (1 - 0.2 * 64 / 10000), rel=1e-12)
+    assert adaptive_kl_coef(0.2, -3.0, 6.0, 64, 10000) == pytest.approx(0.2 * (1 - 0.2 * 64 / 10000), rel=1e-12)
+    assert adaptive_kl_coef(0.2, 6.0, 6.0, 64, 10000) == 0.2  # on target: unchanged
+    assert adaptive_kl_coef(0.05, 1.5, 1.0, 8, 4) == pytest.approx(0.05 * 1.4)  # upper bound, n = 2 x horizon
+    assert adaptive_kl_coef(0.05, 0.9, 1.0, 8, 4) == pytest.approx(0.05 * 0.8)  # error -0.1, unclipped
+
+
+def ppo_settings(config):
+    from lf_train.plan import check_train_config
+    from lf_train.stages.ppo import PPOSettings
+
+    return PPOSettings.from_plan(check_train_config(config))
+
+
+def test_llamafactory_ppo_target_turns_on_its_adaptive_controller(reward_adapter, base_config, more_data):
+    """LlamaFactory's ppo_target is LF's key: the adaptive controller from TRL 0.9's start (0.2) and horizon
+    (10000), as LlamaFactory ran it; without it LF's fixed 0.05; ppo_kl_coef sets the start either way."""
+    from lf_data.llamafactory_keys import KEYS, translate_for
+    from lf_serve.args import GeneratingArguments
+    from lf_train.args import TrainArguments
+
+    assert KEYS["ppo_target"].kind == "lf" and KEYS["ppo_target"].default == 6.0
+    assert translate_for("train", {"ppo_target": 6.0}, TrainArguments) == {"ppo_target": 6.0}
+    assert translate_for("chat", {"ppo_target": 6.0}, GeneratingArguments) == {}  # LlamaFactory's chat ignores it
+    recipe = {**base_config, "stage": "ppo", "reward_model": str(reward_adapter)}
+    adaptive = ppo_settings({**recipe, "ppo_target": 6.0})
+    assert (adaptive.kl_coef, adaptive.kl_target, adaptive.kl_horizon) == (0.2, 6.0, 10000)
+    fixed = ppo_settings(recipe)
+    assert (fixed.kl_coef, fixed.kl_target) == (0.05, None)
+    own = ppo_settings({**recipe, "ppo_target": 1.5, "ppo_kl_coef": 0.1, "ppo_kl_horizon": 500})
+    assert (own.kl_coef, own.kl_target, own.kl_horizon) == (0.1, 1.5, 500)
+    assert ppo_settings({**recipe, "ppo_kl_coef": 0.0}).kl_coef == 0.0
+
+
 def test_rollout_sampler_repeats_each_block_for_its_micro_batches():
     sampler = RolloutSampler(size=5, block=4, repeats=3, shuffle=False, seed=0)
     assert list(sampler) == [0, 1, 2, 3] * 3 + [4, 0, 1, 2] * 3  # the order wraps to fill the last block
@@ -117,16 +158,24 @@ def test_ppo_shares_one_base_model_and_scores_with_the_reward_adapter(reward_ada
     assert all(not p.requires_grad for n, p in shared.peft.named_parameters() if ".reward." in n)
 
 
+TARGET = 0.23  # near the second rollout's KL (0.227): its update is not clipped
 PPO_RUN = {"stage": "ppo", "max_steps": 6, "save_steps": 3, "per_device_train_batch_size": 2,
            "gradient_accumulation_steps": 2, "ppo_epochs": 2, "warmup_steps": 2, "max_new_tokens": 6,
            "learning_rate": 1e-2, "gamma": 0.99, "lam": 0.9, "cliprange": 0.1, "cliprange_value": 0.5,
-           "vf_coef": 0.2, "ppo_score_norm": True, "ppo_whiten_rewards": True}
+           "vf_coef": 0.2, "ppo_score_norm": True, "ppo_whiten_rewards": True, "ppo_target": TARGET,
+           "ppo_kl_horizon": 8}
 """8 prompts, rollouts of 2 x 2 prompts each trained for 2 epochs of 2 micro-batches: a rollout every
-2 optimizer steps, an epoch of data every 4; checkpoint-3 falls inside the second rollout."""
+2 optimizer steps, an epoch of data every 4; checkpoint-3 falls inside the second rollout. The KL
+coefficient adapts (from 0.2) by half its clipped error per rollout: 4 sequences, horizon 8."""
 
 
 def ppo_metrics(output_dir, key: str) -> dict[int, float]:
     return {r["step"]: r[key] for r in log_records(output_dir) if key in r}
+
+
+def next_kl_coef(coef: float, kl: float, target: float, n_steps: int, horizon: int) -> float:
+    """TRL 0.9's update, written out again from the logged values."""
+    return coef * (1 + max(-0.2, min(0.2, kl / target - 1)) * n_steps / horizon)
 
 
 def test_ppo_on_the_trainer_with_accumulation_warmup_and_exact_resume(reward_adapter, base_config, write_config,
@@ -171,6 +220,11 @@ def test_ppo_on_the_trainer_with_accumulation_warmup_and_exact_resume(reward_ada
     assert records[0]["ppo/approx_kl"] == 0.0 and records[0]["ppo/clipfrac"] == 0.0
     assert records[4]["kl"] != 0.0  # the third rollout comes from a trained policy
     assert records[0]["rewards/mean"] == records[1]["rewards/mean"] != records[2]["rewards/mean"]
+    # the adaptive KL coefficient: 0.2 for the first rollout, then moved by each rollout's KL (all logged)
+    coef, kl = ppo_metrics(out, "ppo/kl_coef"), ppo_metrics(out, "kl")
+    assert coef[1] == coef[2] == 0.2 and coef[3] == coef[4] == pytest.approx(0.2 * 0.9)  # KL 0: -0.2 x 4 / 8
+    assert abs(kl[3] / TARGET - 1) < 0.2  # inside the clip: the update depends on the KL's exact value
+    assert coef[5] == coef[6] == pytest.approx(next_kl_coef(coef[3], kl[3], TARGET, 4, 8), rel=1e-5) != coef[3]
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 6
     # tokens counted once per rollout (3 rollouts of 4 sequences of at most 64 + 6), not once per micro-batch
@@ -179,13 +233,14 @@ def test_ppo_on_the_trainer_with_accumulation_warmup_and_exact_resume(reward_ada
     assert not (out / "reward").exists()  # only the policy adapter is saved
     inside = torch.load(out / "checkpoint-3" / "ppo_state_0.pt", weights_only=True)
     assert inside["rollout"]["input_ids"].shape[0] == 4 and inside["moments"]["count"] == 8  # 2 rollouts scored
+    assert inside["kl_coef"] == pytest.approx(coef[5], abs=1e-6)  # the next rollout's coefficient
     assert torch.load(out / "checkpoint-6" / "ppo_state_0.pt", weights_only=True)["rollout"] is None
 
     # killed after checkpoint-3 (inside a rollout), the run resumes to the same losses, rewards, adapter and head
     crashed = crash_after(out, 3, tmp_path / "crashed")
     assert lf(["train", str(config), f"output_dir={crashed}"]) == 0
     assert step_losses(crashed) == step_losses(out)
-    for key in ("rewards/mean", "kl", "ppo/value_loss", "learning_rate"):
+    for key in ("rewards/mean", "kl", "ppo/value_loss", "learning_rate", "ppo/kl_coef"):
         assert ppo_metrics(crashed, key) == ppo_metrics(out, key), key
     for name in ("adapter_model.safetensors", "value_head.safetensors"):
         a, b = load_file(out / name), load_file(crashed / name)
@@ -202,7 +257,8 @@ def test_ppo_on_the_trainer_with_accumulation_warmup_and_exact_resume(reward_ada
 def test_ppo_on_two_gloo_processes(reward_adapter, base_config, write_config, more_data, tmp_path, monkeypatch,
                                    caplog):
     base_config.update(stage="ppo", reward_model=str(reward_adapter), max_steps=2, save_steps=1,
-                       per_device_train_batch_size=2, max_new_tokens=4, learning_rate=1e-3)
+                       per_device_train_batch_size=2, max_new_tokens=4, learning_rate=1e-3, ppo_target=0.007,
+                       ppo_kl_horizon=4)
     out = tmp_path / "two"
     monkeypatch.setenv("NPROC_PER_NODE", "2")  # this process checks the config and launches two torchrun workers
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -214,6 +270,14 @@ def test_ppo_on_two_gloo_processes(reward_adapter, base_config, write_config, mo
     assert (out / "adapter_model.safetensors").is_file() and (out / "value_head.safetensors").is_file()
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
     assert sorted(p.name for p in (out / "checkpoint-2").glob("ppo_state_*")) == ["ppo_state_0.pt", "ppo_state_1.pt"]
+    # the adaptive KL coefficient comes from the KL over both processes: 2 x 2 sequences a rollout
+    kl, coef = ppo_metrics(out, "kl"), ppo_metrics(out, "ppo/kl_coef")
+    states = [torch.load(out / "checkpoint-2" / f"ppo_state_{rank}.pt", weights_only=True) for rank in (0, 1)]
+    assert coef == {1: 0.2, 2: pytest.approx(0.2 * 0.8)}  # the first rollout's KL is 0: -0.2 x 4 / 4
+    assert abs(kl[2] / 0.007 - 1) < 0.2  # the second rollout's KL (0.007) inside the clip: its exact value counts
+    # (the logged KL has 6 decimals: 7e-5 of the coefficient)
+    assert states[0]["kl_coef"] == states[1]["kl_coef"] == pytest.approx(next_kl_coef(coef[2], kl[2], 0.007, 4, 4),
+                                                                         rel=2e-4)
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no staging folder left
 
 
@@ -299,6 +363,11 @@ def test_ppo_with_a_reward_served_over_http(base_config, write_config, more_data
     ({"lam": 1.5}, "lam=1.5 must be at least 0 and at most 1"),
     ({"cliprange": 0}, "cliprange=0"),
     ({"stage": "sft", "reward_model": None, "gamma": 0.9}, "gamma is a key of stage ppo; set stage: ppo"),
+    ({"stage": "sft", "reward_model": None, "ppo_target": 6.0}, "ppo_target is a key of stage ppo; set stage: ppo"),
+    ({"ppo_target": 0}, "ppo_target=0.0 must be above 0"),
+    ({"ppo_target": 6.0, "ppo_kl_horizon": 0}, "ppo_kl_horizon=0 must be at least 1"),
+    ({"ppo_kl_horizon": 100}, "ppo_kl_horizon paces the adaptive KL coefficient, which ppo_target turns on"),
+    ({"ppo_target": 6.0, "ppo_kl_coef": 0}, "ppo_kl_coef: 0 never moves"),
 ])
 def test_ppo_choices_are_checked(change, message, reward_adapter, base_config, write_config, capsys):
     base_config.update({"stage": "ppo", "reward_model": str(reward_adapter), "max_steps": 2, **change})

@@ -152,8 +152,9 @@ KEYS: dict[str, LlamaFactoryKey] = {
     "ppo_buffer_size": _key("finetuning", 1),
     "ppo_epochs": _key("finetuning", 4),
     "ppo_score_norm": _key("finetuning", False),
-    "ppo_target": _key("finetuning", 6.0, "ignored",
-                       "LF's PPO uses a fixed KL coefficient (ppo_kl_coef), not an adaptive one with a KL target"),
+    # LF's key too: set, it turns on the adaptive KL controller LlamaFactory always ran (from 0.2, horizon
+    # 10000, as there); a recipe without it gets LF's fixed ppo_kl_coef (0.05)
+    "ppo_target": _key("finetuning", 6.0),
     "ppo_whiten_rewards": _key("finetuning", False),
     "ref_model": _key("finetuning", None),
     "ref_model_adapters": _key("finetuning", None),

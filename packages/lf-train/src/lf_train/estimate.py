@@ -877,6 +877,11 @@ def estimate_plan(plan: TrainPlan, device: Device | None = None, gpus: int | Non
     activations_gc = tokens * (stream * facts.hidden * facts.layers + per_layer + outside)
     layers_bp = facts.layers if gc else facts.layers_in_backward
     logits = tokens * facts.vocab * (12 + (half if half == 2 else 0))
+    if _fused_head(plan, device):
+        if device.kind == "cpu":
+            notes.append("TRL's fused LM head on a CPU (its torch fallback) holds more than the logits counted here")
+        else:  # Triton kernels: one projection tile of at most 4096 tokens x 32768 entries, a few floats per token
+            logits = min(tokens, 4096) * min(facts.vocab, 32768) * half + tokens * 16
     if generating:  # sampling keeps a key/value cache; training takes over once the answers exist
         cache = 2 * facts.layers * facts.kv_dim * seq * sequences * half
         notes.append(f"{plan.train.stage} sampling: a key/value cache of {_gib(cache)} (less than the training "
@@ -927,6 +932,19 @@ def estimate_plan(plan: TrainPlan, device: Device | None = None, gpus: int | Non
         sequences_per_device=sequences, tokens_per_step=tokens_per_step, flops_per_token=flops_token,
         tokens_per_second=tokens_per_second, steps=steps, seconds=seconds, notes=notes, facts=facts)
     return result
+
+
+def _fused_head(plan: TrainPlan, device: Device) -> bool:
+    """Whether the run's loss goes through TRL's fused LM head: TRL's dpo, kto and grpo trainers always,
+    sft and pt where `fused_lm_head` asks or its default chooses it (a GPU; the estimate assumes Triton)."""
+    train = plan.train
+    if train.stage in ("dpo", "kto", "grpo"):
+        return True
+    if train.stage not in ("sft", "pt") or train.use_dft_loss or train.use_asft_loss or train.use_eaft_loss:
+        return False
+    if _hf(plan, "use_liger_kernel") or float(_hf(plan, "label_smoothing_factor") or 0):
+        return False
+    return train.fused_lm_head if train.fused_lm_head is not None else device.kind != "cpu"
 
 
 def _checkpoint_bytes(config: Any) -> int:

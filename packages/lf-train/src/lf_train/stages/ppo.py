@@ -9,13 +9,15 @@ schedule and warm-up, several processes, logging and `report_to` are the Trainer
 
 How a rollout maps onto Trainer steps: a rollout samples answers to `per_device_train_batch_size x
 gradient_accumulation_steps x ppo_buffer_size` prompts per process, scores them (reward adapter),
-subtracts `ppo_kl_coef` x the per-token KL to the reference, and estimates advantages (GAE with
-`gamma`, `lam`). Each of `ppo_epochs` passes then shuffles the rollout into micro-batches of
-`per_device_train_batch_size` rows; every `gradient_accumulation_steps` micro-batches make one
-optimizer step of the clipped PPO loss (`cliprange`, `cliprange_value`, `vf_coef`). So a rollout lasts
-`ppo_epochs x ppo_buffer_size` optimizer steps, and `max_steps` counts optimizer steps (with the
-defaults, one rollout each). A checkpoint taken inside a rollout stores it (`ppo_state_<rank>.pt`),
-so a resumed run continues exactly.
+subtracts the KL coefficient x the per-token KL to the reference, and estimates advantages (GAE with
+`gamma`, `lam`). The coefficient is `ppo_kl_coef`, fixed, or with `ppo_target` TRL 0.9's adaptive
+controller (what LlamaFactory ran), updated after each rollout from its KL over all processes. Each of
+`ppo_epochs` passes then shuffles the rollout into micro-batches of `per_device_train_batch_size` rows;
+every `gradient_accumulation_steps` micro-batches make one optimizer step of the clipped PPO loss
+(`cliprange`, `cliprange_value`, `vf_coef`). So a rollout lasts `ppo_epochs x ppo_buffer_size` optimizer
+steps, and `max_steps` counts optimizer steps (with the defaults, one rollout each). A checkpoint taken
+inside a rollout stores it (`ppo_state_<rank>.pt`), so a resumed run continues exactly; the checkpoint
+also keeps the adaptive KL coefficient.
 """
 
 from __future__ import annotations
@@ -38,7 +40,13 @@ from lf_train.stages.common import build_trainer, train_and_save
 
 PPO_MAX_NEW_TOKENS = 32
 PPO_STATE = "ppo_state_{rank}.pt"
-"""Per-process file in a checkpoint: the score statistics and, inside a rollout, the rollout itself."""
+"""Per-process file in a checkpoint: the score statistics, the KL coefficient and, inside a rollout, the
+rollout itself."""
+FIXED_KL_COEF = 0.05
+"""ppo_kl_coef when unset and ppo_target is not (LF's fixed KL penalty)."""
+ADAPTIVE_INIT_KL_COEF = 0.2
+"""ppo_kl_coef when unset with ppo_target: TRL 0.9's init_kl_coef, where LlamaFactory's controller starts."""
+KL_ERROR_CLIP = 0.2
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +129,15 @@ def token_rewards(scores: torch.Tensor, logps: torch.Tensor, ref_logps: torch.Te
     return rewards, kl
 
 
+def adaptive_kl_coef(coef: float, mean_kl: float, target: float, n_steps: int, horizon: int) -> float:
+    """The KL coefficient after one rollout under the adaptive controller of Ziegler et al. (2019), as
+    TRL 0.9 updates it: the relative error of the rollout's KL against `target`, clipped to +-0.2, moves
+    the coefficient by `n_steps / horizon` of itself (`n_steps`: the rollout's sequences, all processes).
+    Too much KL raises the penalty, too little lowers it."""
+    error = min(max(mean_kl / target - 1.0, -KL_ERROR_CLIP), KL_ERROR_CLIP)
+    return coef * (1.0 + error * n_steps / horizon)
+
+
 def policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
                 cliprange: float) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO's clipped surrogate (to minimise) and the share of tokens where the clip was binding."""
@@ -174,7 +191,10 @@ class PPOSettings:
 
     epochs: int = 1
     buffer_size: int = 1
-    kl_coef: float = 0.05
+    kl_coef: float = FIXED_KL_COEF
+    """The KL coefficient of the first rollout (of every rollout without kl_target)."""
+    kl_target: float | None = None
+    kl_horizon: int = 10000
     gamma: float = 1.0
     lam: float = 0.95
     cliprange: float = 0.2
@@ -189,7 +209,10 @@ class PPOSettings:
     @classmethod
     def from_plan(cls, plan: TrainPlan) -> PPOSettings:
         t = plan.train
-        return cls(epochs=t.ppo_epochs, buffer_size=t.ppo_buffer_size, kl_coef=t.ppo_kl_coef, gamma=t.gamma,
+        kl_coef = t.ppo_kl_coef if t.ppo_kl_coef is not None else \
+            FIXED_KL_COEF if t.ppo_target is None else ADAPTIVE_INIT_KL_COEF
+        return cls(epochs=t.ppo_epochs, buffer_size=t.ppo_buffer_size, kl_coef=kl_coef, kl_target=t.ppo_target,
+                   kl_horizon=t.ppo_kl_horizon, gamma=t.gamma,
                    lam=t.lam, cliprange=t.cliprange, cliprange_value=t.cliprange_value, vf_coef=t.vf_coef,
                    score_norm=t.ppo_score_norm, whiten_rewards=t.ppo_whiten_rewards,
                    max_new_tokens=t.max_new_tokens or PPO_MAX_NEW_TOKENS, top_p=t.ppo_top_p,
@@ -249,6 +272,7 @@ class PPOTrainer(Trainer):
         self.micro_per_rollout = settings.epochs * self.micro_per_epoch
         self.rollout_rows = self.args.per_device_train_batch_size * self.micro_per_epoch
         self.moments = RunningMoments()
+        self.kl_coef = settings.kl_coef  # the next rollout's; the same on every process
         self.rollout: dict[str, Any] | None = None
         self._micro: int | None = None  # micro-batches trained, counted from step 0 (set on the first step)
         self._metrics: dict[str, list[float]] = defaultdict(list)
@@ -280,7 +304,7 @@ class PPOTrainer(Trainer):
                                             (slot + 1) * self.args.per_device_train_batch_size]
         batch = {key: self.rollout[key][rows] for key in ("input_ids", "attention_mask", "response_mask", "old_logps",
                                                             "old_values", "advantages", "returns")}
-        for key in ("rewards/mean", "rewards/std", "kl", "ppo/response_length"):
+        for key in ("rewards/mean", "rewards/std", "kl", "ppo/response_length", "ppo/kl_coef"):
             self._metrics[key].append(self.rollout["metrics"][key])
         return super().training_step(model, batch, num_items_in_batch)
 
@@ -350,7 +374,8 @@ class PPOTrainer(Trainer):
         else:
             scores = raw_scores
         act = response_mask.float()
-        rewards, kl = token_rewards(scores, old_logps, ref_logps, act, s.kl_coef)
+        kl_coef = self.kl_coef
+        rewards, kl = token_rewards(scores, old_logps, ref_logps, act, kl_coef)
         if s.whiten_rewards:
             rewards = masked_whiten(rewards, act, shift_mean=False)
         advantages, returns = gae(rewards, old_values, act, s.gamma, s.lam)
@@ -358,10 +383,14 @@ class PPOTrainer(Trainer):
         order = torch.stack([torch.randperm(len(query)) for _ in range(s.epochs)]).to(device)
         stats = torch.stack([kl.sum(1).mean(), act.sum(1).mean()])
         stats = self.accelerator.reduce(stats, reduction="mean")
+        if s.kl_target is not None:  # from the KL over all processes: every process gets the same coefficient
+            self.kl_coef = adaptive_kl_coef(kl_coef, stats[0].item(), s.kl_target,
+                                            self.rollout_rows * args.world_size, s.kl_horizon)
         self._rollout_tokens = mask.sum() if args.include_num_input_tokens_seen == "non_padding" \
             else torch.tensor(mask.numel(), device=device)
         metrics = {"rewards/mean": all_scores.mean().item(), "rewards/std": all_scores.std().item()
-                   if all_scores.numel() > 1 else 0.0, "kl": stats[0].item(), "ppo/response_length": stats[1].item()}
+                   if all_scores.numel() > 1 else 0.0, "kl": stats[0].item(), "ppo/response_length": stats[1].item(),
+                   "ppo/kl_coef": kl_coef}
         return {"input_ids": sequences, "attention_mask": mask, "response_mask": act, "old_logps": old_logps,
                 "old_values": old_values, "advantages": advantages, "returns": returns, "order": order,
                 "metrics": metrics}
@@ -402,7 +431,7 @@ class PPOTrainer(Trainer):
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         super()._save_optimizer_and_scheduler(output_dir)
         inside = (self.state.global_step * self.args.gradient_accumulation_steps) % self.micro_per_rollout != 0
-        state = {"moments": dataclasses.asdict(self.moments), "layout": self._layout(),
+        state = {"moments": dataclasses.asdict(self.moments), "kl_coef": self.kl_coef, "layout": self._layout(),
                  "rollout": self.rollout if inside else None}
         Path(output_dir).mkdir(parents=True, exist_ok=True)  # another process may not have created it yet
         torch.save(state, Path(output_dir) / PPO_STATE.format(rank=self.args.process_index))
@@ -414,6 +443,8 @@ class PPOTrainer(Trainer):
             return
         state = torch.load(path, map_location=self.args.device, weights_only=True)
         self.moments = RunningMoments(**state["moments"])
+        if self.settings.kl_target is not None and "kl_coef" in state:  # the controller's state, not the start
+            self.kl_coef = float(state["kl_coef"])
         if state["layout"] == self._layout():
             self.rollout = state["rollout"]
 
