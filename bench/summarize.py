@@ -44,13 +44,19 @@ def detokenize(text: str) -> str:
     return re.sub(r"([(\[])\s+", r"\1", text)
 
 
-def alpaca_rows(path: Path) -> list[dict[str, str]]:
+def papers(path: Path) -> list[tuple[dict, str]]:
+    """(paper, its detokenised abstract) for each line of an aclsum split (bench/paper_tables.py's corpus too)."""
     rows = []
     for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        paper = json.loads(line)
-        abstract = detokenize(" ".join(paper["sentences"]["abstract"]))
+        if line.strip():
+            paper = json.loads(line)
+            rows.append((paper, detokenize(" ".join(paper["sentences"]["abstract"]))))
+    return rows
+
+
+def alpaca_rows(path: Path) -> list[dict[str, str]]:
+    rows = []
+    for paper, abstract in papers(path):
         for aspect in ASPECTS:
             rows.append({"instruction": INSTRUCTION.format(aspect=aspect), "input": abstract,
                          "output": paper["summary"][aspect].strip()})

@@ -87,6 +87,25 @@ def test_qlora_trains_adapters_on_a_quantised_model(bits, tiny_llama):
     assert two_steps(model) == names
 
 
+def test_qlora_keeps_training_after_an_evaluation(tiny_llama):
+    """bitsandbytes on an AVX512-BF16 CPU would repack 4-bit weights for inference at the first no-grad
+    eval forward and train without gradients below them afterwards; LF's training loads never do."""
+    model = load(tiny_llama, quantization_bit=4)
+    import bitsandbytes as bnb
+
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers and not any(m.support_avx512bf16_for_cpu for m in layers)
+    ids = torch.randint(3, 300, (2, 8), generator=torch.Generator().manual_seed(0))
+    model.eval()
+    with torch.no_grad():
+        model(input_ids=ids)
+    model.train()
+    assert not any(getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in layers)
+    model(input_ids=ids, labels=ids).loss.backward()
+    first = model.base_model.model.model.layers[0].self_attn.q_proj.lora_B["default"].weight  # under o_proj
+    assert first.grad is not None and first.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"quantization_bit": 4, "finetuning_type": "full"}, "a quantised model trains only through adapters"),
     ({"quantization_bit": 4, "finetuning_type": "freeze"}, "a quantised model trains only through adapters"),

@@ -77,6 +77,23 @@ def test_lora_sft_trains_and_leaves_standard_artefacts(base_config, write_config
     assert "already holds a finished run" in capsys.readouterr().err
 
 
+def test_fused_lm_head_gives_the_same_losses(base_config, write_config, monkeypatch):
+    """TRL's fused LM head (forced on: a CPU leaves it off by default) trains the same run to the same
+    per-step losses, through its kernels on every training step."""
+    from trl.trainer import utils as trl_utils
+
+    from lf_train.stages.sft import fused_head_pays
+
+    assert not fused_head_pays(torch.device("cpu"))
+    calls = []
+    original = trl_utils._ChunkedLogProbFunction.apply
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply", lambda *a: calls.append(1) or original(*a))
+    base_config.update(fused_lm_head=True)
+    assert lf(["train", str(write_config(**base_config))]) == 0
+    assert len(calls) == 30
+    assert losses(base_config["output_dir"]) == pytest.approx(SFT_LORA_LOSSES, abs=LOSS_TOLERANCE)
+
+
 BAD_INPUTS = [
     ({"dataset": "identiy"}, "dataset 'identiy' is not described in", "Did you mean 'identity'"),
     ({"template": "chatmll"}, "unknown template 'chatmll'", "Did you mean 'chatml'"),
@@ -114,6 +131,17 @@ def test_yaml_syntax_error(tmp_path, capsys):
     path.write_text("stage: sft\ndataset: [identity\n")
     assert lf(["train", str(path)]) == 1
     assert "broken.yaml is not valid YAML at line" in capsys.readouterr().err
+
+
+def test_do_predict_scores_a_qlora_adapter_on_the_quantised_base(base_config, tmp_path, monkeypatch):
+    from lf_eval import predict
+    from lf_train.run import predict_after_training
+
+    seen = []
+    monkeypatch.setattr(predict, "run_predict", lambda args, serve: seen.append(serve.model) or {})
+    plan = parse_train_config({**base_config, "quantization_bit": 4, "eval_dataset": "identity", "do_predict": True})
+    predict_after_training(plan, tmp_path)
+    assert (seen[0].quantization_bit, seen[0].adapter_name_or_path) == (4, [str(tmp_path)])
 
 
 def test_do_predict_generates_and_scores_the_eval_dataset(base_config, write_config, tmp_path):

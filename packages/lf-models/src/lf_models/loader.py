@@ -25,7 +25,7 @@ from lf_models.patches import (
     upcast_lmhead_output,
 )
 from lf_models.precision import Precision
-from lf_models.quantization import quantization_config, quantization_load_kwargs
+from lf_models.quantization import keep_4bit_layers_trainable, quantization_config, quantization_load_kwargs
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -187,6 +187,8 @@ def load_model(model_args: ModelArguments, finetuning_args: FinetuningArguments,
     if model_args.upcast_lmhead_output:
         upcast_lmhead_output(model)
 
+    if quantization is not None and is_trainable:
+        keep_4bit_layers_trainable(model)
     model = setup_finetuning(model, model_args, finetuning_args, is_trainable)
     if add_value_head:
         from lf_data.run_folder import VALUE_HEAD_FILE

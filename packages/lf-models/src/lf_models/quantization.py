@@ -142,3 +142,19 @@ def quantization_config(model_args: ModelArguments, config: Any, compute_dtype: 
         bnb_4bit_use_double_quant=model_args.double_quantization,
         bnb_4bit_compute_dtype=compute_dtype,
     )
+
+
+def keep_4bit_layers_trainable(model: Any) -> int:
+    """Keep bitsandbytes' CPU 4-bit layers on their trainable path; returns how many were switched.
+
+    bitsandbytes 0.50 on a CPU with AVX512-BF16 repacks a Linear4bit's weight for its inference kernel
+    the first time the layer runs in eval mode without gradients (an evaluation during training), for
+    good: the training forwards after it go through `gemv_4bit`, which has no backward, so no gradient
+    reaches the adapters below that layer (it only logs a warning). A model loaded to train never
+    takes that path; inference loads keep the fast kernel."""
+    switched = 0
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            switched += 1
+    return switched

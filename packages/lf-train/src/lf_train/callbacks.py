@@ -14,7 +14,7 @@ from lf_data.run_folder import LOG_FILE, LOSS_PLOT, read_log
 
 __all__ = ["LOGGED_KEYS", "METRIC_PREFIXES", "JsonlLogCallback", "plot_loss"]
 
-LOGGED_KEYS = ("loss", "eval_loss", "learning_rate", "grad_norm", "train_loss", "kl", "eval_kl")
+LOGGED_KEYS = ("loss", "eval_loss", "eval_perplexity", "learning_rate", "grad_norm", "train_loss", "kl", "eval_kl")
 # the metrics preference training is judged by, under TRL's names (`rewards/margins`, `logps/chosen`, ...),
 # and GRPO's completion lengths (`completions/mean_length`, `completions/clipped_ratio`, ...), with `eval_` in
 # front when they come from an evaluation

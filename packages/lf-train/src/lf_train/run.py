@@ -180,6 +180,10 @@ def _predict_only(plan: TrainPlan, output_dir: Path) -> Path:
     return output_dir
 
 
+QUANTISATION_KEYS = ("quantization_bit", "quantization_method", "quantization_type", "double_quantization",
+                     "quantization_device_map")
+
+
 def predict_after_training(plan: TrainPlan, output_dir: Path, trained: bool = True) -> dict[str, Any]:
     """Answer every eval_dataset row with the trained model (or, `trained=False`, the model and adapters
     the config names) and score the answers (BLEU-4, ROUGE): the same engine and files as
@@ -195,9 +199,11 @@ def predict_after_training(plan: TrainPlan, output_dir: Path, trained: bool = Tr
     else:
         base = plan.model.model_name_or_path if adapter else str(output_dir)
         adapters = [str(output_dir)] if adapter else None
+    # an adapter is scored on the base it trained on: QLoRA's quantised one, not the full-precision weights
+    quantised = {key: getattr(plan.model, key) for key in QUANTISATION_KEYS} if adapter or not trained else {}
     model = ModelArguments(model_name_or_path=base, adapter_name_or_path=adapters,
                            cache_dir=plan.model.cache_dir, model_revision=plan.model.model_revision,
-                           trust_remote_code=plan.model.trust_remote_code)
+                           trust_remote_code=plan.model.trust_remote_code, **quantised)
     # the training run's data keys (template, default_system, tool_format, thinking), over eval_dataset's rows
     data = dataclasses.replace(plan.data, dataset=plan.data.eval_dataset, eval_dataset=None, val_size=0.0,
                                streaming=False, packing=False, neat_packing=False, eval_on_each_dataset=False)

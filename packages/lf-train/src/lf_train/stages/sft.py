@@ -3,6 +3,7 @@ use_dft_loss / use_asft_loss / use_eaft_loss, a token-weighted variant from `lf_
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,16 @@ class SupervisedTrainer(Trainer):
         else:
             kwargs["compute_loss_func"] = sft_loss_func(train_args)
         super().__init__(*args, **kwargs)
+        self.fused_lm_head = (fused_head_pays(self.args.device) if train_args.fused_lm_head is None
+                              else train_args.fused_lm_head) and self.compute_loss_func is None \
+            and self.label_smoother is None and not self.args.use_liger_kernel
+        if self.fused_lm_head:
+            from peft import PeftModel
+            from trl.trainer.utils import add_fused_lm_head
+
+            add_fused_lm_head(self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model)
         self.asft_alpha = train_args.asft_alpha
+        self.report_perplexity = train_args.stage == "pt"
         self.reference = reference.to(self.args.device).eval() if reference is not None else None
         self._reference_logits: torch.Tensor | None = None
 
@@ -35,14 +45,41 @@ class SupervisedTrainer(Trainer):
                      num_items_in_batch: Any = None) -> Any:
         if self.compute_loss_func == self._asft_loss:
             self._reference_logits = reference_logits(self, model, inputs)
+        elif self.fused_lm_head and model.training and not return_outputs:
+            inputs = {**inputs, "fused_lm_head": True}  # the same loss, without the whole logits
         try:
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
         finally:
             self._reference_logits = None
 
+    def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
+        """Stage pt adds `{prefix}_perplexity` = exp(`{prefix}_loss`) (LlamaFactory's pt workflow does the
+        same), here so that every evaluation logs it: eval_on_start, eval_strategy and the final one."""
+        output = super().evaluation_loop(*args, **kwargs)
+        prefix = kwargs.get("metric_key_prefix", args[4] if len(args) > 4 else "eval")
+        if self.report_perplexity and f"{prefix}_loss" in output.metrics:
+            output.metrics[f"{prefix}_perplexity"] = perplexity(output.metrics[f"{prefix}_loss"])
+        return output
+
     def _asft_loss(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
         return asft_loss(outputs["logits"], self._reference_logits, labels, num_items_in_batch, self.asft_alpha)
+
+
+def fused_head_pays(device: torch.device) -> bool:
+    """Whether TRL's fused LM head runs as Triton kernels here (its torch fallback on a CPU holds more
+    memory than the logits it replaces)."""
+    from transformers.utils import is_triton_available
+
+    return device.type in ("cuda", "xpu") and is_triton_available()
+
+
+def perplexity(loss: float) -> float:
+    """exp(mean token loss); math.inf when that overflows a float (a diverged run)."""
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return math.inf
 
 
 def next_token_argmax(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
