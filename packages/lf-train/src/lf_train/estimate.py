@@ -878,8 +878,10 @@ def estimate_plan(plan: TrainPlan, device: Device | None = None, gpus: int | Non
     layers_bp = facts.layers if gc else facts.layers_in_backward
     logits = tokens * facts.vocab * (12 + (half if half == 2 else 0))
     if _fused_head(plan, device):
-        if device.kind == "cpu":
-            notes.append("TRL's fused LM head on a CPU (its torch fallback) holds more than the logits counted here")
+        if device.kind == "cpu":  # TRL's torch fallback keeps about nine tiles alive (LF narrows them to 4096)
+            from lf_train.losses import CPU_FUSED_HEAD_CHUNK
+
+            logits = 9 * min(tokens, 4096) * min(facts.vocab, CPU_FUSED_HEAD_CHUNK) * 4 + tokens * facts.hidden * 8
         else:  # Triton kernels: one projection tile of at most 4096 tokens x 32768 entries, a few floats per token
             logits = min(tokens, 4096) * min(facts.vocab, 32768) * half + tokens * 16
     if generating:  # sampling keeps a key/value cache; training takes over once the answers exist

@@ -21,6 +21,7 @@ from lf_models.args import ADAPTER_TYPES, FinetuningArguments
 from lf_models.loader import hub_credentials, load_model, load_tokenizer, resolve_model
 from lf_models.precision import choose_precision
 from lf_train.callbacks import JsonlLogCallback, plot_loss
+from lf_train.losses import size_fused_head_tiles
 from lf_train.plan import TrainPlan, finish_plan, parse_train_config, resolved_config
 from lf_train.stages import STAGES
 
@@ -115,6 +116,7 @@ def run_train(config: dict[str, Any], source: str = "", plan: TrainPlan | None =
             from lf_train.profiling import profiler_callback
 
             callbacks.append(profiler_callback(plan.profiler, str(output_dir)))
+        size_fused_head_tiles(args.device)
         stage.run(model, tokenizer, data, plan, callbacks, **extra)
     except OSError as err:  # a full disk mid-checkpoint: one line; the last complete checkpoint is intact
         raise storage_error(err, output_dir, "The last complete checkpoint is kept; the run resumes from it.") from None
