@@ -270,7 +270,7 @@ def test_estimate_that_does_not_fit_names_the_keys_that_would(runs, tiny_llama, 
     small = module.Device("small GPU", 0.1, 100.0, overhead_gib=0.0)
     monkeypatch.setattr(module, "find_device", lambda name: small)
     shown = form_estimate(tiny_form(runs, tiny_llama, data_dir, finetuning_type="full", per_device_train_batch_size=64,
-                                    cutoff_len=256), "", "", "en", runs)
+                                    cutoff_len=256), "fused_lm_head: false", "", "en", runs)  # the whole logits
     warning = shown.splitlines()[-1]
     assert warning.startswith("**⚠️ Does not fit in the 0.1 GiB of small GPU. It would fit with: `"), shown
     assert "`per_device_train_batch_size=1 gradient_accumulation_steps=512 (" in warning

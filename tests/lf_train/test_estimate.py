@@ -267,7 +267,7 @@ def test_train_warns_before_loading(config, monkeypatch, caplog):
     small = module.Device("small GPU", 0.1, 100.0, overhead_gib=0.0)
     monkeypatch.setattr(module, "find_device", lambda name: small)
     plan = check_train_config({**config, "finetuning_type": "full", "per_device_train_batch_size": 64,
-                               "cutoff_len": 256})
+                               "cutoff_len": 256, "fused_lm_head": False})  # the whole logits: too big
     with caplog.at_level(logging.INFO, logger="lf_train"):
         _announce_estimate(plan)
     messages = [r.getMessage() for r in caplog.records]
