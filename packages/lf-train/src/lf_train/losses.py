@@ -95,7 +95,7 @@ def sft_loss_func(train_args: Any) -> Callable[..., torch.Tensor] | None:
 CPU_FUSED_HEAD_CHUNK = 4096
 """Vocabulary entries per tile of TRL's fused LM head on a CPU. TRL's 32768 suits its Triton kernels;
 its torch fallback keeps about nine tiles alive, so 1,024 tokens x 49,152 entries held 1.07 GiB at 32768
-(more than the 0.78 GiB of full logits) and 0.15 GiB at 4096, in about the same time (2.0 vs 2.2 s)."""
+(more than the 0.59 GiB of full logits) and 0.15 GiB at 4096 (bench/fused_head.py)."""
 
 
 def size_fused_head_tiles(device: torch.device) -> None:
