@@ -328,7 +328,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pt-batch", type=int, default=2, help="2 x 256: the paper's token batch of 512")
     parser.add_argument("--pt-cutoff-len", type=int, default=256)
     parser.add_argument("--heldout-papers", type=int, default=16, help="test-split abstracts for the perplexity")
-    parser.add_argument("--sft-steps", type=int, default=4)
+    parser.add_argument("--sft-steps", type=int, default=30, help="120 of the 300 train rows at batch 4")
     parser.add_argument("--sft-batch", type=int, default=4, help="the paper's batch size")
     parser.add_argument("--sft-cutoff-len", type=int, default=1024)
     parser.add_argument("--predict-cutoff-len", type=int, default=1024, help="longest prompt lf eval accepts")
