@@ -37,9 +37,15 @@ def _run_train(argv: list[str]) -> int:
     if command is not None:
         finish_plan(plan)  # one clear error now rather than one per process
         return run_torchrun(command)
+    from lf_train.launch import close_process_group
     from lf_train.run import run_train
 
-    run_train(config, source=source, plan=plan)
+    try:
+        run_train(config, source=source, plan=plan)
+    except BaseException:
+        close_process_group(wait=False)
+        raise
+    close_process_group(wait=True)
     return 0
 
 

@@ -79,5 +79,17 @@ def main() -> int:
     return lf(["train", *sys.argv[1:]])
 
 
+def close_process_group(wait: bool) -> None:
+    """Leave the process group together: a worker that exits while another still saves can kill
+    gloo's threads mid-flight ("terminate called without an active exception", exit -6)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if wait:
+        dist.barrier()
+    dist.destroy_process_group()
+
+
 if __name__ == "__main__":
     sys.exit(main())
