@@ -1,4 +1,4 @@
-"""Batch collation for supervised data, plain or packed.
+"""Batch collation for supervised data: padded, padding-free (the examples end to end) or packed.
 
 Neat-packed rows carry each token's example number in ``attention_mask`` (1, 1, 2, 2, 2, ...). They
 become a 4-D boolean mask where a token sees only earlier tokens of its own example, so packed
@@ -20,8 +20,11 @@ class SupervisedCollator:
     pad_token_id: int
     pad_to_multiple_of: int | None = None
     neat_packing: bool = False
+    padding_free: bool = False
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if self.padding_free:
+            return self._end_to_end(rows)
         length = max(len(r["input_ids"]) for r in rows)
         if self.pad_to_multiple_of:
             length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
@@ -41,6 +44,22 @@ class SupervisedCollator:
         else:
             batch["attention_mask"] = (segments > 0).long()
         return batch
+
+    def _end_to_end(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """One row of all the examples (lf_models.padding_free), positions restarting at each. An
+        example's first label is dropped: it would be the target of the previous example's last token
+        (alone it is never a target), so the loss and its token count equal the padded batch's."""
+        ids: list[int] = []
+        labels: list[int] = []
+        positions: list[int] = []
+        for row in rows:
+            ids += row["input_ids"]
+            labels += [IGNORE_INDEX, *row["labels"][1:]]
+            positions += range(len(row["input_ids"]))
+        if self.pad_to_multiple_of and len(ids) % self.pad_to_multiple_of:  # the padding is an example of its own
+            extra = self.pad_to_multiple_of - len(ids) % self.pad_to_multiple_of
+            ids, labels, positions = ids + [self.pad_token_id] * extra, labels + [IGNORE_INDEX] * extra, [*positions, *range(extra)]
+        return {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]), "position_ids": torch.tensor([positions])}
 
 
 @dataclass

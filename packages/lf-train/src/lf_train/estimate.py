@@ -1013,7 +1013,9 @@ def _dataset_rows(plan: TrainPlan) -> int | None:
     from lf_data.dataset_info import get_dataset_attr
 
     data = plan.data
-    packing = data.packing if data.packing is not None else (plan.train.stage == "pt" or data.neat_packing)
+    from lf_train.plan import rows_packed
+
+    packing = rows_packed(data, plan.train.stage)
     total = 0
     for name in data.dataset or []:
         attr = get_dataset_attr(name, data.dataset_dir)

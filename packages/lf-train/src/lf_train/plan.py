@@ -179,6 +179,15 @@ def check_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:
     if train.disable_shuffling and hf.get("train_sampling_strategy", "sequential") != "sequential":
         raise ConfigError(f"disable_shuffling: true and train_sampling_strategy: {hf['train_sampling_strategy']} "
                           "contradict each other; keep one.")
+    packed = rows_packed(data, train.stage)
+    if train.padding_free and (packed or media):
+        why = "the rows are packed already (packing/neat_packing)" if packed else "multimodal rows are expanded per example"
+        raise ConfigError(f"padding_free: true lays a batch's examples end to end, but {why}; remove padding_free.")
+    if train.padding_free and (model.flash_attn == "disabled" or model.shift_attn or train.mixture_of_depths):
+        why = ("flash_attn: disabled (eager attention) would see a row's examples as one sequence" if model.flash_attn == "disabled"
+               else "shift_attn shifts attention groups across the row" if model.shift_attn
+               else "mixture_of_depths routes the tokens of a row together")
+        raise ConfigError(f"padding_free: true, but {why}; remove padding_free.")
     if train.early_stopping_steps is not None:
         has_eval = data.eval_dataset or data.val_size
         if not has_eval or hf.get("eval_strategy", "no") == "no":
@@ -215,6 +224,11 @@ def check_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:
     if plan.resume_from_checkpoint:
         check_resumable(plan, read_run_config(output_dir))
     return plan
+
+
+def rows_packed(data: Any, stage: str) -> bool:
+    """Whether the rows are packed: `packing` (neat_packing sets it) when given, else stage pt packs."""
+    return data.packing if data.packing is not None else stage == "pt"
 
 
 # The keys that replace AdamW with an optimizer of their own: (why adapters cannot use it: "" when they
