@@ -95,10 +95,11 @@ def halves(call: dict) -> tuple[torch.Tensor, torch.Tensor]:
 def test_dpo_with_images_feeds_both_halves_and_the_reference(preference_config, write_config, monkeypatch, tmp_path):
     calls = record_vision_calls(monkeypatch)
     assert lf(["train", str(write_config(**preference_config))]) == 0
-    # per step: the policy's forward (gradients on, adapter on) then the reference's (no gradients, adapter off)
-    assert [(c["grad"], c["adapter_off"]) for c in calls] == [(True, False), (False, True)] * 2
+    # per step: the reference's forward (no gradients, adapter off; first, so its memory is free before the
+    # policy's graph is built) then the policy's (gradients on, adapter on)
+    assert [(c["grad"], c["adapter_off"]) for c in calls] == [(False, True), (True, False)] * 2
     for step in range(2):
-        policy, reference = calls[2 * step], calls[2 * step + 1]
+        reference, policy = calls[2 * step], calls[2 * step + 1]
         # two rows: their two images for the chosen half, the same two again for the rejected half
         assert len(policy["grid"]) == 4 and policy["grid"][:2] == policy["grid"][2:]
         assert policy["pixels"].shape[0] == sum(t * h * w for t, h, w in policy["grid"]) > 0

@@ -76,8 +76,8 @@ def test_sft_is_padding_free_by_default_with_the_padded_losses(base_config, writ
 
 
 def test_padding_free_is_refused_where_it_cannot_apply(base_config, more_data):
-    with pytest.raises(ConfigError, match="padding_free lays out the batches of stages sft and pt; stage dpo"):
-        parse_train_config({**base_config, "stage": "dpo", "dataset": "pref", "padding_free": True})
+    with pytest.raises(ConfigError, match="padding_free lays out the batches of stages sft, pt and dpo; stage kto"):
+        parse_train_config({**base_config, "stage": "kto", "dataset": "kto", "padding_free": True})
     with pytest.raises(ConfigError, match="the rows are packed already"):
         parse_train_config({**base_config, "stage": "pt", "dataset": "texts", "padding_free": True})
     with pytest.raises(ConfigError, match="the rows are packed already"):
@@ -92,3 +92,18 @@ def test_eager_attention_pads_by_default_and_refuses_padding_free(base_config, w
     assert "padding-free batches off: attention eager" in caplog.text
     with pytest.raises(ConfigError, match="padding_free: true, but flash_attn: disabled"):  # before any weights load
         parse_train_config({**base_config, "padding_free": True})
+
+
+@pytest.mark.parametrize("pref_loss", ["sigmoid", "orpo"])
+def test_dpo_is_padding_free_by_default_with_the_padded_losses(pref_loss, base_config, write_config, more_data,
+                                                               tmp_path, caplog):
+    base_config.update(stage="dpo", dataset="pref", pref_loss=pref_loss, max_steps=4, save_steps=100,
+                       per_device_train_batch_size=2, learning_rate=1e-2)
+    with caplog.at_level(logging.INFO):
+        assert lf(["train", str(write_config(**base_config))]) == 0
+    assert f"attention {NAME}" in caplog.text
+    padded = tmp_path / "padded"
+    assert lf(["train", str(write_config(**base_config)), f"output_dir={padded}", "padding_free=false"]) == 0
+    ours, theirs = losses(base_config["output_dir"]), losses(padded)
+    assert len(ours) == 4 and ours == pytest.approx(theirs, abs=1e-5)
+    assert ours[-1] != pytest.approx(ours[0], abs=1e-3)  # it trains: the comparison is not of constants

@@ -43,6 +43,7 @@ from lf_data.errors import ConfigError
 from lf_data.processors import IGNORE_INDEX
 from lf_train.args import REFERENCE_FREE_LOSSES
 from lf_train.collators import PairwiseCollator, forward_inputs
+from lf_train.padding_free import EndToEnd, choose_padding_free
 from lf_train.plan import TrainPlan
 from lf_train.stages.common import build_trainer, train_and_save
 
@@ -175,6 +176,9 @@ class TRLPreferenceMixin:
 class PreferenceTrainer(TRLPreferenceMixin, DPOTrainer):
     """TRL's DPOTrainer on LF's batches and reference (see the module docstring)."""
 
+    padding_free = False
+    """run_dpo's choice (lf_train.padding_free): each forward runs the batch as one padding-free row."""
+
     def __init__(self, *args: Any, train_args: Any, reference: Any = None, **kwargs: Any) -> None:
         kwargs["args"] = dpo_config(kwargs["args"], train_args)
         Trainer.__init__(self, *args, **kwargs)  # not DPOTrainer's (see the module docstring)
@@ -194,15 +198,40 @@ class PreferenceTrainer(TRLPreferenceMixin, DPOTrainer):
     def compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         batch = _trl_batch(inputs)
-        policy = _Recorder(model)
+        policy = _Recorder(EndToEnd(model) if self.padding_free else model)
         if self._reference_free():
             loss = self._reference_free_loss(policy, batch)
+        elif self.ld_alpha is None:  # the reference first: its forward's memory is free before the policy's graph
+            batch["ref_chosen_logps"], batch["ref_rejected_logps"] = self._reference_logps(batch).chunk(2)
+            self.precompute_ref_logps = True
+            try:
+                loss = DPOTrainer.compute_loss(self, policy, batch)  # TRL's loss step, every loss_type
+            finally:
+                self.precompute_ref_logps = False
         else:
-            loss = DPOTrainer.compute_loss(self, policy, batch)  # TRL's loss step, every loss_type
+            loss = DPOTrainer.compute_loss(self, policy, batch)  # TRL runs the reference (LD-DPO's split sums)
         ftx = self.train_args.pref_ftx
         if ftx:
             loss = loss + ftx * -_answer_logps(policy.outputs, batch["completion_mask"])[1].chunk(2)[0].mean()
         return (loss, {}) if return_outputs else loss
+
+    def _reference_logps(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Each row's summed answer log-probability under the reference, as TRL's loss step computes it
+        (the LoRA/OFT adapter switched off, or the reference model), run before the policy's forward."""
+        from trl.models.utils import disable_gradient_checkpointing
+
+        kwargs = {key: value for key, value in batch.items() if key != "completion_mask"}
+        labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, IGNORE_INDEX)
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            if self.ref_model is None:
+                with self.accelerator.unwrap_model(self.model).disable_adapter():
+                    outputs = self._forward(self.model)(**kwargs, labels=labels, use_cache=False, fused_lm_head=True)
+            else:
+                outputs = self._forward(self.ref_model)(**kwargs, labels=labels, use_cache=False, fused_lm_head=True)
+        return _answer_logps(outputs, batch["completion_mask"])[0]
+
+    def _forward(self, model: Any) -> Any:
+        return EndToEnd(model) if self.padding_free else model
 
     def _reference_free_loss(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """ORPO (TRL's odds_ratio_loss plus LlamaFactory's answer NLL) or TRL's CPO loss (`cpo`: sigmoid
@@ -243,6 +272,8 @@ class PreferenceTrainer(TRLPreferenceMixin, DPOTrainer):
 
 def run_dpo(model: Any, tokenizer: Any, data: Any, plan: TrainPlan, callbacks: list, reference: Any = None) -> Trainer:
     plan.training_args.remove_unused_columns = False  # the pairwise columns are not the model's forward arguments
+    padding_free = choose_padding_free([model, reference], plan, data)
     trainer = build_trainer(PreferenceTrainer, model, tokenizer, data, plan, callbacks, PairwiseCollator,
                             train_args=plan.train, reference=reference)
+    trainer.padding_free = padding_free
     return train_and_save(trainer, plan, data)

@@ -3,7 +3,6 @@ use_dft_loss / use_asft_loss / use_eaft_loss, a token-weighted variant from `lf_
 
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -13,11 +12,11 @@ from transformers import Trainer
 
 from lf_train.collators import SupervisedCollator
 from lf_train.losses import asft_loss, sft_loss_func
+from lf_train.padding_free import choose_padding_free
 from lf_train.plan import TrainPlan
 from lf_train.stages.common import build_trainer, reference_logits, train_and_save
 
 PISSA_INIT = "pissa_init"
-logger = logging.getLogger(__name__)
 
 
 class SupervisedTrainer(Trainer):
@@ -97,39 +96,10 @@ def token_accuracy(prediction: Any) -> dict[str, float]:
     return {"accuracy": float((predicted[mask] == labels[mask]).mean()) if mask.any() else float("nan")}
 
 
-def choose_padding_free(model: Any, plan: TrainPlan, data: Any, reference: Any = None) -> bool:
-    """padding_free as asked, or by default wherever it applies; switches the models' SDPA to `lf_sdpa`."""
-    from peft import PeftModel
-
-    from lf_data.errors import ConfigError
-    from lf_models.padding_free import padding_free_blocker, use_padding_free_attention
-    from lf_train.plan import rows_packed
-
-    asked = plan.train.padding_free
-    if asked is False or rows_packed(plan.data, plan.train.stage) or getattr(data, "media", None) is not None:
-        return False  # padding_free: true with packed or multimodal rows was refused by the config check
-    models = [m.get_base_model() if isinstance(m, PeftModel) else m for m in (model, reference) if m is not None]
-    blocker = next((b for m in models if (b := padding_free_blocker(m, plan.data.cutoff_len))), None)
-    attention = getattr(models[0].config, "_attn_implementation", None) or "eager"
-    if blocker is None and attention != "sdpa" and not attention.startswith("flash_attention"):
-        blocker = f"attention {attention} would see the examples of a row as one sequence (sdpa and fa2 keep them apart)"
-    if blocker is None and plan.train.mixture_of_depths:
-        blocker = "mixture_of_depths routes the tokens of a row together"
-    if blocker is not None:
-        if asked:
-            raise ConfigError(f"padding_free: true, but {blocker}; remove padding_free.")
-        logger.info("padding-free batches off: %s", blocker)
-        return False
-    for m in models:
-        attention = use_padding_free_attention(m)
-    logger.info("batches: padding-free, the examples end to end (attention %s)", attention)
-    return True
-
-
 def run_sft(model: Any, tokenizer: Any, data: Any, plan: TrainPlan, callbacks: list, reference: Any = None) -> Trainer:
     metrics = ({"compute_metrics": token_accuracy, "preprocess_logits_for_metrics": next_token_argmax}
                if plan.train.compute_accuracy else {})
-    options = {"neat_packing": plan.data.neat_packing, "padding_free": choose_padding_free(model, plan, data, reference)}
+    options = {"neat_packing": plan.data.neat_packing, "padding_free": choose_padding_free([model, reference], plan, data)}
     trainer = build_trainer(SupervisedTrainer, model, tokenizer, data, plan, callbacks, SupervisedCollator,
                             collator_options=options, train_args=plan.train, reference=reference, **metrics)
     output_dir = Path(plan.training_args.output_dir)

@@ -1,0 +1,427 @@
+"""LF next to LlamaFactory 0.9.5 on the same work, the same YAML and the same data, on this machine.
+
+Run:
+  uv run python bench/vs_llamafactory.py --setup              # once: LlamaFactory into --venv
+  uv run python bench/vs_llamafactory.py [--models tiny,smollm2-135m-instruct]
+        [--work sft_lora,dpo_lora,pt_full,preprocess,serve] [--reps 2] [--venv PATH]
+
+Both systems get one YAML written here (keys they both read; each at its own defaults for the
+rest) and run as a user runs them (`lf train x.yaml`, `llamafactory-cli train x.yaml`), alternately,
+`--reps` times each; the table gives medians and LF / LlamaFactory ratios.
+
+- Models: a tiny Llama (hidden 256, 4 layers, a 4,096-token BPE tokenizer trained here on the
+  corpus) and SmolLM2-135M-Instruct (bundled with LF as GGUF; both systems read LF's converted
+  folder).
+- Data: real text from the `aclsum` package (MIT; 250 ACL papers' abstracts, introductions and
+  conclusions). SFT rows are alpaca rows whose answers are passages of log-uniform length (about
+  20 to 600 tokens, truncated at cutoff 512 as in real instruction data); DPO pairs a passage with
+  another as the rejected answer; PT packs the papers' text into 512-token blocks.
+- Training: one epoch over the same rows, so both see the same examples; tokens/s counts real
+  (non-padding) tokens, found by tokenising the rows with LF's pipeline, over the trainer's own
+  `train_runtime`; the loss is the trainer's `train_loss` (mean over the epoch); peak RSS is the
+  process tree's (wait4).
+- Preprocessing: cold SFT tokenisation of 10,000 rows in each system's own dataset code, in
+  process, next to the raw batched tokenizer on the same text.
+- Serving: each system's OpenAI-style API (transformers engine, greedy), one request alone, then
+  16 concurrent requests of 32 new tokens; generated tokens counted from each response's usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import random
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+DEFAULT_VENV = Path.home() / ".cache" / "lf-bench" / "llamafactory-0.9.5"
+PINS = ["torch==2.13.0,!=2.13.0+cpu", "torchvision==0.28.0", "torchaudio==2.11.0", "llamafactory==0.9.5"]
+QUIET = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_DISABLED": "true", "TOKENIZERS_PARALLELISM": "false",
+         "DISABLE_VERSION_CHECK": "1", "LLAMAFACTORY_VERBOSITY": "WARN", "PYTHONWARNINGS": "ignore"}
+WORKLOADS = {  # name: (stage, method keys, steps on the tiny model, batch size)
+    "sft_lora": ("sft", {"finetuning_type": "lora", "lora_target": "all", "lora_rank": 8}, 50, 4),
+    "dpo_lora": ("dpo", {"finetuning_type": "lora", "lora_target": "all", "lora_rank": 8, "pref_beta": 0.1}, 20, 2),
+    "pt_full": ("pt", {"finetuning_type": "full"}, 30, 4),
+}
+SMOLLM2_STEPS = {"sft_lora": 12, "dpo_lora": 8, "pt_full": 8}  # ~10x the tiny model's cost per token
+
+
+# -- setup ----------------------------------------------------------------------------------------
+
+def setup(venv: Path) -> None:
+    """LlamaFactory 0.9.5 in its own virtual environment (the pins of DESIGN.md: it needs
+    transformers <= 5.6 and imports torchaudio unconditionally)."""
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *PINS], check=True)
+    print(f"LlamaFactory installed in {venv}")
+
+
+# -- the shared workspace -------------------------------------------------------------------------
+
+def corpus() -> list[str]:
+    from summarize import aclsum_dir, detokenize
+
+    texts = []
+    for split in ("train", "val", "test"):
+        for line in (aclsum_dir() / f"{split}.jsonl").read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                paper = json.loads(line)
+                texts.append(detokenize(" ".join(s for part in paper["sentences"].values() for s in part)))
+    return texts
+
+
+def passage(words: list[str], rng: random.Random, lo: int, hi: int) -> str:
+    length = int(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+    start = rng.randrange(max(1, len(words) - length))
+    return " ".join(words[start:start + length])
+
+
+def write_data(folder: Path, texts: list[str], sft_rows: int = 10_000) -> None:
+    rng = random.Random(0)
+    words = [t.split() for t in texts]
+    questions = ["Summarise this part of the paper.", "Continue the text.", "What does the paper say next?",
+                 "Explain the method described here.", "Write the following paragraph."]
+    sft = []
+    for _ in range(sft_rows):
+        paper = rng.choice(words)
+        sft.append({"instruction": rng.choice(questions), "input": passage(paper, rng, 5, 40) if rng.random() < 0.4 else "",
+                    "output": passage(paper, rng, 12, 450)})
+    dpo = [{"instruction": row["instruction"], "input": row["input"], "chosen": row["output"],
+            "rejected": sft[(i + 7) % len(sft)]["output"]} for i, row in enumerate(sft[:1000])]
+    pt = [{"text": text} for text in texts]
+    for name, rows in (("bench_sft", sft), ("bench_dpo", dpo), ("bench_pt", pt)):
+        (folder / f"{name}.json").write_text(json.dumps(rows))
+    info = {"bench_sft": {"file_name": "bench_sft.json"},
+            "bench_dpo": {"file_name": "bench_dpo.json", "ranking": True,
+                          "columns": {"prompt": "instruction", "query": "input", "chosen": "chosen", "rejected": "rejected"}},
+            "bench_pt": {"file_name": "bench_pt.json", "columns": {"prompt": "text"}}}
+    (folder / "dataset_info.json").write_text(json.dumps(info, indent=1))
+
+
+def tiny_model(folder: Path, texts: list[str]) -> str:
+    """A Llama of hidden 256 and 4 layers with a 4,096-token byte-level BPE trained on the corpus."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=4096, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=None, eos_token="<|im_end|>",
+                                        pad_token="<|endoftext|>", unk_token="<|endoftext|>")
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=2048,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         bos_token_id=None, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    path = folder / "tiny-llama"
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def model_path(name: str, folder: Path, texts: list[str]) -> str:
+    if name == "tiny":
+        return tiny_model(folder, texts)
+    from lf_models.args import ModelArguments
+    from lf_models.loader import resolve_model
+
+    return resolve_model(ModelArguments(model_name_or_path=name)).path  # LF's converted HF folder
+
+
+def train_config(work: str, model: str, data: Path, out: Path, small: bool) -> dict[str, Any]:
+    """Stages with rows of their own train one epoch over `steps x batch` rows; pt stops after `steps`
+    packed batches (the corpus is longer)."""
+    stage, method, steps, batch = WORKLOADS[work]
+    steps = steps if small else SMOLLM2_STEPS[work]
+    config = {"model_name_or_path": model, "stage": stage, "do_train": True, "template": "chatml", **method,
+              "dataset": f"bench_{stage}", "dataset_dir": str(data), "cutoff_len": 512,
+              "output_dir": str(out), "overwrite_output_dir": True, "per_device_train_batch_size": batch,
+              "num_train_epochs": 1, "learning_rate": 1e-4, "logging_steps": 5, "save_steps": 100_000,
+              "report_to": "none", "plot_loss": False, "seed": 42, "disable_tqdm": True}
+    config.update({"max_steps": steps} if stage == "pt" else {"max_samples": steps * batch})
+    return config
+
+
+def real_tokens(config: dict[str, Any]) -> int:
+    """Non-padding tokens of one epoch, by LF's pipeline (both systems tokenise the rows the same way:
+    bench/template_parity.py); a pt run with max_steps counts the packed blocks it trains on."""
+    from lf_data.args import DataArguments
+    from lf_data.pipeline import build_dataset
+    from lf_models.args import ModelArguments
+    from lf_models.loader import load_tokenizer
+
+    tokenizer = load_tokenizer(ModelArguments(model_name_or_path=config["model_name_or_path"]))
+    args = DataArguments(dataset=[config["dataset"]], dataset_dir=config["dataset_dir"], template="chatml",
+                         cutoff_len=config["cutoff_len"], max_samples=config.get("max_samples"))
+    rows = build_dataset(args, tokenizer, config["stage"]).train_dataset
+    keys = [k for k in rows.column_names if k.endswith("input_ids")]
+    total = sum(len(ids) for key in keys for ids in rows[key])
+    if "max_steps" in config:
+        total = min(total, config["max_steps"] * config["per_device_train_batch_size"] * config["cutoff_len"])
+    return total
+
+
+# -- running one system -----------------------------------------------------------------------------
+
+def measured(command: list[str], env: dict[str, str], log: Path, timeout: int = 3600) -> tuple[int, float, float]:
+    """(exit code, peak RSS of the process tree in MiB, wall seconds) of one command."""
+    start = time.perf_counter()
+    with log.open("w") as out:
+        proc = subprocess.Popen(command, env={**os.environ, **QUIET, **env}, stdout=out, stderr=subprocess.STDOUT)
+        deadline = start + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                proc.kill()
+            time.sleep(0.2)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss / 1024, time.perf_counter() - start
+
+
+def commands(venv: Path) -> dict[str, list[str]]:
+    return {"LF": [sys.executable, "-m", "lf_data.cli"], "LlamaFactory": [str(venv / "bin" / "llamafactory-cli")]}
+
+
+def train_once(system: str, cli: list[str], config: dict[str, Any], folder: Path) -> dict[str, Any]:
+    import yaml
+
+    out = Path(config["output_dir"])
+    path = folder / f"{system}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    code, rss, wall = measured([*cli, "train", str(path)], {}, folder / f"{system}.log")
+    if code != 0:
+        tail = (folder / f"{system}.log").read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"{system} train failed ({code}):\n{tail}")
+    result = json.loads((out / "train_results.json").read_text())
+    state = json.loads((out / "trainer_state.json").read_text())
+    return {"runtime": result["train_runtime"], "loss": result["train_loss"], "rss": rss, "wall": wall,
+            "steps": state["global_step"]}
+
+
+# -- preprocessing ----------------------------------------------------------------------------------
+
+LF_PREPROCESS = """
+import json, os, sys, time
+from lf_data.args import DataArguments
+from lf_data.pipeline import build_dataset
+from lf_models.args import ModelArguments
+from lf_models.loader import load_tokenizer
+model, data = sys.argv[1], sys.argv[2]
+tokenizer = load_tokenizer(ModelArguments(model_name_or_path=model))
+start = time.perf_counter()
+rows = build_dataset(DataArguments(dataset=["bench_sft"], dataset_dir=data, template="chatml", cutoff_len=2048), tokenizer, "sft").train_dataset
+print("RESULT", json.dumps({"seconds": time.perf_counter() - start, "tokens": sum(map(len, rows["input_ids"]))}))
+"""
+LLAMAFACTORY_PREPROCESS = """
+import json, os, sys, time
+from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
+from llamafactory.hparams import get_train_args
+from llamafactory.model import load_tokenizer
+model, data, out = sys.argv[1], sys.argv[2], sys.argv[3]
+args = get_train_args({"model_name_or_path": model, "stage": "sft", "do_train": True, "template": "chatml",
+                       "dataset": "bench_sft", "dataset_dir": data, "cutoff_len": 2048, "output_dir": out,
+                       "finetuning_type": "lora", "report_to": "none", "overwrite_cache": True})
+model_args, data_args, training_args = args[0], args[1], args[2]
+module = load_tokenizer(model_args)
+template = get_template_and_fix_tokenizer(module["tokenizer"], data_args)
+start = time.perf_counter()
+rows = get_dataset(template, model_args, data_args, training_args, stage="sft", **module)["train_dataset"]
+print("RESULT", json.dumps({"seconds": time.perf_counter() - start, "tokens": sum(map(len, rows["input_ids"]))}))
+"""
+RAW = """
+import json, sys, time
+from transformers import AutoTokenizer
+rows = json.load(open(sys.argv[2]))
+tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])
+texts = [r["instruction"] + "\\n" + r["input"] + r["output"] for r in rows]
+start = time.perf_counter()
+ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+print("RESULT", json.dumps({"seconds": time.perf_counter() - start, "tokens": sum(map(len, ids))}))
+"""
+
+
+def preprocess_once(system: str, python: str, model: str, data: Path, folder: Path) -> dict[str, float]:
+    script = {"LF": LF_PREPROCESS, "LlamaFactory": LLAMAFACTORY_PREPROCESS, "raw tokenizer": RAW}[system]
+    cache = Path(tempfile.mkdtemp(dir=folder))  # cold: a fresh cache for each run
+    env = {"LF_CACHE_HOME": str(cache / "lf"), "HF_DATASETS_CACHE": str(cache / "hf"), "HF_HOME": str(cache / "hf")}
+    target = str(data / "bench_sft.json") if system == "raw tokenizer" else str(data)
+    log = folder / "preprocess.log"
+    code, rss, wall = measured([python, "-c", script, model, target, str(cache / "out")], env, log)
+    text = log.read_text(errors="replace")
+    match = re.search(r"^RESULT (.*)$", text, re.M)
+    if code != 0 or not match:
+        raise RuntimeError(f"{system} preprocessing failed ({code}):\n{text[-3000:]}")
+    return json.loads(match.group(1))
+
+
+# -- serving --------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_api(cli: list[str], model: str, folder: Path, tokens: int) -> tuple[subprocess.Popen, str]:
+    import httpx
+    import yaml
+
+    config = folder / "api.yaml"
+    config.write_text(yaml.safe_dump({"model_name_or_path": model, "template": "chatml", "do_sample": False,
+                                      "max_new_tokens": tokens}))
+    port = free_port()
+    log = (folder / "api.log").open("w")
+    proc = subprocess.Popen([*cli, "api", str(config)], env={**os.environ, **QUIET, "API_PORT": str(port)},
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{cli[-1]} api exited with {proc.returncode}: {(folder / 'api.log').read_text()[-2000:]}")
+        try:
+            if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("the API did not start in 10 minutes")
+
+
+async def chat(client: Any, url: str, tokens: int, question: str) -> tuple[float, int]:
+    model = (await client.get(url + "/v1/models")).json()["data"][0]["id"]
+    body = {"model": model, "messages": [{"role": "user", "content": question}], "max_tokens": tokens}
+    start = time.perf_counter()
+    response = await client.post(url + "/v1/chat/completions", json=body)
+    response.raise_for_status()
+    return time.perf_counter() - start, response.json()["usage"]["completion_tokens"]
+
+
+async def serve_wave(url: str, concurrency: int, tokens: int) -> tuple[float, float]:
+    """(median latency, generated tokens/s over the wave's wall time)."""
+    import httpx
+
+    async with httpx.AsyncClient(timeout=900) as client:
+        start = time.perf_counter()
+        results = await asyncio.gather(*[chat(client, url, tokens, f"Tell me about topic {i}.") for i in range(concurrency)])
+        wall = time.perf_counter() - start
+    return statistics.median(r[0] for r in results), sum(r[1] for r in results) / wall
+
+
+def serve_once(system: str, cli: list[str], model: str, folder: Path, tokens: int = 32) -> dict[str, float]:
+    proc, url = start_api(cli, model, folder, tokens)
+    try:
+        asyncio.run(serve_wave(url, 1, tokens))  # warm-up
+        single = statistics.median(asyncio.run(serve_wave(url, 1, tokens))[0] for _ in range(3))
+        _, throughput = asyncio.run(serve_wave(url, 16, tokens))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return {"latency": single, "tps": throughput}
+
+
+# -- the table --------------------------------------------------------------------------------------
+
+def median(runs: list[dict[str, float]], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--setup", action="store_true", help="install LlamaFactory 0.9.5 into --venv and stop")
+    parser.add_argument("--venv", type=Path, default=Path(os.environ.get("LF_BENCH_LLAMAFACTORY", DEFAULT_VENV)))
+    parser.add_argument("--models", default="tiny,smollm2-135m-instruct")
+    parser.add_argument("--work", default="sft_lora,dpo_lora,pt_full,preprocess,serve")
+    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--json", type=Path, help="also write every number here")
+    ns = parser.parse_args()
+    if ns.setup:
+        setup(ns.venv)
+        return
+    if not (ns.venv / "bin" / "llamafactory-cli").exists():
+        sys.exit(f"LlamaFactory is not installed in {ns.venv}: run with --setup first (or give --venv)")
+    os.environ.update(QUIET)
+    import datasets
+
+    datasets.disable_progress_bars()
+    cli = commands(ns.venv)
+    pythons = {"LF": sys.executable, "LlamaFactory": str(ns.venv / "bin" / "python"), "raw tokenizer": sys.executable}
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="lf-vs-") as tmp:
+        root = Path(tmp)
+        texts = corpus()
+        data = root / "data"
+        data.mkdir()
+        write_data(data, texts)
+        for name in ns.models.split(","):
+            model = model_path(name, root, texts)
+            for work in ns.work.split(","):
+                runs: dict[str, list[dict[str, Any]]] = {}
+                systems = ["raw tokenizer", "LF", "LlamaFactory"] if work == "preprocess" else ["LF", "LlamaFactory"]
+                for rep in range(ns.reps):
+                    for system in systems if rep % 2 == 0 else systems[::-1]:
+                        folder = root / "runs" / f"{name}-{work}-{system.replace(' ', '_')}-{rep}"
+                        folder.mkdir(parents=True)
+                        if work == "preprocess":
+                            run = preprocess_once(system, pythons[system], model, data, folder)
+                        elif work == "serve":
+                            run = serve_once(system, cli[system], model, folder)
+                        else:
+                            config = train_config(work, model, data, folder / "out", name == "tiny")
+                            run = train_once(system, cli[system], config, folder)
+                            run["tokens"] = real_tokens(config) if rep == 0 and system == "LF" else None
+                        runs.setdefault(system, []).append(run)
+                        print(f"{name} {work} {system} rep {rep}: {json.dumps(run)}", flush=True)
+                results.append({"model": name, "work": work, "runs": runs})
+    print_table(results)
+    if ns.json:
+        ns.json.write_text(json.dumps(results, indent=1))
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    print()
+    print(f"{'model':<22} {'work':<11} {'measure':<28} {'LlamaFactory':>13} {'LF':>10} {'LF / LlamaFactory':>18}")
+    for result in results:
+        runs, model, work = result["runs"], result["model"], result["work"]
+        rows: list[tuple[str, float, float, bool]] = []  # (measure, LlamaFactory, LF, higher is better)
+        if work == "preprocess":
+            rows.append(("cold preprocessing s", median(runs["LlamaFactory"], "seconds"), median(runs["LF"], "seconds"), False))
+            raw = median(runs["raw tokenizer"], "seconds")
+            rows.append(("  raw tokenizer s (LF / raw)", raw, median(runs["LF"], "seconds"), False))
+        elif work == "serve":
+            rows.append(("16 concurrent: gen tok/s", median(runs["LlamaFactory"], "tps"), median(runs["LF"], "tps"), True))
+            rows.append(("1 request: latency s", median(runs["LlamaFactory"], "latency"), median(runs["LF"], "latency"), False))
+        else:
+            tokens = next(r["tokens"] for r in runs["LF"] if r["tokens"])
+            rows.append(("real tokens/s", tokens / median(runs["LlamaFactory"], "runtime"),
+                         tokens / median(runs["LF"], "runtime"), True))
+            rows.append(("peak RSS MiB", median(runs["LlamaFactory"], "rss"), median(runs["LF"], "rss"), False))
+            rows.append(("train loss (epoch mean)", median(runs["LlamaFactory"], "loss"), median(runs["LF"], "loss"), False))
+            rows.append(("steps", median(runs["LlamaFactory"], "steps"), median(runs["LF"], "steps"), True))
+        for measure, theirs, ours, _ in rows:
+            ratio = ours / theirs if theirs else float("nan")
+            print(f"{model:<22} {work:<11} {measure:<28} {theirs:>13,.4g} {ours:>10,.4g} {ratio:>17.2f}x")
+
+
+if __name__ == "__main__":
+    main()
