@@ -196,18 +196,22 @@ def measured(command: list[str], env: dict[str, str], log: Path, timeout: int = 
 
 
 def commands(venv: Path) -> dict[str, list[str]]:
-    return {"LF": [sys.executable, "-m", "lf_data.cli"], "LlamaFactory": [str(venv / "bin" / "llamafactory-cli")]}
+    lf = [sys.executable, "-m", "lf_data.cli"]
+    return {"LF": lf, "LF checkpointing": lf, "LlamaFactory": [str(venv / "bin" / "llamafactory-cli")]}
 
 
 def train_once(system: str, cli: list[str], config: dict[str, Any], folder: Path) -> dict[str, Any]:
     import yaml
 
+    if system == "LF checkpointing":  # LlamaFactory's own default, for the memory comparison
+        config = {**config, "gradient_checkpointing": True}
     out = Path(config["output_dir"])
-    path = folder / f"{system}.yaml"
+    path = folder / f"{system.replace(' ', '_')}.yaml"
     path.write_text(yaml.safe_dump(config))
-    code, rss, wall = measured([*cli, "train", str(path)], {}, folder / f"{system}.log")
+    log = folder / f"{system.replace(' ', '_')}.log"
+    code, rss, wall = measured([*cli, "train", str(path)], {}, log)
     if code != 0:
-        tail = (folder / f"{system}.log").read_text(errors="replace")[-3000:]
+        tail = log.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"{system} train failed ({code}):\n{tail}")
     result = json.loads((out / "train_results.json").read_text())
     state = json.loads((out / "trainer_state.json").read_text())
@@ -354,6 +358,8 @@ def main() -> None:
     parser.add_argument("--work", default="sft_lora,dpo_lora,pt_full,preprocess,serve")
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--json", type=Path, help="also write every number here")
+    parser.add_argument("--checkpointing", action="store_true",
+                        help="also train LF with gradient_checkpointing: true (LlamaFactory's default)")
     ns = parser.parse_args()
     if ns.setup:
         setup(ns.venv)
@@ -377,7 +383,8 @@ def main() -> None:
             model = model_path(name, root, texts)
             for work in ns.work.split(","):
                 runs: dict[str, list[dict[str, Any]]] = {}
-                systems = ["raw tokenizer", "LF", "LlamaFactory"] if work == "preprocess" else ["LF", "LlamaFactory"]
+                systems = (["raw tokenizer", "LF", "LlamaFactory"] if work == "preprocess" else ["LF", "LlamaFactory"]
+                           if work == "serve" or not ns.checkpointing else ["LF", "LlamaFactory", "LF checkpointing"])
                 for rep in range(ns.reps):
                     for system in systems if rep % 2 == 0 else systems[::-1]:
                         folder = root / "runs" / f"{name}-{work}-{system.replace(' ', '_')}-{rep}"
@@ -407,7 +414,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
         if work == "preprocess":
             rows.append(("cold preprocessing s", median(runs["LlamaFactory"], "seconds"), median(runs["LF"], "seconds"), False))
             raw = median(runs["raw tokenizer"], "seconds")
-            rows.append(("  raw tokenizer s (LF / raw)", raw, median(runs["LF"], "seconds"), False))
+            rows.append(("  LF vs raw tokenizer s (1st: raw)", raw, median(runs["LF"], "seconds"), False))
         elif work == "serve":
             rows.append(("16 concurrent: gen tok/s", median(runs["LlamaFactory"], "tps"), median(runs["LF"], "tps"), True))
             rows.append(("1 request: latency s", median(runs["LlamaFactory"], "latency"), median(runs["LF"], "latency"), False))
@@ -416,6 +423,11 @@ def print_table(results: list[dict[str, Any]]) -> None:
             rows.append(("real tokens/s", tokens / median(runs["LlamaFactory"], "runtime"),
                          tokens / median(runs["LF"], "runtime"), True))
             rows.append(("peak RSS MiB", median(runs["LlamaFactory"], "rss"), median(runs["LF"], "rss"), False))
+            if "LF checkpointing" in runs:
+                gc = runs["LF checkpointing"]
+                rows.append(("  LF checkpointing: tokens/s", tokens / median(runs["LlamaFactory"], "runtime"),
+                             tokens / median(gc, "runtime"), True))
+                rows.append(("  LF checkpointing: RSS MiB", median(runs["LlamaFactory"], "rss"), median(gc, "rss"), False))
             rows.append(("train loss (epoch mean)", median(runs["LlamaFactory"], "loss"), median(runs["LF"], "loss"), False))
             rows.append(("steps", median(runs["LlamaFactory"], "steps"), median(runs["LF"], "steps"), True))
         for measure, theirs, ours, _ in rows:
