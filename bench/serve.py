@@ -44,17 +44,24 @@ def start_server(model: str, tokens: int, workdir: Path) -> tuple[subprocess.Pop
     proc = subprocess.Popen([sys.executable, "-m", "lf_data.cli", "api", str(config)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
+    wait_until_up(proc, url + "/health", "lf api")
+    return proc, url
+
+
+def wait_until_up(proc: subprocess.Popen, probe: str, name: str, log: Path | None = None) -> None:
+    """Return once `probe` answers 200; a server that exits or takes 10 minutes is an error."""
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"lf api exited with {proc.returncode}")
+            raise RuntimeError(f"{name} exited with {proc.returncode}: {log.read_text()[-2000:] if log else ''}")
         try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return proc, url
+            if httpx.get(probe, timeout=2).status_code == 200:
+                return
         except httpx.HTTPError:
-            time.sleep(0.5)
+            pass
+        time.sleep(0.5)
     proc.kill()
-    raise RuntimeError("lf api did not start in 10 minutes")
+    raise RuntimeError(f"{name} did not start in 10 minutes")
 
 
 async def one_request(client: httpx.AsyncClient, url: str, tokens: int) -> tuple[float, float, int]:

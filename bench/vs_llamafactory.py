@@ -292,8 +292,8 @@ def free_port() -> int:
 
 
 def start_api(cli: list[str], model: str, folder: Path, tokens: int) -> tuple[subprocess.Popen, str]:
-    import httpx
     import yaml
+    from serve import wait_until_up
 
     config = folder / "api.yaml"
     config.write_text(yaml.safe_dump({"model_name_or_path": model, "template": "chatml", "do_sample": False,
@@ -303,18 +303,8 @@ def start_api(cli: list[str], model: str, folder: Path, tokens: int) -> tuple[su
     proc = subprocess.Popen([*cli, "api", str(config)], env={**os.environ, **QUIET, "API_PORT": str(port)},
                             stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{cli[-1]} api exited with {proc.returncode}: {(folder / 'api.log').read_text()[-2000:]}")
-        try:
-            if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("the API did not start in 10 minutes")
+    wait_until_up(proc, url + "/v1/models", f"{Path(cli[-1]).name} api", folder / "api.log")
+    return proc, url
 
 
 async def chat(client: Any, url: str, tokens: int, question: str) -> tuple[float, int]:
