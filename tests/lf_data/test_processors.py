@@ -271,3 +271,26 @@ def test_kto_never_pairs_a_row_with_its_own_answer(tmp_path, tiny_tokenizer):
     assert out["input_ids"] == [[]]  # alone in its batch: dropped, not paired with itself
     module = build_dataset(args(tmp_path, "k"), tiny_tokenizer, "kto")
     assert len(module.train_dataset) == 2
+
+
+def test_the_garbage_collector_pauses_while_tokenising_and_comes_back(data_dir, tiny_tokenizer, monkeypatch):
+    import gc
+
+    import lf_data.pipeline
+
+    seen = []
+    tokenize = lf_data.pipeline._tokenize
+    monkeypatch.setattr(lf_data.pipeline, "_tokenize", lambda *a, **k: seen.append(gc.isenabled()) or tokenize(*a, **k))
+    args = DataArguments(dataset=["identity"], dataset_dir=str(data_dir), template="chatml", overwrite_cache=True)
+    build_dataset(args, tiny_tokenizer, "sft")
+    assert seen == [False] and gc.isenabled()
+    gc.disable()  # a caller that turned it off keeps it off
+    try:
+        build_dataset(args, tiny_tokenizer, "sft")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    with pytest.raises(ConfigError):  # and an error on the way out turns it back on
+        build_dataset(DataArguments(dataset=["identity"], dataset_dir=str(data_dir), template="chatml", val_size=100),
+                      tiny_tokenizer, "sft")
+    assert gc.isenabled()
