@@ -124,9 +124,10 @@ def test_kto_with_images_feeds_the_answers_and_the_kl_pairs(preference_config, w
     calls = record_vision_calls(monkeypatch)
     config = {**preference_config, "stage": "kto", "dataset": "kto_mm_demo", "max_steps": 1}
     assert lf(["train", str(write_config(**config))]) == 0
-    # one step: policy on the kl_ pairs (no grad), policy (grad), reference on both (adapter off): TRL's order
-    assert [(c["grad"], c["adapter_off"]) for c in calls] == [(False, False), (True, False), (False, True),
-                                                              (False, True)]
+    # one step: the reference first (adapter off, no grad) on the kl_ pairs and the answers, then the policy on
+    # the kl_ pairs (no grad) and on the answers (grad)
+    assert [(c["grad"], c["adapter_off"]) for c in calls] == [(False, True), (False, True), (False, False),
+                                                              (True, False)]
     answers = calls[0]
     assert len(answers["grid"]) == 2 and answers["pixels"].shape[0] == sum(t * h * w for t, h, w in answers["grid"])
     for other in calls[1:]:  # each kl_ pair is its own row's prompt (and image) with another row's answer

@@ -76,8 +76,8 @@ def test_sft_is_padding_free_by_default_with_the_padded_losses(base_config, writ
 
 
 def test_padding_free_is_refused_where_it_cannot_apply(base_config, more_data):
-    with pytest.raises(ConfigError, match="padding_free lays out the batches of stages sft, pt and dpo; stage kto"):
-        parse_train_config({**base_config, "stage": "kto", "dataset": "kto", "padding_free": True})
+    with pytest.raises(ConfigError, match="padding_free lays out the batches of stages sft, pt, dpo and kto; stage rm"):
+        parse_train_config({**base_config, "stage": "rm", "dataset": "pref", "padding_free": True})
     with pytest.raises(ConfigError, match="the rows are packed already"):
         parse_train_config({**base_config, "stage": "pt", "dataset": "texts", "padding_free": True})
     with pytest.raises(ConfigError, match="the rows are packed already"):
@@ -94,11 +94,11 @@ def test_eager_attention_pads_by_default_and_refuses_padding_free(base_config, w
         parse_train_config({**base_config, "padding_free": True})
 
 
-@pytest.mark.parametrize("pref_loss", ["sigmoid", "orpo"])
-def test_dpo_is_padding_free_by_default_with_the_padded_losses(pref_loss, base_config, write_config, more_data,
-                                                               tmp_path, caplog):
-    base_config.update(stage="dpo", dataset="pref", pref_loss=pref_loss, max_steps=4, save_steps=100,
-                       per_device_train_batch_size=2, learning_rate=1e-2)
+@pytest.mark.parametrize("stage, pref_loss", [("dpo", "sigmoid"), ("dpo", "orpo"), ("kto", "sigmoid")])
+def test_preference_stages_are_padding_free_by_default_with_the_padded_losses(stage, pref_loss, base_config,
+                                                                              write_config, more_data, tmp_path, caplog):
+    base_config.update(stage=stage, dataset="pref" if stage == "dpo" else "kto", pref_loss=pref_loss, max_steps=4,
+                       save_steps=100, per_device_train_batch_size=2, learning_rate=1e-2)
     with caplog.at_level(logging.INFO):
         assert lf(["train", str(write_config(**base_config))]) == 0
     assert f"attention {NAME}" in caplog.text

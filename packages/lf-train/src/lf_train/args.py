@@ -105,7 +105,7 @@ class TrainArguments:
     label smoothing or use_liger_kernel (Liger's fused loss does the same job); evaluation keeps the
     logits its metrics need."""
     padding_free: bool | None = None
-    """sft/pt/dpo: lay each batch's examples end to end in one row, positions restarting at each, so no
+    """sft/pt/dpo/kto: lay each batch's examples end to end in one row, positions restarting at each, so no
     step computes on padding (SDPA runs example by example as `lf_sdpa`; FlashAttention-2 uses its
     varlen kernel). The loss equals the padded batch's. Default: on wherever it applies (text models on
     transformers' attention interface with sdpa or fa2, rows not packed, no sliding window shorter than
@@ -347,9 +347,9 @@ class TrainArguments:
         if self.fused_lm_head is not None and self.stage not in ("sft", "pt"):
             raise ConfigError(f"fused_lm_head chooses the loss of stages sft and pt; stage {self.stage} decides "
                               "its own (TRL's dpo, kto and grpo trainers always fuse it). Remove the key.")
-        if self.padding_free is not None and self.stage not in ("sft", "pt", "dpo"):
-            raise ConfigError(f"padding_free lays out the batches of stages sft, pt and dpo; stage {self.stage} pads "
-                              "its own. Remove the key.")
+        if self.padding_free is not None and self.stage not in ("sft", "pt", "dpo", "kto"):
+            raise ConfigError(f"padding_free lays out the batches of stages sft, pt, dpo and kto; stage {self.stage} "
+                              "pads its own. Remove the key.")
         ppo_keys = [key for key, default in PPO_ONLY_DEFAULTS.items() if getattr(self, key) != default]
         if ppo_keys and self.stage != "ppo":
             raise ConfigError(f"{ppo_keys[0]} is a key of stage ppo; set stage: ppo or remove it.")

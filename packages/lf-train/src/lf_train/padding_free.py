@@ -1,7 +1,7 @@
 """Padding-free training (`padding_free`): which runs take it, and the preference stages' side of it.
 
 sft and pt collate padding-free rows directly (`SupervisedCollator(padding_free=True)`). The dpo
-stage keeps its padded chosen-first batches, because TRL's loss code reads log-probabilities as
+and kto stages keep their padded batches, because TRL's loss code reads log-probabilities as
 [rows, positions]; `EndToEnd` runs such a batch through the model as one padding-free row and hands
 the fused LM head's per-token fields back in the padded layout. The attention that keeps the examples
 apart is `lf_models.padding_free`.
@@ -18,7 +18,7 @@ from lf_data.processors import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("sft", "pt", "dpo")
+STAGES = ("sft", "pt", "dpo", "kto")
 PER_TOKEN_FIELDS = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
 
 

@@ -118,7 +118,29 @@ def _answer_logps(outputs: Any, completion_mask: torch.Tensor) -> tuple[torch.Te
 
 class TRLPreferenceMixin:
     """LF's changes to TRL's DPO and KTO trainers, shared: set-up without TRL's `__init__`, LF's
-    reference, evaluation on LF's datasets as they are, checkpoints without a model card."""
+    reference (its forwards run before the policy's), padding-free forwards, evaluation on LF's
+    datasets as they are, checkpoints without a model card."""
+
+    padding_free = False
+    """The stage's choice (lf_train.padding_free): each forward runs its batch as one padding-free row."""
+
+    def _forward(self, model: Any) -> Any:
+        return EndToEnd(model) if self.padding_free and not isinstance(model, EndToEnd) else model
+
+    @contextlib.contextmanager
+    def _as_reference(self) -> Any:
+        """The reference, for forwards without gradients: the same model with its LoRA/OFT adapter
+        switched off, or the reference model; TRL's loss step then reads the log-probabilities as
+        precomputed (`precompute_ref_logps`), so the reference's memory is free before the policy's
+        graph is built (TRL would run it after)."""
+        from trl.models.utils import disable_gradient_checkpointing
+
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            if self.ref_model is None:
+                with self.accelerator.unwrap_model(self.model).disable_adapter():
+                    yield self.model
+            else:
+                yield self.ref_model
 
     def _lf_setup(self, train_args: Any, reference: Any, outputs: tuple[str, ...]) -> None:
         from accelerate.utils import is_peft_model
@@ -176,9 +198,6 @@ class TRLPreferenceMixin:
 class PreferenceTrainer(TRLPreferenceMixin, DPOTrainer):
     """TRL's DPOTrainer on LF's batches and reference (see the module docstring)."""
 
-    padding_free = False
-    """run_dpo's choice (lf_train.padding_free): each forward runs the batch as one padding-free row."""
-
     def __init__(self, *args: Any, train_args: Any, reference: Any = None, **kwargs: Any) -> None:
         kwargs["args"] = dpo_config(kwargs["args"], train_args)
         Trainer.__init__(self, *args, **kwargs)  # not DPOTrainer's (see the module docstring)
@@ -198,7 +217,7 @@ class PreferenceTrainer(TRLPreferenceMixin, DPOTrainer):
     def compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         batch = _trl_batch(inputs)
-        policy = _Recorder(EndToEnd(model) if self.padding_free else model)
+        policy = _Recorder(self._forward(model))
         if self._reference_free():
             loss = self._reference_free_loss(policy, batch)
         elif self.ld_alpha is None:  # the reference first: its forward's memory is free before the policy's graph
@@ -216,22 +235,12 @@ class PreferenceTrainer(TRLPreferenceMixin, DPOTrainer):
         return (loss, {}) if return_outputs else loss
 
     def _reference_logps(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Each row's summed answer log-probability under the reference, as TRL's loss step computes it
-        (the LoRA/OFT adapter switched off, or the reference model), run before the policy's forward."""
-        from trl.models.utils import disable_gradient_checkpointing
-
+        """Each row's summed answer log-probability under the reference, as TRL's loss step computes it."""
         kwargs = {key: value for key, value in batch.items() if key != "completion_mask"}
         labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, IGNORE_INDEX)
-        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
-            if self.ref_model is None:
-                with self.accelerator.unwrap_model(self.model).disable_adapter():
-                    outputs = self._forward(self.model)(**kwargs, labels=labels, use_cache=False, fused_lm_head=True)
-            else:
-                outputs = self._forward(self.ref_model)(**kwargs, labels=labels, use_cache=False, fused_lm_head=True)
+        with self._as_reference() as reference:
+            outputs = self._forward(reference)(**kwargs, labels=labels, use_cache=False, fused_lm_head=True)
         return _answer_logps(outputs, batch["completion_mask"])[0]
-
-    def _forward(self, model: Any) -> Any:
-        return EndToEnd(model) if self.padding_free else model
 
     def _reference_free_loss(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """ORPO (TRL's odds_ratio_loss plus LlamaFactory's answer NLL) or TRL's CPO loss (`cpo`: sigmoid

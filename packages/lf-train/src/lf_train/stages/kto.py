@@ -24,6 +24,7 @@ from trl import KTOConfig
 from trl import KTOTrainer as TRLKTOTrainer
 
 from lf_train.collators import KTOCollator
+from lf_train.padding_free import choose_padding_free
 from lf_train.plan import TrainPlan
 from lf_train.stages.common import build_trainer, train_and_save
 from lf_train.stages.dpo import TRLPreferenceMixin, _answer_logps, _Recorder, _trl_batch, trl_config
@@ -59,18 +60,25 @@ class KTOTrainer(TRLPreferenceMixin, TRLKTOTrainer):
         labels = kl["labels"].masked_fill(kl["completion_mask"] == 0, -100)
         inputs = {key: value for key, value in kl.items() if key not in ("completion_mask", "labels")}
         with torch.no_grad():
-            outputs = model(**inputs, labels=labels, use_cache=False, fused_lm_head=True)
+            outputs = self._forward(model)(**inputs, labels=labels, use_cache=False, fused_lm_head=True)
         return _answer_logps(outputs, kl["completion_mask"])[0]
 
     def compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         batch = {**_trl_batch(inputs), "label": inputs["kto_tags"]}
         self._lf_kl = {**_trl_batch(inputs, "kl_"), "labels": inputs["kl_input_ids"]}
-        policy = _Recorder(model)
+        policy = _Recorder(self._forward(model))
         try:
+            labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
+            kwargs = {key: value for key, value in batch.items() if key not in ("completion_mask", "label")}
+            with self._as_reference() as reference:  # first, as dpo's (TRLPreferenceMixin._as_reference)
+                batch["ref_KL_logps"] = self._compute_kl_logps(reference, batch)
+                outputs = self._forward(reference)(**kwargs, labels=labels, use_cache=False, fused_lm_head=True)
+                batch["ref_logps"] = _answer_logps(outputs, batch["completion_mask"])[0]
+            self.precompute_ref_logps = True
             loss = TRLKTOTrainer.compute_loss(self, policy, batch)  # TRL's loss step
         finally:
-            self._lf_kl = None
+            self._lf_kl, self.precompute_ref_logps = None, False
         ftx = self.train_args.pref_ftx
         if ftx:  # the summed log-probability of each desirable answer, over all answers of the batch
             total = _answer_logps(policy.outputs, batch["completion_mask"])[0]
@@ -80,6 +88,8 @@ class KTOTrainer(TRLPreferenceMixin, TRLKTOTrainer):
 
 def run_kto(model: Any, tokenizer: Any, data: Any, plan: TrainPlan, callbacks: list, reference: Any = None) -> Trainer:
     plan.training_args.remove_unused_columns = False
+    padding_free = choose_padding_free([model, reference], plan, data)
     trainer = build_trainer(KTOTrainer, model, tokenizer, data, plan, callbacks, KTOCollator,
                             train_args=plan.train, reference=reference)
+    trainer.padding_free = padding_free
     return train_and_save(trainer, plan, data)
