@@ -238,8 +238,8 @@ def build_dataset(data_args: DataArguments, tokenizer: Any, stage: str = "sft", 
 @contextmanager
 def collector_paused() -> Iterator[None]:
     """Python's cyclic garbage collector off while rows are tokenised: the millions of small id lists
-    made it run its passes again and again (12% of a cold 10,000-row sft build, bench/preprocess.py);
-    nothing tokenising makes needs it."""
+    made it run its passes again and again (a cold 10,000-row sft build: 1.87 s with it, 1.55 s
+    without; bench/vs_llamafactory.py --work preprocess); nothing tokenising makes needs it."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:

@@ -1,22 +1,20 @@
 """Padding-free batches: a batch's examples laid end to end in one row, each numbering its positions
 from 0, so no step computes on padding.
 
-transformers reads such a row as packed sequences (the restarting `position_ids`) and keeps the
-examples apart: FlashAttention-2 with its varlen kernel, eager and SDPA with a block-diagonal mask.
-SDPA's mask is (tokens x tokens) and the kernel still computes every cross-example score only to
-mask it out, so LF registers one more attention, `lf_sdpa`: SDPA's causal kernel run on each
-example of the row in turn (exact: the same scores an example gets alone, and no mask). Anything
-that is not such a row (padded evaluation batches, generation with a cache) is plain SDPA.
+FlashAttention-2 reads such a row through its varlen kernel (the restarting `position_ids`). SDPA
+does not keep the examples apart reliably: transformers builds a (tokens x tokens) block mask for it
+only when no cache exists (a training forward has one unless `use_cache` is off), and even then the
+kernel computes every cross-example score to mask it out. So LF registers one more attention,
+`lf_sdpa`: SDPA's causal kernel run on each example of the row in turn (exact: the scores an example
+gets alone, and no mask). Anything that is not such a row (padded evaluation batches, generation with
+a cache) is plain SDPA. Eager attention is not switched, so padding-free training refuses it.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
-
-logger = logging.getLogger(__name__)
 
 NAME = "lf_sdpa"
 
@@ -79,7 +77,7 @@ def padding_free_blocker(model: Any, cutoff_len: int) -> str | None:
 
 
 def use_padding_free_attention(model: Any) -> str:
-    """Switch an SDPA model to `lf_sdpa` (FlashAttention-2 and eager handle the rows themselves)."""
+    """Switch an SDPA model to `lf_sdpa`; others keep theirs (FlashAttention-2 reads the rows itself)."""
     current = getattr(model.config, "_attn_implementation", None)
     if current == "sdpa":
         register()

@@ -13,6 +13,8 @@ from lf_data.stages import StageName
 DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
               "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
 """TRL DPOTrainer's `loss_type` names (each compares the policy with a reference model)."""
+PADDING_FREE_STAGES = ("sft", "pt", "dpo", "kto")
+"""The stages whose batches `padding_free` lays out (lf_train.padding_free)."""
 REFERENCE_FREE_LOSSES = ("orpo", "simpo", "cpo")
 """pref_loss values that compare chosen and rejected answers without a reference model (TRL's ORPO and
 CPO trainers: `cpo` is CPO's sigmoid loss, `simpo` its SimPO loss)."""
@@ -347,7 +349,7 @@ class TrainArguments:
         if self.fused_lm_head is not None and self.stage not in ("sft", "pt"):
             raise ConfigError(f"fused_lm_head chooses the loss of stages sft and pt; stage {self.stage} decides "
                               "its own (TRL's dpo, kto and grpo trainers always fuse it). Remove the key.")
-        if self.padding_free is not None and self.stage not in ("sft", "pt", "dpo", "kto"):
+        if self.padding_free is not None and self.stage not in PADDING_FREE_STAGES:
             raise ConfigError(f"padding_free lays out the batches of stages sft, pt, dpo and kto; stage {self.stage} "
                               "pads its own. Remove the key.")
         ppo_keys = [key for key, default in PPO_ONLY_DEFAULTS.items() if getattr(self, key) != default]

@@ -18,7 +18,6 @@ from lf_data.processors import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("sft", "pt", "dpo", "kto")
 PER_TOKEN_FIELDS = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
 
 
@@ -28,10 +27,11 @@ def choose_padding_free(models: list[Any], plan: Any, data: Any) -> bool:
 
     from lf_data.errors import ConfigError
     from lf_models.padding_free import padding_free_blocker, use_padding_free_attention
+    from lf_train.args import PADDING_FREE_STAGES
     from lf_train.plan import rows_packed
 
     asked = plan.train.padding_free
-    if (asked is False or plan.train.stage not in STAGES or rows_packed(plan.data, plan.train.stage)
+    if (asked is False or plan.train.stage not in PADDING_FREE_STAGES or rows_packed(plan.data, plan.train.stage)
             or getattr(data, "media", None) is not None):
         return False  # padding_free: true with packed or multimodal rows was refused by the config check
     models = [m.get_base_model() if isinstance(m, PeftModel) else m for m in models if m is not None]
