@@ -56,9 +56,10 @@ class InferArguments:
     stage: Literal["sft", "rm"] = "sft"
     """`rm` loads the reward model's value head (saved with its adapter) for /v1/score/evaluation."""
     max_batch_size: Annotated[int, AtLeastOne] = 16
-    """huggingface: most sequences generated together in one batched generate call."""
-    batch_wait_ms: Annotated[float, NonNegative] = 5.0
-    """huggingface: how long the batcher waits for more requests once one has arrived."""
+    """huggingface: most sequences generated together (the running batch, or one generate call)."""
+    batch_wait_ms: Annotated[float, NonNegative] = 0.0
+    """huggingface: how long an idle engine waits after a request for others to start with it
+    (later ones join the running batch at the next step anyway; 0 adds no latency)."""
     vllm_maxlen: Annotated[int, Range(ge=16, hint="room for a prompt and an answer")] = 4096
     """vllm: maximum sequence length (prompt + answer)."""
     vllm_gpu_util: Annotated[float, Range(gt=0, le=1)] = 0.7

@@ -78,6 +78,29 @@ class Event:
 
 
 Sink = Callable[[Event], None]
+
+
+class _Collector:
+    """A sink for whole answers: it keeps the events and wakes the waiting caller once, when every
+    row has finished or an error came (not at every token, which would cost a thread switch each)."""
+
+    def __init__(self, rows: int, wake: Callable[[], None]) -> None:
+        self.events: list[Event] = []
+        self.open_rows = rows
+        self.wake = wake
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+        if event.finish_reason is not None:
+            self.open_rows -= 1
+        if event.error is not None or self.open_rows <= 0:
+            self.wake()
+
+    def result(self) -> list[Event]:
+        for event in self.events:
+            if event.error is not None:
+                raise event.error
+        return self.events
 GENERATING_KEYS = frozenset(f.name for f in fields(GeneratingArguments))
 OVERRIDES = {"do_sample", "temperature", "top_p", "top_k", "num_beams", "max_new_tokens", "repetition_penalty",
              "length_penalty", "skip_special_tokens", "num_return_sequences", "stop", "seed", "n", "max_tokens"}
@@ -365,10 +388,29 @@ class ChatEngine:
         return out
 
     def run(self, request: GenerationRequest, tools: Any = None) -> list[Response]:
-        return self._responses(request, list(self.stream_events(request)), tools)
+        done = threading.Event()
+        collector = _Collector(request.n, done.set)
+        self._submit(request, collector)
+        try:
+            done.wait()
+        finally:
+            request.cancelled.set()
+        return self._responses(request, collector.result(), tools)
 
     async def arun(self, request: GenerationRequest, tools: Any = None) -> list[Response]:
-        return self._responses(request, [e async for e in self.astream_events(request)], tools)
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+
+        collector = _Collector(request.n, wake)
+        self._submit(request, collector)
+        try:
+            await done
+        finally:  # a client that went away cancels its rows
+            request.cancelled.set()
+        return self._responses(request, collector.result(), tools)
 
     # -- the public interface -----------------------------------------------------------------------
     def chat(self, messages: list[dict[str, Any]], system: str | None = None, tools: str | list | None = None,

@@ -1,10 +1,14 @@
-"""The transformers engine: CPU or GPU, token-by-token streaming, and dynamic batching.
+"""The transformers engine: CPU or GPU, token-by-token streaming, and continuous batching.
 
-One background thread owns the model. Requests wait in a queue; once one arrives the worker waits
-`batch_wait_ms` for others, groups those with equal sampling options and runs each group as one
-left-padded `generate` call (up to `max_batch_size` sequences). A stopping criterion sees every
-new token of every row: it decodes the row, streams its text to the request, applies eos, stop
-strings and each request's own `max_tokens`, and finishes rows whose client went away.
+One background thread owns the model. On text models whose cache can be stacked by rows (most
+decoder-only models: `continuous.supports_continuous_batching`), requests join the running batch at
+the next decoding step and leave it as soon as they finish, whatever their sampling options
+(`lf_serve.engines.continuous`); beam search runs alone between two steps. Other models (media
+models, sliding-window or linear-attention caches) batch in waves: the worker groups the requests
+with equal sampling options that arrive within `batch_wait_ms` and runs each group as one
+left-padded `generate` call, a stopping criterion feeding each row's new tokens to its decoder.
+Either way a row's decoder streams its text and applies eos, stop strings, its own `max_tokens`
+and its client's disconnect; at most `max_batch_size` sequences run together.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from lf_data.errors import ConfigError
 from lf_serve.args import ServePlan
 from lf_serve.decoding import RowDecoder
 from lf_serve.engine import ChatEngine, Event, GenerationRequest, Sink
+from lf_serve.engines.continuous import Row, RunningBatch, supports_continuous_batching
 from lf_serve.errors import RequestError
 from lf_serve.limits import CHARS_PER_TOKEN, scan
 from lf_serve.model_setup import setup_model
@@ -86,8 +91,13 @@ class HuggingfaceEngine(ChatEngine):
         self.media = media_inputs(family_markers(self.lm.config), self.tokenizer, plan.model, adapters,
                                   setup.source.path)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
+        self.continuous = self.media is None and supports_continuous_batching(self.lm, self.max_model_len)
+        """Continuous batching (else waves of generate calls)."""
         self.generate_calls = 0
-        """How many batched generate calls ran (tests check that concurrent requests share them)."""
+        """How many batched prefills (continuous) or generate calls (waves) ran: tests check that
+        concurrent requests share them."""
+        self.decode_steps = 0
+        """Continuous batching: how many decoding steps ran (each gives every running row a token)."""
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._pending: deque[_Job] = deque()
         self._worker: threading.Thread | None = None
@@ -155,6 +165,9 @@ class HuggingfaceEngine(ChatEngine):
         return request.sampling, request.skip_special_tokens, request.media is not None, alone
 
     def _work(self) -> None:
+        if self.continuous:
+            self._work_continuously()
+            return
         while True:
             batch = self._collect()
             if batch is None:
@@ -163,15 +176,92 @@ class HuggingfaceEngine(ChatEngine):
                 if self._closed and not self._pending:
                     return
                 continue
-            try:
-                self._generate(batch)
-            except Exception as err:  # reported to every waiting client, the worker keeps serving
-                logger.exception("generation failed")
-                for job in batch:
-                    job.sink(Event(index=0, error=RequestError(f"generation failed: {type(err).__name__}: {err}")
-                                   if isinstance(err, ValueError) else err))
+            self._run_wave(batch)
             if self._closed and not self._pending and self._jobs.empty():
                 return
+
+    def _run_wave(self, batch: list[_Job]) -> None:
+        try:
+            self._generate(batch)
+        except Exception as err:  # reported to every waiting client, the worker keeps serving
+            self._report(batch, err)
+
+    @staticmethod
+    def _report(jobs: list[_Job], err: Exception) -> None:
+        logger.exception("generation failed")
+        for job in jobs:
+            job.sink(Event(index=0, error=RequestError(f"generation failed: {type(err).__name__}: {err}")
+                           if isinstance(err, ValueError) else err))
+
+    # -- continuous batching ------------------------------------------------------------------------
+    def _receive(self, wait: bool) -> bool:
+        """Move queued jobs to the pending line (waiting for the first, then `batch_wait_ms` for
+        others, when `wait`); False once the engine is closing."""
+        try:
+            job = self._jobs.get() if wait else self._jobs.get_nowait()
+        except queue.Empty:
+            return True
+        deadline = time.monotonic() + self.plan.infer.batch_wait_ms / 1000
+        while job is not None:
+            self._pending.append(job)
+            remaining = deadline - time.monotonic() if wait else 0
+            try:
+                job = self._jobs.get(timeout=remaining) if remaining > 0 else self._jobs.get_nowait()
+            except queue.Empty:
+                return True
+        self._closed = True
+        return False
+
+    def _work_continuously(self) -> None:
+        import torch
+
+        batch = RunningBatch(self.lm, self.device, self.pad_id)
+        limit, closing = self.plan.infer.max_batch_size, False
+        while True:
+            idle = not len(batch) and not self._pending
+            if idle and closing:
+                return
+            closing = not self._receive(wait=idle and not closing) or closing
+            joining: list[Row] = []
+            prompts: list[list[int]] = []
+            owners: list[_Job] = []
+            while self._pending:  # first come, first joined: a large `n` is not overtaken
+                job = self._pending[0]
+                if job.request.cancelled.is_set():
+                    self._pending.popleft()
+                    job.sink(Event(index=0, finish_reason="cancelled"))
+                    continue
+                if job.request.sampling.num_beams > 1:  # beam search runs alone, between two steps
+                    self._pending.popleft()
+                    self._run_wave([job])
+                    continue
+                if (len(batch) or joining) and len(batch) + len(joining) + job.request.n > limit:
+                    break
+                self._pending.popleft()
+                owners.append(job)
+                joining += self._rows(job)
+                prompts += [job.request.prompt_ids] * job.request.n
+            try:
+                with self._lock, torch.inference_mode():
+                    if joining:
+                        self.generate_calls += 1
+                        batch.join(joining, prompts)
+                    if len(batch):
+                        self.decode_steps += 1
+                        batch.step()
+            except Exception as err:  # every running request hears of it; the worker keeps serving
+                failed = {id(row.owner): row.owner for row in batch.fail() + joining}
+                self._report(list(failed.values()), err)
+
+    def _rows(self, job: _Job) -> list[Row]:
+        import torch
+
+        request = job.request
+        generator = None
+        if request.sampling.seed is not None:  # the request's own draws: the same answer beside any others
+            generator = torch.Generator(device=self.device).manual_seed(request.sampling.seed)
+        return [Row(self._decoder(job, i), request.sampling, request.cancelled, generator, owner=job)
+                for i in range(request.n)]
 
     # -- one batched generate -----------------------------------------------------------------------
     def _generate(self, batch: list[_Job]) -> None:
