@@ -4,7 +4,7 @@ import torch
 from lf_data.errors import ConfigError
 from lf_models.args import FinetuningArguments, ModelArguments
 from lf_models.loader import find_all_linear_modules, load_model, load_tokenizer, resolve_model
-from lf_models.precision import choose_precision
+from lf_models.precision import Precision, choose_precision
 
 ARCHITECTURES = ["llama", "qwen2", "mistral", "gpt_neox", "phi3"]
 
@@ -81,12 +81,19 @@ def test_model_name_is_required():
         ModelArguments()
 
 
-def test_cpu_precision_is_fp32_and_half_precision_needs_a_gpu():
+def test_cpu_precision_is_fp32_and_half_precision_needs_a_gpu_or_bf16_instructions(monkeypatch):
     if torch.cuda.is_available():
         pytest.skip("CPU-only behaviour")
     assert choose_precision().load_dtype == torch.float32
-    with pytest.raises(ConfigError, match="bf16: true needs a GPU"):
+    with pytest.raises(ConfigError, match="fp16: true needs a GPU"):
+        choose_precision(fp16=True)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    with pytest.raises(ConfigError, match="bf16: true needs a GPU or, for bf16, a CPU with bfloat16"):
         choose_precision(bf16=True)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert choose_precision(bf16=True) == Precision(bf16=True, fp16=False)
+    assert choose_precision().load_dtype == torch.float32  # asked for only
 
 
 def test_lora_arguments_are_validated():
