@@ -224,7 +224,6 @@ class HuggingfaceEngine(ChatEngine):
             closing = not self._receive(wait=idle and not closing) or closing
             joining: list[Row] = []
             prompts: list[list[int]] = []
-            owners: list[_Job] = []
             while self._pending:  # first come, first joined: a large `n` is not overtaken
                 job = self._pending[0]
                 if job.request.cancelled.is_set():
@@ -238,7 +237,6 @@ class HuggingfaceEngine(ChatEngine):
                 if (len(batch) or joining) and len(batch) + len(joining) + job.request.n > limit:
                     break
                 self._pending.popleft()
-                owners.append(job)
                 joining += self._rows(job)
                 prompts += [job.request.prompt_ids] * job.request.n
             try:
