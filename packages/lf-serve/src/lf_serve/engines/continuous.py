@@ -83,7 +83,6 @@ class RunningBatch:
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         supports = getattr(base, "_supports_logits_to_keep", None)
         self.keep_last = {"logits_to_keep": 1} if callable(supports) and supports() else {}
-        self.vocab = None
         self.reset()
 
     def reset(self) -> None:
