@@ -135,3 +135,17 @@ def test_caches_that_cannot_be_stacked_keep_generate_waves():
     assert not supports_continuous_batching(window, 8192)
     sliding = Qwen2Config(use_sliding_window=True, sliding_window=64, max_window_layers=0, **small)
     assert not supports_continuous_batching(SimpleNamespace(config=sliding), 4096)
+
+
+def test_the_rows_of_one_request_share_one_prefill(engine, monkeypatch):
+    alone = engine.chat(LONG, max_tokens=6)[0].text
+    shapes = []
+    forward = engine.lm.forward
+    monkeypatch.setattr(engine.lm, "forward", lambda *a, **k: shapes.append(tuple(k["input_ids"].shape)) or forward(*a, **k))
+    greedy = engine.chat(LONG, n=3, max_tokens=6)
+    assert [r.text for r in greedy] == [alone] * 3
+    assert shapes[0][0] == 1 and shapes[1] == (3, 1)  # one prompt prefilled, three rows decoded
+    sampled = engine.chat(LONG, n=3, max_tokens=6, temperature=1.5, top_p=1.0, seed=11)
+    assert len({r.text for r in sampled}) > 1  # the copies draw apart
+    assert [r.text for r in engine.chat(LONG, n=3, max_tokens=6, temperature=1.5, top_p=1.0, seed=11)] == \
+        [r.text for r in sampled]

@@ -100,13 +100,18 @@ class RunningBatch:
     # -- joining ------------------------------------------------------------------------------------
     def join(self, rows: list[Row], prompts: list[list[int]]) -> None:
         """Prefill the newcomers in one forward, sample their first tokens and stack their cache
-        under the running rows'."""
+        under the running rows'. The rows of one request (`n`) share one prompt object: it is
+        prefilled once and its cache copied to each row."""
         from transformers import DynamicCache
 
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for r, prompt in enumerate(prompts):
+        unique: dict[int, int] = {}
+        for prompt in prompts:
+            unique.setdefault(id(prompt), len(unique))
+        distinct = list({id(p): p for p in prompts}.values())
+        width = max(len(p) for p in distinct)
+        ids = torch.full((len(distinct), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(distinct), width), dtype=torch.long)
+        for r, prompt in enumerate(distinct):
             ids[r, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
             mask[r, width - len(prompt):] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
@@ -114,12 +119,18 @@ class RunningBatch:
         cache = DynamicCache(config=self.model.config)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                          use_cache=True, **self.keep_last)
+        logits, cache = out.logits[:, -1, :], out.past_key_values
+        if len(distinct) < len(prompts):  # copy each prompt's cache to its rows
+            index = torch.tensor([unique[id(p)] for p in prompts], dtype=torch.long, device=self.device)
+            logits, mask = logits[index], mask[index]
+            for layer in cache.layers:
+                _set(layer, layer.keys[index], layer.values[index])
         for row, prompt in zip(rows, prompts, strict=True):
             if row.sampling.repetition_penalty != 1.0:
                 row.seen = list(prompt)
-        tokens = sample(out.logits[:, -1, :], rows)
+        tokens = sample(logits, rows)
         lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=self.device)
-        self._stack(rows, out.past_key_values, mask, lengths, tokens)
+        self._stack(rows, cache, mask, lengths, tokens)
         self._take(tokens, first=len(self.rows) - len(rows))
 
     def _stack(self, rows: list[Row], cache: Any, mask: torch.Tensor, positions: torch.Tensor,
