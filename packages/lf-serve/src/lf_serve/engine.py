@@ -101,6 +101,8 @@ class _Collector:
             if event.error is not None:
                 raise event.error
         return self.events
+
+
 GENERATING_KEYS = frozenset(f.name for f in fields(GeneratingArguments))
 OVERRIDES = {"do_sample", "temperature", "top_p", "top_k", "num_beams", "max_new_tokens", "repetition_penalty",
              "length_penalty", "skip_special_tokens", "num_return_sequences", "stop", "seed", "n", "max_tokens"}
