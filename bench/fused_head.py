@@ -44,7 +44,13 @@ def head(width: int, tokens: int) -> None:
     labels = torch.randint(0, VOCAB, (tokens,))
     start, base = time.perf_counter(), _status("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")
-    if width:
+    if width < 0:  # torch's linear_cross_entropy in LF's chunks (lf_train.fused_head)
+        from lf_train.fused_head import chunk_rows
+
+        loss = torch.nn.functional.linear_cross_entropy(
+            hidden, weight, labels, options=torch.nn.LinearCrossEntropyOptions(
+                chunking_method=None if width == -1 else "auto", batch_chunk_size=chunk_rows(VOCAB) if width == -1 else None))
+    elif width:
         log_probs = _ChunkedLogProbFunction.apply(hidden, weight, None, labels, 1.0, width, None, 1.0,
                                                   ("log_probs",))[0]
         loss = -log_probs.mean()
@@ -75,11 +81,12 @@ def main() -> None:
         return
 
     print(f"Part 1: {ns.tokens} tokens x {VOCAB} vocabulary, {HIDDEN} hidden, forward + backward")
-    print(f"{'head':<22} {'peak GiB':>8} {'seconds':>8} {'loss':>9}")
-    for width in [0, *(int(w) for w in ns.widths.split(","))]:
+    print(f"{'head':<24} {'peak GiB':>8} {'seconds':>8} {'loss':>9}")
+    names = {0: "full fp32 logits", -1: "torch LCE, LF's chunks", -2: "torch LCE, its chunks"}
+    for width in [0, -1, -2, *(int(w) for w in ns.widths.split(","))]:
         r = run_head(width, ns.tokens)
-        name = "full fp32 logits" if not width else f"TRL fused, tiles {width}"
-        print(f"{name:<22} {r['peak']:>8.3f} {r['seconds']:>8.2f} {r['loss']:>9.5f}", flush=True)
+        name = names.get(width, f"TRL fused, tiles {width}")
+        print(f"{name:<24} {r['peak']:>8.3f} {r['seconds']:>8.2f} {r['loss']:>9.5f}", flush=True)
     if ns.no_runs:
         return
 

@@ -188,10 +188,12 @@ def test_tied_embedding_gradients_meet_at_the_end_of_backward_on_cpu(config):
 
 
 def test_gradient_checkpointing_and_batch(config):
-    off = estimate({**config, "finetuning_type": "full"}, device="cpu")
-    on = estimate({**config, "finetuning_type": "full", "gradient_checkpointing": True}, device="cpu")
+    off = estimate({**config, "finetuning_type": "full", "fused_lm_head": False}, device="cpu")
+    on = estimate({**config, "finetuning_type": "full", "fused_lm_head": False, "gradient_checkpointing": True},
+                  device="cpu")
     assert on.activations == off.activations_checkpointed < off.activations == off.activations_full
-    double = estimate({**config, "finetuning_type": "full", "per_device_train_batch_size": 4}, device="cpu")
+    double = estimate({**config, "finetuning_type": "full", "fused_lm_head": False, "per_device_train_batch_size": 4},
+                      device="cpu")
     assert double.activations == 2 * off.activations and double.logits == 2 * off.logits
     assert off.logits == 2 * 16 * off.facts.vocab * 12  # fp32 log-softmax, its gradient and the logits' gradient
     assert off.tokens_per_step == 32 and off.steps == 10
@@ -342,15 +344,14 @@ def test_gguf_header_is_read_once_per_file_version(tmp_path, monkeypatch):
 
 
 def test_fused_lm_head_logits(config):
-    """TRL's fused head on a GPU holds one projection tile, not the logits; LF's sft picks it by default
-    there and not on a CPU (its torch fallback), unless fused_lm_head says otherwise."""
+    """The fused head holds a tile or a chunk, not the logits: TRL's Triton kernels on a GPU (one tile), torch's
+    linear_cross_entropy on a CPU (1.5 chunks of rows), both by default; fused_lm_head: false keeps the logits."""
     full = {**config, "per_device_train_batch_size": 2, "cutoff_len": 16}
     on_gpu = estimate({**full, "bf16": True}, device=A100)
-    tokens, vocab = 32, on_gpu.facts.vocab
+    tokens, vocab, hidden = 32, on_gpu.facts.vocab, on_gpu.facts.hidden
     assert on_gpu.logits == tokens * vocab * 2 + tokens * 16
     assert estimate({**full, "bf16": True, "fused_lm_head": False}, device=A100).logits == tokens * vocab * (12 + 2)
-    assert estimate(full, device="cpu").logits == tokens * vocab * 12
-    forced = estimate({**full, "fused_lm_head": True}, device="cpu")  # torch's fallback: nine tiles 4096 wide
-    assert forced.logits == 9 * tokens * min(vocab, 4096) * 4 + tokens * forced.facts.hidden * 8
+    assert estimate({**full, "fused_lm_head": False}, device="cpu").logits == tokens * vocab * 12
+    assert estimate(full, device="cpu").logits == 3 * tokens * vocab * 2 + tokens * hidden * 12
     with pytest.raises(ConfigError, match="fused_lm_head chooses the loss of stages sft and pt"):
         estimate({**full, "stage": "dpo", "fused_lm_head": False}, device="cpu")

@@ -3,6 +3,7 @@
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -33,10 +34,14 @@ def sequence_loss(model, tokenizer, question: str, answer: str) -> float:
         return model(input_ids=ids, labels=labels).loss.item()
 
 
-def test_lora_sft_trains_and_leaves_standard_artefacts(base_config, write_config, tmp_path, tiny_llama, capsys):
+def test_lora_sft_trains_and_leaves_standard_artefacts(base_config, write_config, tmp_path, tiny_llama, capsys,
+                                                       monkeypatch):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    calls = []  # the loss without logits (lf_train.fused_head), once per step
+    original = torch.nn.functional.linear_cross_entropy
+    monkeypatch.setattr(torch.nn.functional, "linear_cross_entropy", lambda *a, **k: calls.append(1) or original(*a, **k))
     old_umask = os.umask(0o022)
     try:
         assert lf(["train", str(write_config(**base_config))]) == 0
@@ -52,6 +57,7 @@ def test_lora_sft_trains_and_leaves_standard_artefacts(base_config, write_config
 
     seen = losses(out)
     assert seen == pytest.approx(SFT_LORA_LOSSES, abs=LOSS_TOLERANCE), seen  # a numeric change fails here
+    assert len(calls) == 30
     assert sum(seen[-5:]) / 5 < 0.25 * sum(seen[:5]) / 5  # the identity answer is learned (fixed seed)
     assert all(r["tokens_seen"] > 0 and "learning_rate" in r and "grad_norm" in r
                for r in log_records(out) if "loss" in r)
@@ -77,21 +83,25 @@ def test_lora_sft_trains_and_leaves_standard_artefacts(base_config, write_config
     assert "already holds a finished run" in capsys.readouterr().err
 
 
-def test_fused_lm_head_gives_the_same_losses(base_config, write_config, monkeypatch):
-    """TRL's fused LM head (forced on: a CPU leaves it off by default) trains the same run to the same
-    per-step losses, through its kernels on every training step."""
-    from trl.trainer import utils as trl_utils
+def test_the_loss_without_logits_equals_the_plain_loss(base_config, write_config, monkeypatch):
+    """On a CPU the default loss goes through torch's linear_cross_entropy, one call per step (the pinned
+    losses above come from that run); `fused_lm_head: false` computes the logits and cross-entropy and
+    trains the same run to the same per-step losses."""
+    from lf_train.fused_head import choose_fused_head
 
-    from lf_train.stages.sft import fused_head_pays
-
-    assert not fused_head_pays(torch.device("cpu"))
     calls = []
-    original = trl_utils._ChunkedLogProbFunction.apply
-    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply", lambda *a: calls.append(1) or original(*a))
-    base_config.update(fused_lm_head=True)
+    original = torch.nn.functional.linear_cross_entropy
+    monkeypatch.setattr(torch.nn.functional, "linear_cross_entropy", lambda *a, **k: calls.append(1) or original(*a, **k))
+    base_config.update(fused_lm_head=False)
     assert lf(["train", str(write_config(**base_config))]) == 0
-    assert len(calls) == 30 and trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE == 4096  # narrow tiles on a CPU
+    assert calls == []
     assert losses(base_config["output_dir"]) == pytest.approx(SFT_LORA_LOSSES, abs=LOSS_TOLERANCE)
+
+    plain = SimpleNamespace(config=SimpleNamespace(get_text_config=lambda: SimpleNamespace()))
+    capped = SimpleNamespace(config=SimpleNamespace(get_text_config=lambda: SimpleNamespace(final_logit_softcapping=30.0)))
+    cpu = torch.device("cpu")
+    assert [choose_fused_head(None, cpu, plain), choose_fused_head(False, cpu, plain)] == ["torch", None]
+    assert [choose_fused_head(None, cpu, capped), choose_fused_head(True, cpu, capped)] == [None, "trl"]
 
 
 def test_bf16_on_a_cpu_with_bfloat16_instructions_trains_in_autocast(base_config, write_config, caplog):

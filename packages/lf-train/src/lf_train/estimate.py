@@ -263,6 +263,8 @@ class ModelFacts:
     tied_embeddings: bool
     vision_params: int
     model_type: str
+    torch_head: bool = True
+    """torch's linear_cross_entropy can compute the loss (lf_train.fused_head: no soft-capped or scaled logits)."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -331,6 +333,7 @@ def analyse_model(plan: TrainPlan, config: Any, value_head: bool = False) -> Mod
     from lf_models.adapters import decoder_layers, lora_targets, setup_finetuning
     from lf_models.args import ADAPTER_TYPES
     from lf_models.families import family_for, model_class_for
+    from lf_train.fused_head import torch_head_blocker
 
     model_args, finetuning, train = plan.model, plan.finetuning, plan.train
     notes: list[str] = []
@@ -431,7 +434,7 @@ def analyse_model(plan: TrainPlan, config: Any, value_head: bool = False) -> Mod
         intermediate=_mlp_width(text), heads=heads, kv_dim=kv_heads * head_dim, q_dim=heads * head_dim,
         vocab=text.vocab_size, gated_mlp=gated, tied_embeddings=bool(getattr(text, "tie_word_embeddings", False)),
         vision_params=sum(p.numel() for p in params.values() if id(p) in vision_ids),
-        model_type=str(getattr(config, "model_type", "?")), notes=notes)
+        model_type=str(getattr(config, "model_type", "?")), torch_head=torch_head_blocker(model) is None, notes=notes)
 
 
 def _mlp_width(text: Any) -> int:
@@ -877,13 +880,17 @@ def estimate_plan(plan: TrainPlan, device: Device | None = None, gpus: int | Non
     activations_gc = tokens * (stream * facts.hidden * facts.layers + per_layer + outside)
     layers_bp = facts.layers if gc else facts.layers_in_backward
     logits = tokens * facts.vocab * (12 + (half if half == 2 else 0))
-    if _fused_head(plan, device):
-        if device.kind == "cpu":  # TRL's torch fallback keeps about nine tiles alive (LF narrows them to 4096)
-            from lf_train.losses import CPU_FUSED_HEAD_CHUNK
+    head = _fused_head(plan, device, facts)
+    if head == "torch":  # torch's linear_cross_entropy: about 1.5 chunks of logits, the head's input and its gradient
+        from lf_train.fused_head import chunk_rows
 
-            logits = 9 * min(tokens, 4096) * min(facts.vocab, CPU_FUSED_HEAD_CHUNK) * 4 + tokens * facts.hidden * 8
-        else:  # Triton kernels: one projection tile of at most 4096 tokens x 32768 entries, a few floats per token
-            logits = min(tokens, 4096) * min(facts.vocab, 32768) * half + tokens * 16
+        logits = 3 * min(tokens, chunk_rows(facts.vocab)) * facts.vocab * 2 + tokens * facts.hidden * 12
+    elif head and device.kind == "cpu":  # TRL's torch fallback keeps about nine tiles alive (LF narrows them)
+        from lf_train.losses import CPU_FUSED_HEAD_CHUNK
+
+        logits = 9 * min(tokens, 4096) * min(facts.vocab, CPU_FUSED_HEAD_CHUNK) * 4 + tokens * facts.hidden * 8
+    elif head:  # Triton kernels: one projection tile of at most 4096 tokens x 32768 entries, a few floats per token
+        logits = min(tokens, 4096) * min(facts.vocab, 32768) * half + tokens * 16
     if generating:  # sampling keeps a key/value cache; training takes over once the answers exist
         cache = 2 * facts.layers * facts.kv_dim * seq * sequences * half
         notes.append(f"{plan.train.stage} sampling: a key/value cache of {_gib(cache)} (less than the training "
@@ -936,17 +943,21 @@ def estimate_plan(plan: TrainPlan, device: Device | None = None, gpus: int | Non
     return result
 
 
-def _fused_head(plan: TrainPlan, device: Device) -> bool:
-    """Whether the run's loss goes through TRL's fused LM head: TRL's dpo, kto and grpo trainers always,
-    sft and pt where `fused_lm_head` asks or its default chooses it (a GPU; the estimate assumes Triton)."""
+def _fused_head(plan: TrainPlan, device: Device, facts: ModelFacts) -> str | None:
+    """The run's fused LM head, as `lf train` chooses it (lf_train.fused_head): TRL's in its dpo, kto and grpo
+    trainers; for sft and pt TRL's on a GPU (the estimate assumes Triton) and torch's on a CPU, unless
+    `fused_lm_head: false` or a loss that needs the logits."""
     train = plan.train
     if train.stage in ("dpo", "kto", "grpo"):
-        return True
+        return "trl"
     if train.stage not in ("sft", "pt") or train.use_dft_loss or train.use_asft_loss or train.use_eaft_loss:
-        return False
-    if _hf(plan, "use_liger_kernel") or float(_hf(plan, "label_smoothing_factor") or 0):
-        return False
-    return train.fused_lm_head if train.fused_lm_head is not None else device.kind != "cpu"
+        return None
+    if _hf(plan, "use_liger_kernel") or float(_hf(plan, "label_smoothing_factor") or 0) or train.fused_lm_head is False:
+        return None
+    if device.kind != "cpu":
+        return "trl"
+    sharded = bool(plan.hf.get("fsdp")) or _sharding(plan)[1] == 3  # TRL's head gathers a sharded one
+    return "torch" if facts.torch_head and not sharded else ("trl" if train.fused_lm_head else None)
 
 
 def _checkpoint_bytes(config: Any) -> int:
