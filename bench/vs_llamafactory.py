@@ -4,7 +4,7 @@ Run:
   uv run python bench/vs_llamafactory.py --setup              # once: LlamaFactory into --venv
   uv run python bench/vs_llamafactory.py [--models tiny,smollm2-135m-instruct]
         [--work sft_lora,dpo_lora,pt_full,preprocess,serve] [--reps 2] [--venv PATH]
-        [--checkpointing] [--cpu-bf16]
+        [--no-checkpointing] [--cpu-bf16]
 
 Both systems get one YAML written here (keys they both read; each at its own defaults for the
 rest) and run as a user runs them (`lf train x.yaml`, `llamafactory-cli train x.yaml`), alternately,
@@ -28,8 +28,8 @@ rest) and run as a user runs them (`lf train x.yaml`, `llamafactory-cli train x.
   16 concurrent requests of 32 new tokens, then 32 requests arriving 15 ms apart asking for 8 to 64
   tokens (where continuous batching differs from waves); generated tokens counted from each
   response's usage.
-- `--checkpointing` and `--cpu-bf16` add LF runs with `gradient_checkpointing: true` (LlamaFactory's
-  default) and with `bf16: true` (a CPU with AVX512-BF16 or AMX).
+- `--no-checkpointing` and `--cpu-bf16` add LF runs with `gradient_checkpointing: false` (both systems
+  checkpoint by default) and with `bf16: true` (a CPU with AVX512-BF16 or AMX).
 
 What the profiler and probes found (2026-12-06, 2 cores; the README has the table):
 - Padding was most of the work: 58% of a random batch of these rows. LF's padding-free batches (sft,
@@ -217,14 +217,14 @@ def measured(command: list[str], env: dict[str, str], log: Path, timeout: int = 
 
 def commands(venv: Path) -> dict[str, list[str]]:
     lf = [sys.executable, "-m", "lf_data.cli"]
-    return {"LF": lf, "LF checkpointing": lf, "LF bf16": lf, "LlamaFactory": [str(venv / "bin" / "llamafactory-cli")]}
+    return {"LF": lf, "LF no checkpointing": lf, "LF bf16": lf, "LlamaFactory": [str(venv / "bin" / "llamafactory-cli")]}
 
 
 def train_once(system: str, cli: list[str], config: dict[str, Any], folder: Path) -> dict[str, Any]:
     import yaml
 
-    if system == "LF checkpointing":  # LlamaFactory's own default, for the memory comparison
-        config = {**config, "gradient_checkpointing": True}
+    if system == "LF no checkpointing":  # activations kept: speed for memory
+        config = {**config, "gradient_checkpointing": False}
     if system == "LF bf16":  # bf16 autocast on a CPU with AVX512-BF16/AMX (opt-in)
         config = {**config, "bf16": True}
     out = Path(config["output_dir"])
@@ -388,8 +388,8 @@ def main() -> None:
     parser.add_argument("--work", default="sft_lora,dpo_lora,pt_full,preprocess,serve")
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--json", type=Path, help="also write every number here")
-    parser.add_argument("--checkpointing", action="store_true",
-                        help="also train LF with gradient_checkpointing: true (LlamaFactory's default)")
+    parser.add_argument("--no-checkpointing", action="store_true",
+                        help="also train LF with gradient_checkpointing: false (both systems checkpoint by default)")
     parser.add_argument("--cpu-bf16", action="store_true",
                         help="also train LF with bf16: true (a CPU with AVX512-BF16 or AMX)")
     ns = parser.parse_args()
@@ -416,7 +416,7 @@ def main() -> None:
             for work in ns.work.split(","):
                 runs: dict[str, list[dict[str, Any]]] = {}
                 systems = (["raw tokenizer", "LF", "LlamaFactory"] if work == "preprocess" else ["LF", "LlamaFactory"]
-                           + (["LF checkpointing"] if ns.checkpointing and work != "serve" else [])
+                           + (["LF no checkpointing"] if ns.no_checkpointing and work != "serve" else [])
                            + (["LF bf16"] if ns.cpu_bf16 and work != "serve" else []))
                 for rep in range(ns.reps):
                     for system in systems if rep % 2 == 0 else systems[::-1]:
@@ -460,7 +460,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
             rows.append(("real tokens/s", tokens / median(runs["LlamaFactory"], "runtime"),
                          tokens / median(runs["LF"], "runtime"), True))
             rows.append(("peak RSS MiB", median(runs["LlamaFactory"], "rss"), median(runs["LF"], "rss"), False))
-            for variant in ("LF checkpointing", "LF bf16"):
+            for variant in ("LF no checkpointing", "LF bf16"):
                 if variant in runs:
                     name, other = variant[3:], runs[variant]
                     rows.append((f"  LF {name}: tokens/s", tokens / median(runs["LlamaFactory"], "runtime"),

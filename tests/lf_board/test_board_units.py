@@ -250,8 +250,8 @@ def test_estimate_follows_batch_size_method_and_extra_keys(runs, tiny_llama, dat
     lora, bigger = shown(), shown(per_device_train_batch_size=8)
     assert part(bigger, "activations") == pytest.approx(4 * part(lora, "activations"), abs=2e-4)  # 4 digits shown
     assert part(bigger, "gradients") == part(lora, "gradients")
-    checkpointed = shown("gradient_checkpointing: true", per_device_train_batch_size=8)
-    assert part(checkpointed, "activations") < part(bigger, "activations")
+    kept = shown("gradient_checkpointing: false", per_device_train_batch_size=8)  # checkpointing is the default
+    assert part(bigger, "activations") < part(kept, "activations")
     full = shown(finetuning_type="full")
     with_lora = estimate(build_config(tiny_form(runs, tiny_llama, data_dir)), device="T4")
     base = estimate(build_config(tiny_form(runs, tiny_llama, data_dir, finetuning_type="full")), device="T4")

@@ -188,12 +188,13 @@ def test_tied_embedding_gradients_meet_at_the_end_of_backward_on_cpu(config):
 
 
 def test_gradient_checkpointing_and_batch(config):
-    off = estimate({**config, "finetuning_type": "full", "fused_lm_head": False}, device="cpu")
-    on = estimate({**config, "finetuning_type": "full", "fused_lm_head": False, "gradient_checkpointing": True},
-                  device="cpu")
+    off = estimate({**config, "finetuning_type": "full", "fused_lm_head": False, "gradient_checkpointing": False},
+                   device="cpu")
+    on = estimate({**config, "finetuning_type": "full", "fused_lm_head": False}, device="cpu")  # LF's default
+    assert on.gradient_checkpointing and not off.gradient_checkpointing
     assert on.activations == off.activations_checkpointed < off.activations == off.activations_full
-    double = estimate({**config, "finetuning_type": "full", "fused_lm_head": False, "per_device_train_batch_size": 4},
-                      device="cpu")
+    double = estimate({**config, "finetuning_type": "full", "fused_lm_head": False, "gradient_checkpointing": False,
+                       "per_device_train_batch_size": 4}, device="cpu")
     assert double.activations == 2 * off.activations and double.logits == 2 * off.logits
     assert off.logits == 2 * 16 * off.facts.vocab * 12  # fp32 log-softmax, its gradient and the logits' gradient
     assert off.tokens_per_step == 32 and off.steps == 10
@@ -251,7 +252,7 @@ def test_cli_prints_the_table(config, write_config, capsys):
     assert command.run([str(path), "--device", "H100", "finetuning_type=full", "--gpus", "2"]) == 0
     out = capsys.readouterr().out
     for expected in ("H100 80GB x 2", "trainable", "weights", "gradients", "optimizer state",
-                     "activations", "(gradient checkpointing off; on:", "logits and loss", "framework overhead",
+                     "activations", "(gradient checkpointing on; on:", "logits and loss", "framework overhead",
                      "peak", "tokens/s", "whole run", "10 steps"):
         assert expected in out, expected
     with pytest.raises(ConfigError, match="Known devices"):

@@ -7,7 +7,9 @@ import torch
 from train_helpers import crash_after, losses
 
 from lf_data.cli import main as lf
+from lf_data.errors import ConfigError
 from lf_train.optimizers import loraplus_optimizer
+from lf_train.run import parse_train_config
 
 
 def test_loraplus_gives_b_matrices_a_larger_learning_rate(tiny_llama):
@@ -37,14 +39,25 @@ def test_methods_train_through_lf_train(method, base_config, write_config, tmp_p
     assert sum(seen[-3:]) / 3 < 0.6 * sum(seen[:3]) / 3, seen
 
 
-def test_gradient_checkpointing_gives_the_same_losses(base_config, write_config, tmp_path):
+def test_gradient_checkpointing_is_on_by_default_and_gives_the_same_losses(base_config, write_config, tmp_path,
+                                                                          caplog):
+    """Checkpointing by default, as LlamaFactory does; `gradient_checkpointing: false` and LlamaFactory's
+    `disable_gradient_checkpointing: true` turn it off; the losses are the same either way."""
     base_config.update(max_steps=4)
-    plain = tmp_path / "plain"
-    assert lf(["train", str(write_config(**base_config)), f"output_dir={plain}"]) == 0
-    checkpointed = tmp_path / "checkpointed"
-    assert lf(["train", str(write_config(**base_config)), f"output_dir={checkpointed}",
-               "gradient_checkpointing=true"]) == 0
-    assert losses(checkpointed) == pytest.approx(losses(plain), rel=1e-4)
+    runs = {"default": [], "off": ["gradient_checkpointing=false"], "disabled": ["disable_gradient_checkpointing=true"],
+            "new name": ["activation_checkpointing=false"]}
+    for name, overrides in runs.items():
+        caplog.clear()
+        with caplog.at_level("INFO", logger="lf_train.run"):
+            assert lf(["train", str(write_config(**base_config)), f"output_dir={tmp_path / name}", *overrides]) == 0
+        assert f"gradient checkpointing: {'on' if name == 'default' else 'off'}" in caplog.text, name
+    for name in ("off", "disabled", "new name"):
+        assert losses(tmp_path / name) == pytest.approx(losses(tmp_path / "default"), rel=1e-4)
+    # transformers' own options pass through under either name, with LF's non-reentrant checkpoint
+    every_other = parse_train_config({**base_config, "gradient_checkpointing_kwargs": {"every_n_layers": 2}})
+    assert every_other.training_args.activation_checkpointing_kwargs == {"every_n_layers": 2, "use_reentrant": False}
+    with pytest.raises(ConfigError, match="contradict"):
+        parse_train_config({**base_config, "disable_gradient_checkpointing": True, "activation_checkpointing": True})
 
 
 def test_freeze_tuning_saves_a_full_model_with_only_the_last_layer_changed(base_config, write_config, tiny_llama):

@@ -268,8 +268,8 @@ KEYS: dict[str, LlamaFactoryKey] = {
     "use_unsloth": _key("model", False, "default_only",
                         "Unsloth needs an NVIDIA GPU and the unsloth package; LF does not use it (try use_liger_kernel)"),
     "use_unsloth_gc": _key("model", False, "default_only",
-                           "Unsloth's gradient checkpointing needs an NVIDIA GPU and the unsloth package; use "
-                           "gradient_checkpointing: true"),
+                           "Unsloth's gradient checkpointing needs an NVIDIA GPU and the unsloth package; LF "
+                           "checkpoints with transformers' own by default"),
     "enable_liger_kernel": _key("model", False, "renamed", "transformers' Liger kernel switch", "use_liger_kernel"),
     "moe_aux_loss_coef": _key("model", None),
     "disable_gradient_checkpointing": _key("model", False),

@@ -39,6 +39,17 @@ class ValueHeadModel(nn.Module):
         hidden = out.hidden_states[-1].to(self.v_head.weight.dtype)
         return out.logits, self.v_head(hidden).squeeze(-1)
 
+    @property
+    def supports_gradient_checkpointing(self) -> bool:
+        return bool(getattr(self.pretrained_model, "supports_gradient_checkpointing", False))
+
+    def activation_checkpointing_enable(self, **kwargs: Any) -> None:
+        """The Trainer checkpoints the language model's layers (the value head keeps its activations)."""
+        self.pretrained_model.activation_checkpointing_enable(**kwargs)
+
+    def enable_input_require_grads(self) -> None:
+        self.pretrained_model.enable_input_require_grads()
+
     def save_value_head(self, directory: str | Path) -> Path:
         from safetensors.torch import save_file
 

@@ -262,7 +262,7 @@ class TrainArguments:
     include_effective_tokens_per_second: bool = False
     """Report `effective_tokens_per_sec` at the end: real (non-padding) tokens trained per second, all epochs."""
     disable_gradient_checkpointing: bool = False
-    """LlamaFactory's switch: true keeps gradient checkpointing off (LF's default; turn it on with gradient_checkpointing)."""
+    """LlamaFactory's switch: true turns gradient checkpointing off (on by default, as in LlamaFactory)."""
     use_reentrant_gc: bool | None = None
     """Gradient checkpointing with the reentrant torch.utils.checkpoint (LF's default: non-reentrant)."""
     use_swanlab: bool = False

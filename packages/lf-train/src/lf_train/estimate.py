@@ -648,6 +648,10 @@ def _hf(plan: TrainPlan, key: str) -> Any:
     args = plan.training_args
     if args is not None:
         return getattr(args, key)
+    if key == "gradient_checkpointing":  # LF's default: on (lf_train.plan.uses_checkpointing)
+        from lf_train.plan import uses_checkpointing
+
+        return uses_checkpointing(plan.hf, plan.train)
     return plan.hf[key] if key in plan.hf else _training_default(key)
 
 

@@ -16,6 +16,7 @@ import ast
 import dataclasses
 import functools
 import importlib.util
+import json
 import logging
 import os
 from pathlib import Path
@@ -47,6 +48,24 @@ HF_DEFAULTS: dict[str, Any] = {
     "include_num_input_tokens_seen": "all",
     "save_total_limit": 3,
 }
+
+
+CHECKPOINTING_KEYS = ("activation_checkpointing", "gradient_checkpointing")  # transformers 5's name, its old alias
+
+
+def checkpointing_asked(hf: dict[str, Any]) -> bool | None:
+    """The config's own gradient checkpointing switch, under either name, or None."""
+    return next((bool(hf[key]) for key in CHECKPOINTING_KEYS if hf.get(key) is not None), None)
+
+
+def uses_checkpointing(hf: dict[str, Any], train: TrainArguments) -> bool:
+    """Gradient checkpointing unless the config turns it off, as LlamaFactory, TRL and Unsloth default to: a
+    LlamaFactory recipe that fits a GPU's memory there fits it here (`gradient_checkpointing: false` trades
+    the memory for speed; a model without checkpointing support trains without it: lf_train.run)."""
+    asked = checkpointing_asked(hf)
+    return (not train.disable_gradient_checkpointing) if asked is None else asked
+
+
 # Legal values of the Hugging Face keys LF passes on (LF's own keys declare theirs on the field).
 HF_RANGES: dict[str, Range] = {
     "per_device_train_batch_size": Range(ge=1), "per_device_eval_batch_size": Range(ge=1),
@@ -193,7 +212,7 @@ def check_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:
         if not has_eval or hf.get("eval_strategy", "no") == "no":
             raise ConfigError("early_stopping_steps stops on the eval loss: give eval_dataset (or val_size) and "
                               "eval_strategy: steps (with eval_steps) or epoch.")
-    if train.disable_gradient_checkpointing and hf.get("gradient_checkpointing"):
+    if train.disable_gradient_checkpointing and checkpointing_asked(hf):
         raise ConfigError("disable_gradient_checkpointing: true and gradient_checkpointing: true contradict each other; "
                           "keep one.")
     if hf.get("do_predict"):
@@ -294,9 +313,17 @@ def finish_plan(plan: TrainPlan) -> TrainPlan:
         hf_config.update(bf16=precision.bf16, fp16=precision.fp16)
     if model.pure_bf16:  # the weights are bf16 themselves: no autocast, no fp32 master copy
         hf_config.update(bf16=False, fp16=False)
-    if hf_config.get("gradient_checkpointing") and not hf_config.get("gradient_checkpointing_kwargs"):
-        reentrant = bool(train.use_reentrant_gc)  # LF's default is the non-reentrant checkpoint (torch's advice)
-        hf_config["gradient_checkpointing_kwargs"] = {"use_reentrant": reentrant}
+    for old, new in (("gradient_checkpointing", "activation_checkpointing"),  # transformers 5 warns on the old names
+                     ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
+        if old in hf_config:
+            value = hf_config.pop(old)
+            hf_config.setdefault(new, value)
+    hf_config["activation_checkpointing"] = uses_checkpointing(hf, train)
+    if hf_config["activation_checkpointing"]:
+        given = hf_config.get("activation_checkpointing_kwargs") or {}
+        given = json.loads(given) if isinstance(given, str) else dict(given)
+        given.setdefault("use_reentrant", bool(train.use_reentrant_gc))  # LF's default: non-reentrant (torch's advice)
+        hf_config["activation_checkpointing_kwargs"] = given
     if train.use_swanlab:
         _use_swanlab(train, hf_config)
     if train.disable_shuffling:

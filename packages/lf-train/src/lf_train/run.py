@@ -22,11 +22,25 @@ from lf_models.loader import hub_credentials, load_model, load_tokenizer, resolv
 from lf_models.precision import choose_precision
 from lf_train.callbacks import JsonlLogCallback, plot_loss
 from lf_train.losses import size_fused_head_tiles
-from lf_train.plan import TrainPlan, finish_plan, parse_train_config, resolved_config
+from lf_train.plan import TrainPlan, checkpointing_asked, finish_plan, parse_train_config, resolved_config
 from lf_train.stages import STAGES
 
 __all__ = ["TrainPlan", "parse_train_config", "predict_after_training", "run_train"]
 logger = logging.getLogger(__name__)
+
+
+
+def choose_checkpointing(model: Any, args: Any, asked: bool) -> None:
+    """Gradient checkpointing (on by default: lf_train.plan.uses_checkpointing) where the model supports
+    it; a model that does not trains without it, unless the config asked for it."""
+    from lf_data.config import ConfigError
+
+    if args.gradient_checkpointing and not getattr(model, "supports_gradient_checkpointing", False):
+        if asked:
+            raise ConfigError(f"gradient_checkpointing: true, but {type(model).__name__} does not support it; "
+                              "remove gradient_checkpointing.")
+        args.gradient_checkpointing = args.activation_checkpointing = False  # transformers 5's name and its alias
+    logger.info("gradient checkpointing: %s", "on" if args.gradient_checkpointing else "off")
 
 
 def run_train(config: dict[str, Any], source: str = "", plan: TrainPlan | None = None) -> Path:
@@ -82,6 +96,7 @@ def run_train(config: dict[str, Any], source: str = "", plan: TrainPlan | None =
 
         args.optim_target_modules = lora_targets(model, plan.train.galore_target)
         compact_galore_projections()
+    choose_checkpointing(model, args, asked=checkpointing_asked(plan.hf) is not None)
     if args.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()  # frozen embeddings: checkpointed adapter layers still need input grads
     logger.info("precision: %s", "pure bf16" if plan.model.pure_bf16 else precision.describe())
