@@ -92,10 +92,11 @@ def sft_loss_func(train_args: Any) -> Callable[..., torch.Tensor] | None:
     return None
 
 
-CPU_FUSED_HEAD_CHUNK = 4096
-"""Vocabulary entries per tile of TRL's fused LM head on a CPU. TRL's 32768 suits its Triton kernels;
-its torch fallback keeps about nine tiles alive, so 1,024 tokens x 49,152 entries held 1.07 GiB at 32768
-(more than the 0.59 GiB of full logits) and 0.15 GiB at 4096 (bench/fused_head.py)."""
+CPU_FUSED_HEAD_CHUNK = 2048
+"""Vocabulary entries per tile of TRL's fused LM head on a CPU (dpo, kto, grpo). TRL's 32768 suits its
+Triton kernels; its torch fallback keeps about nine tiles alive, so 1,024 tokens x 49,152 entries held
+1.07 GiB at 32768 (more than the 0.59 GiB of full logits), 0.15 GiB at 4096 and 0.08 GiB at 2048, for 3%
+more time than 4096 (bench/fused_head.py)."""
 
 
 def size_fused_head_tiles(device: torch.device) -> None:
