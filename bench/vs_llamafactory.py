@@ -39,11 +39,17 @@ What the profiler and probes found (2026-12-06, 2 cores; the README has the tabl
   fixes it (17.9 -> 6.7 s on the tiny model). LlamaFactory's pip-built environment has its bytecode.
 - Preprocessing: Python's garbage collector ran its passes over the millions of id lists (17% of a
   cold build); lf-data pauses it while it builds.
-- PT full: the step is backward and matmuls (no per-step overhead worth removing); LF's lead is
-  LlamaFactory's checkpointing recompute.
+- PT full: the step is backward and matmuls (no per-step overhead worth removing); with both systems
+  checkpointing it costs the same in both (1.01-1.07x). bf16 autocast on AMX is the lever left there.
 - Memory: without gradient checkpointing a tiny-model step holds about 150 KB of fp32 activations
-  per token (logits about 48 KB of it); LlamaFactory checkpoints by default. glibc settings were
-  tried: a fixed mmap threshold of 128 KiB saved 10% of sft's peak but doubled the step time, so no.
+  per token (logits about 48 KB of it); SmolLM2 about 1.3 MB per token in its 30 layers plus 0.6 MB of
+  logits. The logits went first: torch's linear_cross_entropy in chunks of 512 rows (sft/pt's default on
+  a CPU, also faster than the logits: bench/fused_head.py). The activations then needed checkpointing,
+  now LF's default as LlamaFactory's (its cost: 1.25-1.5x fewer tokens/s, the rows without it). Tried and
+  left: glibc's fixed mmap threshold of 128 KiB (10% off sft's peak, twice the step time);
+  MALLOC_ARENA_MAX=1 or 2 (no change); torch's selective checkpointing, saving matmul outputs and
+  recomputing the rest (SmolLM2 LoRA step 1.21x the time and no lower peak: its dispatch mode costs on
+  every op). TRL's head for dpo/kto on a CPU keeps about nine tiles, 2,048 entries wide since this run.
 """
 
 from __future__ import annotations
