@@ -29,7 +29,6 @@ __all__ = ["TrainPlan", "parse_train_config", "predict_after_training", "run_tra
 logger = logging.getLogger(__name__)
 
 
-
 def choose_checkpointing(model: Any, args: Any, asked: bool) -> None:
     """Gradient checkpointing (on by default: lf_train.plan.uses_checkpointing) where the model supports
     it; a model that does not trains without it, unless the config asked for it."""
