@@ -45,7 +45,7 @@ What the profiler and probes found (2026-12-06, 2 cores; the README has the tabl
   per token (logits about 48 KB of it); SmolLM2 about 1.3 MB per token in its 30 layers plus 0.6 MB of
   logits. The logits went first: torch's linear_cross_entropy in chunks of 512 rows (sft/pt's default on
   a CPU, also faster than the logits: bench/fused_head.py). The activations then needed checkpointing,
-  now LF's default as LlamaFactory's (its cost: 1.25-1.5x fewer tokens/s, the rows without it). Tried and
+  now LF's default as LlamaFactory's (its cost: 1.2-1.5x fewer tokens/s, the rows without it). Tried and
   left: glibc's fixed mmap threshold of 128 KiB (10% off sft's peak, twice the step time);
   MALLOC_ARENA_MAX=1 or 2 (no change); torch's selective checkpointing, saving matmul outputs and
   recomputing the rest (SmolLM2 LoRA step 1.21x the time and no lower peak: its dispatch mode costs on
