@@ -56,9 +56,9 @@ def torch_head_blocker(model: Any) -> str | None:
 
 
 def choose_fused_head(asked: bool | None, device: torch.device, model: Any, sharded: bool = False) -> str | None:
-    """"torch", "trl" or None (the logits and cross-entropy): the fastest head that saves the logits here,
-    with `fused_lm_head: true` forcing one and `false` forbidding it. A head sharded by ZeRO-3 or FSDP
-    goes to TRL's, which gathers it first."""
+    """The head for this run: "torch", "trl" or None (the logits and cross-entropy), the fastest that saves
+    the logits here, with `fused_lm_head: true` forcing one and `false` forbidding it. A head sharded by
+    ZeRO-3 or FSDP goes to TRL's, which gathers it first."""
     if asked is False:
         return None
     if triton_device(device):
