@@ -86,9 +86,11 @@ def test_form_builds_the_flat_config_lf_train_reads():
     assert config["model_name_or_path"] == "smollm2-135m-instruct"
     assert config["dataset"] == ["identity"] and config["max_samples"] == 16 and config["quantization_bit"] == 4
     assert config["lora_rank"] == 8 and config["lora_target"] == "all" and config["learning_rate"] == 1e-4
-    for unset in ("max_steps", "loraplus_lr_ratio", "val_size", "use_galore", "deepspeed", "template", "pref_loss"):
+    for unset in ("max_steps", "loraplus_lr_ratio", "val_size", "use_galore", "deepspeed", "template", "pref_loss",
+                  "gradient_checkpointing"):  # checkpointing is lf train's default: the YAML leaves it out
         assert unset not in config
     assert config["seed"] == 7 and config["bf16"] is False
+    assert build_config(form(gradient_checkpointing=False))["gradient_checkpointing"] is False
     full = build_config(form(finetuning_type="full", stage="dpo"))
     assert "lora_rank" not in full and full["pref_loss"] == "sigmoid"
     grpo_keys = ("reward_funcs", "num_generations", "max_completion_length", "beta", "loss_type")

@@ -117,6 +117,7 @@ GROUPS: dict[str, tuple[FormField, ...]] = {
         FormField("loraplus_lr_ratio", 0.0, "float", when=_lora, unset=(0, 0.0, None), minimum=0),
     ),
     "extra": (
+        FormField("gradient_checkpointing", True, "bool", unset=(True, None)),
         FormField("use_galore", False, "bool", unset=(False, None)),
         FormField("use_badam", False, "bool", unset=(False, None)),
         FormField("deepspeed", "", "choice", unset=("", None)),
