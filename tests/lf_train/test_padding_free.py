@@ -102,8 +102,82 @@ def test_preference_stages_are_padding_free_by_default_with_the_padded_losses(st
     with caplog.at_level(logging.INFO):
         assert lf(["train", str(write_config(**base_config))]) == 0
     assert f"attention {NAME}" in caplog.text
+    assert ("pairs: each prompt computed once" in caplog.text) == (stage == "dpo")
     padded = tmp_path / "padded"
     assert lf(["train", str(write_config(**base_config)), f"output_dir={padded}", "padding_free=false"]) == 0
     ours, theirs = losses(base_config["output_dir"]), losses(padded)
     assert len(ours) == 4 and ours == pytest.approx(theirs, abs=1e-5)
     assert ours[-1] != pytest.approx(ours[0], abs=1e-3)  # it trains: the comparison is not of constants
+
+
+# chosen rows first, then their rejected rows: pair 0 shares a 4-token prompt, pair 1 its prompt and the
+# answer's first token (5), pair 2 nothing; right-padded with 0
+PAIRS = [([3, 4, 5, 6, 9, 10, 11], [-1, -1, -1, -1, 9, 10, 11]),
+         ([3, 4, 7, 12, 13], [-1, -1, -1, 12, 13]),
+         ([8, 9, 14], [-1, 15, 14]),
+         ([3, 4, 5, 6, 16, 17], [-1, -1, -1, -1, 16, 17]),
+         ([3, 4, 7, 12, 18, 19, 20, 21], [-1, -1, -1, 12, 18, 19, 20, 21]),
+         ([5, 9], [-1, 9])]
+
+
+def _pair_batch() -> dict[str, torch.Tensor]:
+    width = max(len(ids) for ids, _ in PAIRS)
+    pad = lambda seq, value: seq + [value] * (width - len(seq))  # noqa: E731
+    return {"input_ids": torch.tensor([pad(ids, 0) for ids, _ in PAIRS]),
+            "attention_mask": torch.tensor([pad([1] * len(ids), 0) for ids, _ in PAIRS]),
+            "labels": torch.tensor([pad([IGNORE_INDEX if x < 0 else x for x in labels], IGNORE_INDEX)
+                                    for _, labels in PAIRS])}
+
+
+def test_pairs_lay_out_each_rejected_answer_as_a_branch_of_its_chosen_row():
+    from lf_models.padding_free import segments
+    from lf_train.padding_free import end_to_end
+
+    batch = _pair_batch()
+    ids, positions, labels, index = end_to_end(batch["input_ids"], batch["attention_mask"], batch["labels"], pairs=True)
+    # pair 0 branches at its last shared token (position 3), pair 1 at 12 (position 3), pair 2 not at all
+    assert ids.tolist() == [3, 4, 5, 6, 9, 10, 11, 6, 16, 17, 3, 4, 7, 12, 13, 12, 18, 19, 20, 21, 8, 9, 14, 5, 9]
+    assert positions.tolist() == [0, 1, 2, 3, 4, 5, 6, 3, 4, 5, 0, 1, 2, 3, 4, 3, 4, 5, 6, 7, 0, 1, 2, 0, 1]
+    assert labels.tolist() == [-100, -100, -100, -100, 9, 10, 11, -100, 16, 17, -100, -100, -100, 12, 13, -100,
+                               18, 19, 20, 21, -100, 15, 14, -100, 9]
+    assert segments(positions) == [(0, 7, 0, 0), (7, 3, 0, 3), (10, 5, 10, 0), (15, 5, 10, 3), (20, 3, 20, 0),
+                                   (23, 2, 23, 0)]
+    # rejected row 3 predicts tokens 1-3 with the chosen row's outputs, then from its branch; 24 is the zero
+    assert index[3].tolist() == [0, 1, 2, 7, 8, 24, 24]
+    assert index[4].tolist() == [10, 11, 12, 15, 16, 17, 18]
+    assert index[5].tolist() == [23, 24, 24, 24, 24, 24, 24]
+    unshared = end_to_end(batch["input_ids"], batch["attention_mask"], batch["labels"])
+    assert unshared[1].tolist() == [0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 3, 4, 0, 1, 2, 0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5, 6, 7,
+                                    0, 1]
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_shared_prompts_give_the_padded_batch_log_probabilities_and_gradients(tiny_model_factory, arch):
+    """The fields TRL's preference losses read, from a padded batch, from one row, and from one row whose
+    pairs share their prompts, with the gradients of a loss on them."""
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    from lf_train.padding_free import PER_TOKEN_FIELDS, EndToEnd
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_factory(arch), attn_implementation="sdpa")
+    add_fused_lm_head(model, outputs=PER_TOKEN_FIELDS)
+    batch = _pair_batch()
+
+    def run(forward):
+        model.zero_grad()
+        out = forward(**batch, fused_lm_head=True)
+        (out.log_probs * torch.linspace(0.5, 1.5, out.log_probs.shape[1])).sum().backward()
+        return out, [p.grad.clone() for p in model.parameters()]
+
+    padded, padded_grads = run(model)
+    use_padding_free_attention(model)
+    for pairs in (False, True):
+        ours, grads = run(EndToEnd(model, pairs=pairs))
+        mask = batch["labels"][:, 1:] != IGNORE_INDEX
+        for name in PER_TOKEN_FIELDS:
+            expected, got = getattr(padded, name), getattr(ours, name)
+            assert got.shape == expected.shape == mask.shape
+            assert torch.allclose(got.float()[mask], expected.float()[mask], atol=1e-5), name
+        assert (ours.log_probs[~mask] == 0).all()
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads, padded_grads, strict=True))

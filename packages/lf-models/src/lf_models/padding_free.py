@@ -8,6 +8,11 @@ kernel computes every cross-example score to mask it out. So LF registers one mo
 `lf_sdpa`: SDPA's causal kernel run on each example of the row in turn (exact: the scores an example
 gets alone, and no mask). Anything that is not such a row (padded evaluation batches, generation with
 a cache) is plain SDPA. Eager attention is not switched, so padding-free training refuses it.
+
+A row may also branch: where the positions jump back to p > 0 (not to 0), the tokens that follow
+continue the first p tokens of the current example (a shared prompt, computed once: the preference
+stages lay out the rejected answer after the chosen one this way). The branch attends to those p
+tokens and to itself, causally, as it would with the prompt repeated in front of it.
 """
 
 from __future__ import annotations
@@ -28,6 +33,40 @@ def segment_lengths(position_ids: torch.Tensor) -> list[int] | None:
     return [end - start for start, end in zip(starts, [*starts[1:], positions.numel()], strict=True)]
 
 
+def segments(position_ids: torch.Tensor) -> list[tuple[int, int, int, int]] | None:
+    """The runs of one padding-free row as (start, length, trunk start, prefix): a new example has
+    prefix 0; a branch continues the first `prefix` tokens of the example whose first run starts at
+    `trunk start`. None when the row is one plain example."""
+    positions = position_ids.reshape(-1).tolist()
+    if not positions or positions[0] != 0:
+        return None
+    runs: list[list[int]] = [[0, 1, 0, 0]]
+    for i in range(1, len(positions)):
+        current = positions[i]
+        if current == positions[i - 1] + 1:
+            runs[-1][1] += 1
+        elif current == 0:
+            runs.append([i, 1, i, 0])
+        else:
+            trunk = runs[-1][2]
+            first = next(run for run in runs if run[0] == trunk)
+            if current > first[1]:
+                raise ValueError(f"position {current} at token {i} continues a prompt of only {first[1]} tokens")
+            runs.append([i, 1, trunk, current])
+    return None if len(runs) == 1 else [tuple(run) for run in runs]
+
+
+_last: tuple[Any, Any] = (None, None)
+
+
+def _segments_of(position_ids: torch.Tensor) -> list[tuple[int, int, int, int]] | None:
+    """`segments`, read once per forward: every layer gets the same position_ids tensor."""
+    global _last
+    if _last[0] is not position_ids:
+        _last = (position_ids, segments(position_ids))
+    return _last[1]
+
+
 def _attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, None]:
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -35,10 +74,18 @@ def _attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch
     position_ids = kwargs.get("position_ids")
     if (attention_mask is None and position_ids is not None and query.shape[0] == 1
             and query.shape[2] == key.shape[2] == position_ids.shape[-1]):
-        lengths = segment_lengths(position_ids)
-        if lengths is not None:
-            parts = [sdpa_attention_forward(module, q, k, v, None, **kwargs)[0]
-                     for q, k, v in zip(query.split(lengths, 2), key.split(lengths, 2), value.split(lengths, 2), strict=True)]
+        runs = _segments_of(position_ids)
+        if runs is not None:
+            parts = []
+            for start, length, trunk, prefix in runs:
+                q, k, v = (t[:, :, start:start + length] for t in (query, key, value))
+                mask = None
+                if prefix:  # the trunk's first `prefix` tokens, then the branch causally
+                    k = torch.cat([key[:, :, trunk:trunk + prefix], k], dim=2)
+                    v = torch.cat([value[:, :, trunk:trunk + prefix], v], dim=2)
+                    columns = torch.arange(prefix + length, device=query.device)
+                    mask = (columns[None, :] <= torch.arange(length, device=query.device)[:, None] + prefix)[None, None]
+                parts.append(sdpa_attention_forward(module, q, k, v, mask, **kwargs)[0])
             return torch.cat(parts, dim=1), None
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 

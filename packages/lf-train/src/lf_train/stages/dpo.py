@@ -43,7 +43,7 @@ from lf_data.errors import ConfigError
 from lf_data.processors import IGNORE_INDEX
 from lf_train.args import REFERENCE_FREE_LOSSES
 from lf_train.collators import PairwiseCollator, forward_inputs
-from lf_train.padding_free import EndToEnd, choose_padding_free
+from lf_train.padding_free import EndToEnd, branches_allowed, choose_padding_free
 from lf_train.plan import TrainPlan
 from lf_train.stages.common import build_trainer, train_and_save
 
@@ -123,9 +123,13 @@ class TRLPreferenceMixin:
 
     padding_free = False
     """The stage's choice (lf_train.padding_free): each forward runs its batch as one padding-free row."""
+    pairs = False
+    """The batches are chosen/rejected pairs whose shared prompts a padding-free row computes once."""
 
     def _forward(self, model: Any) -> Any:
-        return EndToEnd(model) if self.padding_free and not isinstance(model, EndToEnd) else model
+        if self.padding_free and not isinstance(model, EndToEnd):
+            return EndToEnd(model, pairs=self.pairs)
+        return model
 
     @contextlib.contextmanager
     def _as_reference(self) -> Any:
@@ -285,4 +289,5 @@ def run_dpo(model: Any, tokenizer: Any, data: Any, plan: TrainPlan, callbacks: l
     trainer = build_trainer(PreferenceTrainer, model, tokenizer, data, plan, callbacks, PairwiseCollator,
                             train_args=plan.train, reference=reference)
     trainer.padding_free = padding_free
+    trainer.pairs = padding_free and branches_allowed(model)
     return train_and_save(trainer, plan, data)
