@@ -186,3 +186,24 @@ def test_overwrite_never_deletes_what_the_run_reads(base_config, write_config, m
     assert lf(["train", str(write_config(**base_config))]) == 1
     assert "overwrite_output_dir would delete it" in capsys.readouterr().err
     assert (more_data / "dataset_info.json").is_file()
+
+
+def test_a_run_without_deepspeed_never_imports_it():
+    """accelerate's unwrap_model imported deepspeed wherever it is installed (25 MB and 0.3 s a run); LF's
+    Trainers ask whether it was imported instead, which is the same answer for every model."""
+    import subprocess
+    import sys
+
+    script = ("import sys, torch\n"
+              "from accelerate.utils.other import extract_model_from_parallel\n"
+              "from lf_train.stages.common import _import_deepspeed_only_when_used\n"
+              "_import_deepspeed_only_when_used()\n"
+              "model = torch.nn.Linear(2, 2)\n"
+              "assert extract_model_from_parallel(model) is model\n"
+              "print('deepspeed' in sys.modules)\n"
+              "import deepspeed\n"
+              "print(extract_model_from_parallel(model) is model)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()  # deepspeed logs its accelerator choice on stdout in between
+    assert (lines[0], lines[-1]) == ("False", "True")

@@ -32,6 +32,17 @@ def custom_optimizer(model: Any, plan: TrainPlan) -> Any:
     return loraplus_optimizer(model, plan.training_args, ratio, plan.finetuning.loraplus_lr_embedding) if ratio else None
 
 
+def _import_deepspeed_only_when_used() -> None:
+    """accelerate's `unwrap_model` imports deepspeed, wherever it is installed, to test whether the model is a
+    DeepSpeedEngine: 25 MB of RSS and 0.3 s in every run. No model can be one unless deepspeed was imported
+    (a DeepSpeed run imports it before the Trainer exists), so the test asks that instead."""
+    import sys
+
+    import accelerate.utils.other as other
+
+    other.is_deepspeed_available = lambda: "deepspeed" in sys.modules
+
+
 def build_trainer(trainer_class: Any, model: Any, tokenizer: Any, data: Any, plan: TrainPlan, callbacks: list,
                   collator_class: Any, collator_options: dict[str, Any] | None = None, **extra: Any) -> Any:
     """A Trainer (or subclass) over the stage's data, collator and LF's optimizer choice, saving
@@ -41,6 +52,7 @@ def build_trainer(trainer_class: Any, model: Any, tokenizer: Any, data: Any, pla
     from lf_data.cli import show_progress
 
     args = plan.training_args
+    _import_deepspeed_only_when_used()
     if plan.train.mixture_of_depths:  # before the optimizer is built: the routers are trained too
         from lf_train.mixture_of_depths import prepare_mixture_of_depths
 

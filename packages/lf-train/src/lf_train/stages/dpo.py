@@ -139,6 +139,8 @@ class TRLPreferenceMixin:
         graph is built (TRL would run it after)."""
         from trl.models.utils import disable_gradient_checkpointing
 
+        # TRL switches checkpointing with transformers' old method names, which warn (not the user's doing)
+        warnings.filterwarnings("ignore", r"`gradient_checkpointing_(dis|en)able` is deprecated", FutureWarning)
         with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
             if self.ref_model is None:
                 with self.accelerator.unwrap_model(self.model).disable_adapter():
