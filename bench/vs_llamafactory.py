@@ -40,7 +40,7 @@ What the profiler and probes found (2026-12-06, 2 cores; the README has the tabl
 - Preprocessing: Python's garbage collector ran its passes over the millions of id lists (17% of a
   cold build); lf-data pauses it while it builds.
 - PT full: the step is backward and matmuls (no per-step overhead worth removing); with both systems
-  checkpointing it costs the same in both (1.01-1.07x). bf16 autocast on AMX is the lever left there.
+  checkpointing it costs the same in both (1.01-1.08x). bf16 autocast on AMX is the lever left there.
 - Memory: without gradient checkpointing a tiny-model step holds about 150 KB of fp32 activations
   per token (logits about 48 KB of it); SmolLM2 about 1.3 MB per token in its 30 layers plus 0.6 MB of
   logits. The logits went first: torch's linear_cross_entropy in chunks of 512 rows (sft/pt's default on
@@ -50,6 +50,14 @@ What the profiler and probes found (2026-12-06, 2 cores; the README has the tabl
   MALLOC_ARENA_MAX=1 or 2 (no change); torch's selective checkpointing, saving matmul outputs and
   recomputing the rest (SmolLM2 LoRA step 1.21x the time and no lower peak: its dispatch mode costs on
   every op). TRL's head for dpo/kto on a CPU keeps about nine tiles, 2,048 entries wide since this run.
+- dpo: each pair's prompt is computed once (the rejected answer a branch of the chosen row in `lf_sdpa`);
+  the bench's prompts are short (7% of the pairs' tokens), so it gains 1.06x here and 1.34x on prompts of
+  100-300 words (bench/dpo_shared_prompts.py).
+- Peak RSS is mostly imports: torch 2.15 (LF) holds 587 MiB after `import torch` against 501 MiB for the
+  torch 2.13 of LlamaFactory's environment (both CUDA wheels, whose CUDA libraries take about 170 MiB on a
+  machine without a GPU), so LF's training itself uses about 100 MiB less than LlamaFactory's where the
+  peaks are equal. accelerate imported deepspeed in every run where it is installed (25 MiB, 0.3 s); LF's
+  Trainers no longer let it.
 """
 
 from __future__ import annotations
