@@ -190,3 +190,29 @@ def test_a_full_disk_while_training_is_one_line(base_config, write_config, monke
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in err and "No space left on device" in errors[0]
     assert "The last complete checkpoint is kept" in errors[0]
+
+
+def test_checkpointing_a_model_that_cannot_is_refused_before_weights_load(tiny_tokenizer_dir, base_config,
+                                                                          write_config, tmp_path, capsys):
+    """openai-gpt's class has no gradient checkpointing: asked for, the run stops on the config alone (the
+    folder holds no weights); not asked for, it would train without (lf_train.run.choose_checkpointing)."""
+    import shutil
+
+    from transformers import AutoConfig
+
+    from lf_models.args import ModelArguments
+    from lf_models.loader import model_class_name, resolve_model
+
+    folder = tmp_path / "gpt"
+    shutil.copytree(tiny_tokenizer_dir, folder)
+    AutoConfig.for_model("openai-gpt", n_layer=1, n_embd=32, n_head=2).save_pretrained(folder)
+    base_config.update(model_name_or_path=str(folder), gradient_checkpointing=True)
+    assert lf(["train", str(write_config(**base_config))]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("gradient_checkpointing: true, but OpenAIGPTLMHeadModel does not support it; remove "
+                        "gradient_checkpointing.") and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    llama = ModelArguments(model_name_or_path=str(folder.parent / "llama"))
+    AutoConfig.for_model("llama", num_hidden_layers=1, hidden_size=32, intermediate_size=64,
+                         num_attention_heads=2).save_pretrained(folder.parent / "llama")
+    assert model_class_name(llama, resolve_model(llama)) == ("LlamaForCausalLM", True)

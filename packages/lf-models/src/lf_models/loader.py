@@ -113,6 +113,29 @@ def load_tokenizer(model_args: ModelArguments, source: ModelSource | None = None
     return tokenizer
 
 
+def model_class_name(model_args: ModelArguments, source: ModelSource) -> tuple[str, bool] | None:
+    """(name, supports gradient checkpointing) of the class that will load this model, read from its
+    config before any weights load; None where only loading tells (remote code, an unreadable config:
+    `load_model` says what is wrong with it)."""
+    from transformers import AutoConfig
+
+    from lf_models.families import model_class_for
+
+    try:
+        config = AutoConfig.from_pretrained(source.path, **_hub_kwargs(model_args, source))
+    except (OSError, ValueError):
+        return None
+    auto = model_class_for(config)
+    mapping = getattr(auto, "_model_mapping", None)
+    if mapping is None:  # a named class (audio models)
+        cls = auto
+    elif type(config) in mapping:
+        cls = mapping[type(config)]
+    else:
+        return None
+    return cls.__name__, bool(getattr(cls, "supports_gradient_checkpointing", False))
+
+
 def load_model(model_args: ModelArguments, finetuning_args: FinetuningArguments, precision: Precision,
                is_trainable: bool, source: ModelSource | None = None, tokenizer: Any = None,
                cutoff_len: int | None = None, add_value_head: bool = False,

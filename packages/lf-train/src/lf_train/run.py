@@ -18,7 +18,7 @@ from lf_data.pipeline import build_dataset
 from lf_data.run_folder import LOG_FILE, LOSS_PLOT, RESOLVED_CONFIG, resolve_template
 from lf_data.templates import Template, get_template, with_options
 from lf_models.args import ADAPTER_TYPES, FinetuningArguments
-from lf_models.loader import hub_credentials, load_model, load_tokenizer, resolve_model
+from lf_models.loader import hub_credentials, load_model, load_tokenizer, model_class_name, resolve_model
 from lf_models.precision import choose_precision
 from lf_train.callbacks import JsonlLogCallback, plot_loss
 from lf_train.losses import size_fused_head_tiles
@@ -29,15 +29,20 @@ __all__ = ["TrainPlan", "parse_train_config", "predict_after_training", "run_tra
 logger = logging.getLogger(__name__)
 
 
-def choose_checkpointing(model: Any, args: Any, asked: bool) -> None:
-    """Gradient checkpointing (on by default: lf_train.plan.uses_checkpointing) where the model supports
-    it; a model that does not trains without it, unless the config asked for it."""
+def _checkpointing_refused(class_name: str) -> Exception:
     from lf_data.config import ConfigError
 
+    return ConfigError(f"gradient_checkpointing: true, but {class_name} does not support it; remove "
+                       "gradient_checkpointing.")
+
+
+def choose_checkpointing(model: Any, args: Any, asked: bool) -> None:
+    """Gradient checkpointing (on by default: lf_train.plan.uses_checkpointing) where the model supports
+    it; a model that does not trains without it, unless the config asked for it (refused before the
+    weights load where the config names the class: `run_train`)."""
     if args.gradient_checkpointing and not getattr(model, "supports_gradient_checkpointing", False):
         if asked:
-            raise ConfigError(f"gradient_checkpointing: true, but {type(model).__name__} does not support it; "
-                              "remove gradient_checkpointing.")
+            raise _checkpointing_refused(type(model).__name__)
         args.gradient_checkpointing = args.activation_checkpointing = False  # transformers 5's name and its alias
     logger.info("gradient checkpointing: %s", "on" if args.gradient_checkpointing else "off")
 
@@ -59,6 +64,10 @@ def run_train(config: dict[str, Any], source: str = "", plan: TrainPlan | None =
         deepspeed.init_distributed(dist_backend="gloo")  # adopts the gloo group: ZeRO-3 needs it to load weights
 
     model_source = resolve_model(plan.model)
+    if args.gradient_checkpointing and checkpointing_asked(plan.hf):
+        known = model_class_name(plan.model, model_source)
+        if known is not None and not known[1]:
+            raise _checkpointing_refused(known[0])
     reference_source = resolve_model(_reference_args(plan)) if plan.train.ref_model else None  # a typo: now
     tokenizer = load_tokenizer(plan.model, model_source)
     template = with_options(get_template(resolve_template(plan.data.template, plan.model.adapter_name_or_path,
