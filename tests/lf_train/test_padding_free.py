@@ -142,6 +142,7 @@ def test_pairs_lay_out_each_rejected_answer_as_a_branch_of_its_chosen_row():
                                18, 19, 20, 21, -100, 15, 14, -100, 9]
     assert segments(positions) == [(0, 7, 0, 0), (7, 3, 0, 3), (10, 5, 10, 0), (15, 5, 10, 3), (20, 3, 20, 0),
                                    (23, 2, 23, 0)]
+    assert segments(torch.tensor([[0, 1, 2, 5, 6]])) is None  # a jump forward is no branch: one example as before
     # rejected row 3 predicts tokens 1-3 with the chosen row's outputs, then from its branch; 24 is the zero
     assert index[3].tolist() == [0, 1, 2, 7, 8, 24, 24]
     assert index[4].tolist() == [10, 11, 12, 15, 16, 17, 18]

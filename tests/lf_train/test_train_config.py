@@ -201,7 +201,7 @@ def test_checkpointing_a_model_that_cannot_is_refused_before_weights_load(tiny_t
     from transformers import AutoConfig
 
     from lf_models.args import ModelArguments
-    from lf_models.loader import model_class_name, resolve_model
+    from lf_models.loader import class_checkpointing, resolve_model
 
     folder = tmp_path / "gpt"
     shutil.copytree(tiny_tokenizer_dir, folder)
@@ -215,4 +215,4 @@ def test_checkpointing_a_model_that_cannot_is_refused_before_weights_load(tiny_t
     llama = ModelArguments(model_name_or_path=str(folder.parent / "llama"))
     AutoConfig.for_model("llama", num_hidden_layers=1, hidden_size=32, intermediate_size=64,
                          num_attention_heads=2).save_pretrained(folder.parent / "llama")
-    assert model_class_name(llama, resolve_model(llama)) == ("LlamaForCausalLM", True)
+    assert class_checkpointing(llama, resolve_model(llama)) == ("LlamaForCausalLM", True)

@@ -113,7 +113,7 @@ def load_tokenizer(model_args: ModelArguments, source: ModelSource | None = None
     return tokenizer
 
 
-def model_class_name(model_args: ModelArguments, source: ModelSource) -> tuple[str, bool] | None:
+def class_checkpointing(model_args: ModelArguments, source: ModelSource) -> tuple[str, bool] | None:
     """(name, supports gradient checkpointing) of the class that will load this model, read from its
     config before any weights load; None where only loading tells (remote code, an unreadable config:
     `load_model` says what is wrong with it)."""

@@ -35,24 +35,23 @@ def segment_lengths(position_ids: torch.Tensor) -> list[int] | None:
 
 def segments(position_ids: torch.Tensor) -> list[tuple[int, int, int, int]] | None:
     """The runs of one padding-free row as (start, length, trunk start, prefix): a new example has
-    prefix 0; a branch continues the first `prefix` tokens of the example whose first run starts at
-    `trunk start`. None when the row is one plain example."""
+    prefix 0; a branch (positions jumping back to p, 0 < p <= the example's first run's length)
+    continues the first p tokens of the example whose first run starts at `trunk start`. Other jumps
+    continue the run, as before branches existed. None when the row is one plain example."""
     positions = position_ids.reshape(-1).tolist()
     if not positions or positions[0] != 0:
         return None
     runs: list[list[int]] = [[0, 1, 0, 0]]
+    trunk = runs[0]
     for i in range(1, len(positions)):
         current = positions[i]
-        if current == positions[i - 1] + 1:
-            runs[-1][1] += 1
-        elif current == 0:
-            runs.append([i, 1, i, 0])
+        if current == 0:
+            trunk = [i, 1, i, 0]
+            runs.append(trunk)
+        elif current != positions[i - 1] + 1 and current <= trunk[1]:  # the trunk grows no more once branched
+            runs.append([i, 1, trunk[0], current])
         else:
-            trunk = runs[-1][2]
-            first = next(run for run in runs if run[0] == trunk)
-            if current > first[1]:
-                raise ValueError(f"position {current} at token {i} continues a prompt of only {first[1]} tokens")
-            runs.append([i, 1, trunk, current])
+            runs[-1][1] += 1
     return None if len(runs) == 1 else [tuple(run) for run in runs]
 
 

@@ -18,7 +18,7 @@ from lf_data.pipeline import build_dataset
 from lf_data.run_folder import LOG_FILE, LOSS_PLOT, RESOLVED_CONFIG, resolve_template
 from lf_data.templates import Template, get_template, with_options
 from lf_models.args import ADAPTER_TYPES, FinetuningArguments
-from lf_models.loader import hub_credentials, load_model, load_tokenizer, model_class_name, resolve_model
+from lf_models.loader import class_checkpointing, hub_credentials, load_model, load_tokenizer, resolve_model
 from lf_models.precision import choose_precision
 from lf_train.callbacks import JsonlLogCallback, plot_loss
 from lf_train.losses import size_fused_head_tiles
@@ -65,7 +65,7 @@ def run_train(config: dict[str, Any], source: str = "", plan: TrainPlan | None =
 
     model_source = resolve_model(plan.model)
     if args.gradient_checkpointing and checkpointing_asked(plan.hf):
-        known = model_class_name(plan.model, model_source)
+        known = class_checkpointing(plan.model, model_source)
         if known is not None and not known[1]:
             raise _checkpointing_refused(known[0])
     reference_source = resolve_model(_reference_args(plan)) if plan.train.ref_model else None  # a typo: now
