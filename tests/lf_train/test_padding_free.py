@@ -10,7 +10,7 @@ from train_helpers import losses
 from lf_data.cli import main as lf
 from lf_data.errors import ConfigError
 from lf_data.processors import IGNORE_INDEX
-from lf_models.padding_free import NAME, padding_free_blocker, segment_lengths, use_padding_free_attention
+from lf_models.padding_free import NAME, padding_free_blocker, segments, use_padding_free_attention
 from lf_train.collators import SupervisedCollator
 from lf_train.run import parse_train_config
 
@@ -26,12 +26,12 @@ def test_collator_lays_the_examples_end_to_end():
     assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1, 2, 3, 4, 0, 1]]
     # each example's first label goes: it would be the previous example's last target
     assert batch["labels"].tolist() == [[-100, 6, 7, -100, -100, 10, 11, 12, -100, 14]]
-    assert segment_lengths(batch["position_ids"]) == [3, 5, 2]
+    assert segments(batch["position_ids"]) == [(0, 3, 0, 0), (3, 5, 3, 0), (8, 2, 8, 0)]
     padded = SupervisedCollator(pad_token_id=0, pad_to_multiple_of=8, padding_free=True)(ROWS)
     assert padded["input_ids"].tolist() == [[5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 0, 0, 0, 0, 0, 0]]
     assert padded["position_ids"].tolist()[0][10:] == [0, 1, 2, 3, 4, 5]  # the padding is an example of its own
     assert padded["labels"].tolist()[0][10:] == [-100] * 6
-    assert segment_lengths(torch.tensor([[0, 1, 2, 3]])) is None
+    assert segments(torch.tensor([[0, 1, 2, 3]])) is None
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
@@ -130,7 +130,6 @@ def _pair_batch() -> dict[str, torch.Tensor]:
 
 
 def test_pairs_lay_out_each_rejected_answer_as_a_branch_of_its_chosen_row():
-    from lf_models.padding_free import segments
     from lf_train.padding_free import end_to_end
 
     batch = _pair_batch()

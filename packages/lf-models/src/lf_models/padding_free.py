@@ -24,15 +24,6 @@ import torch
 NAME = "lf_sdpa"
 
 
-def segment_lengths(position_ids: torch.Tensor) -> list[int] | None:
-    """The lengths of the examples in one padding-free row, or None when it holds one example."""
-    positions = position_ids.reshape(-1)
-    starts = (positions == 0).nonzero().flatten().tolist()
-    if len(starts) <= 1 or starts[0] != 0:
-        return None
-    return [end - start for start, end in zip(starts, [*starts[1:], positions.numel()], strict=True)]
-
-
 def segments(position_ids: torch.Tensor) -> list[tuple[int, int, int, int]] | None:
     """The runs of one padding-free row as (start, length, trunk start, prefix): a new example has
     prefix 0; a branch (positions jumping back to p, 0 < p <= the example's first run's length)
