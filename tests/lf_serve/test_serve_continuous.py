@@ -16,7 +16,8 @@ from lf_serve.engines.continuous import Row, processed_scores, supports_continuo
 
 QUESTIONS = [[{"role": "user", "content": q}] for q in
              ("Who are you?", "Tell me a long story about the sea and the wind.", "Hi", "What is 2 + 2?")]
-LONG, SHORT = QUESTIONS[0], QUESTIONS[3]  # the tiny model's answers: 40 tokens of text; the second ends at 3
+LONG, SHORT = QUESTIONS[0], QUESTIONS[3]  # the tiny model's answers: all the tokens asked for; the second ends at 3
+LONG_TOKENS = 60  # the long answer stops at 62 tokens
 
 
 @pytest.fixture(scope="module")
@@ -28,15 +29,26 @@ def engine(tiny_llama):
     engine.close()
 
 
-def test_a_request_joins_the_running_rows_and_both_answer_as_alone(engine):
-    long_alone = engine.chat(LONG, max_tokens=40)[0]
+def test_a_request_joins_the_running_rows_and_both_answer_as_alone(engine, monkeypatch):
+    """Each decoding step takes at least 5 ms here, so that the long answer (0.3 s or more) is still running
+    when the short request, sent after its third piece, joins it, however fast or loaded the machine."""
+    from lf_serve.engines.continuous import RunningBatch
+
+    step = RunningBatch.step
+
+    def slow_step(self) -> None:
+        time.sleep(0.005)
+        step(self)
+
+    monkeypatch.setattr(RunningBatch, "step", slow_step)
+    long_alone = engine.chat(LONG, max_tokens=LONG_TOKENS)[0]
     short_alone = engine.chat(SHORT, max_tokens=6)[0]
-    assert long_alone.completion_tokens == 40
+    assert long_alone.completion_tokens == LONG_TOKENS
     steps, prefills = engine.decode_steps, engine.generate_calls
     seen, finished = [], {}
 
     def long_one() -> None:
-        for piece in engine.stream_chat(LONG, max_tokens=40):
+        for piece in engine.stream_chat(LONG, max_tokens=LONG_TOKENS):
             seen.append(piece)
         finished["long"] = time.monotonic()
 
@@ -51,7 +63,7 @@ def test_a_request_joins_the_running_rows_and_both_answer_as_alone(engine):
     assert "".join(seen) == long_alone.text and short.text == short_alone.text
     assert finished["short"] < finished["long"]  # it left the batch without waiting for the long one
     assert engine.generate_calls - prefills == 2  # two prefills ...
-    assert engine.decode_steps - steps < 40 + 6  # ... sharing decoding steps
+    assert engine.decode_steps - steps < LONG_TOKENS + 6  # ... sharing decoding steps
 
 
 def test_rows_with_different_options_share_steps(tiny_llama):

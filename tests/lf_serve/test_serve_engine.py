@@ -75,6 +75,43 @@ def test_row_decoder_holds_back_a_stop_string(tiny_tokenizer):
     assert finishes[-1] == "stop" and finishes.count("stop") == 1
 
 
+LONG_TEXT = "Grüße aus Köln, 東京タワー 🚀🚀 and the quick brown fox. Ünïcödé ends here! " * 12
+
+
+def _metaspace_tokenizer():
+    """SentencePiece's way with spaces (a word-initial "▁", dropped at the start of a decode), trained here."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
+    tok.train_from_iterator([LONG_TEXT], trainers.BpeTrainer(vocab_size=120, special_tokens=["<unk>"]))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>")
+
+
+@pytest.mark.parametrize("kind", ["byte-level", "metaspace"])
+def test_row_decoder_streams_the_whole_decode_reading_short_windows(kind, tiny_tokenizer):
+    """A long answer with multi-byte characters and word-initial spaces: the streamed pieces join to the
+    full decode, while each decode call reads only a few ids (it used to decode the whole answer per token)."""
+    tokenizer = tiny_tokenizer if kind == "byte-level" else _metaspace_tokenizer()
+    ids = tokenizer.encode(LONG_TEXT, add_special_tokens=False)
+    expected = tokenizer.decode(ids, skip_special_tokens=True)
+    assert len(ids) > 150 and "🚀" in expected
+    pieces, widths, decode = [], [], tokenizer.decode
+
+    def counting_decode(token_ids, **kwargs):
+        widths.append(len(token_ids))
+        return decode(token_ids, **kwargs)
+
+    tokenizer.decode = counting_decode
+    decoder = RowDecoder(tokenizer, set(), (), len(ids), True, lambda text, finish, n: pieces.append(text))
+    for token in ids:
+        decoder.feed(token)
+    assert decoder.finish_reason == "length" and "".join(pieces) == expected
+    assert max(widths) <= 8 and len(widths) == 2 * len(ids)
+    assert sum(len(p) > 0 for p in pieces) > len(ids) / 4  # streamed as it went, not at the end
+
+
 def test_stop_strings_and_eos(tiny_engine):
     full = tiny_engine.chat(USER)[0].text
     word = full[4:6]

@@ -28,6 +28,9 @@ class RowDecoder:
         self.generated = 0  # tokens generated, eos included (the usage count)
         self.sent = 0  # characters of the text already emitted
         self.finish_reason: str | None = None
+        self.decoded = ""  # the text of ids[:read], complete characters only
+        self.window = 0  # ids[window:read] are decoded again with each new token, for the text they lead into
+        self.read = 0
 
     @property
     def done(self) -> bool:
@@ -72,4 +75,19 @@ class RowDecoder:
         return True
 
     def _text(self) -> str:
-        return self.tokenizer.decode(self.ids, skip_special_tokens=self.skip_special_tokens)
+        """The text of every id so far, decoded incrementally (the offsets vLLM and TGI use): the ids since
+        the last complete text and the one before them are decoded again, so a long answer costs O(n)
+        decoding instead of O(n^2). The token before keeps word-initial spaces and merged bytes right."""
+        decode = self.tokenizer.decode
+        before = decode(self.ids[self.window:self.read], skip_special_tokens=self.skip_special_tokens)
+        after = decode(self.ids[self.window:], skip_special_tokens=self.skip_special_tokens)
+        if not after.startswith(before):  # a window's text is not its text in context: decode it all once
+            text = decode(self.ids, skip_special_tokens=self.skip_special_tokens)
+            if not text.endswith("\ufffd"):
+                self.decoded, self.window, self.read = text, max(len(self.ids) - 1, 0), len(self.ids)
+            return text
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self.decoded += after[len(before):]
+            self.window, self.read = self.read, len(self.ids)
+            return self.decoded
+        return self.decoded + after[len(before):]
