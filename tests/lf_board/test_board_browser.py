@@ -173,7 +173,8 @@ def test_board_train_chat_export_in_a_browser(board, browser, tmp_path_factory):
     assert "does not exist" in ui.wait_text("train-message", "/nonexistent/model-folder")
     assert not saves.exists() or not any(p.name != ".board" for p in saves.iterdir())
     ui.choose("train-model", "smollm2-135m-instruct")
-    page.wait_for_timeout(500)
+    # the model's template suggestion lands in the message box; the preview's summary must come after it
+    ui.wait_text("train-message", "Template suggested", timeout=300_000)
     assert "smollm2-135m-instruct/lora/" in page.locator("#train-output-dir textarea, #train-output-dir input").first.input_value()
 
     # a row as it will be trained: the template around it, the answer marked as trained
