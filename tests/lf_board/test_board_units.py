@@ -101,6 +101,25 @@ def test_form_builds_the_flat_config_lf_train_reads():
         build_config(form(), "- a list")
 
 
+def test_machine_dependent_switches_leave_the_choice_to_lf_train_unless_set():
+    """bf16, fp16, padding_free and fused_lm_head default by machine and model: `auto` writes no key,
+    true/false write the bool (only for the stages that read it), and a loaded config shows its own."""
+    auto = build_config(form())
+    assert not {"bf16", "fp16", "flash_attn", "padding_free", "fused_lm_head", "use_liger_kernel"} & set(auto)
+    chosen = build_config(form(bf16="false", fp16="true", flash_attn="sdpa", padding_free="false",
+                               fused_lm_head="true", use_liger_kernel=True))
+    assert (chosen["bf16"], chosen["fp16"], chosen["flash_attn"], chosen["padding_free"], chosen["fused_lm_head"],
+            chosen["use_liger_kernel"]) == (False, True, "sdpa", False, True, True)
+    dpo = build_config(form(stage="dpo", padding_free="false", fused_lm_head="false"))
+    assert dpo["padding_free"] is False and "fused_lm_head" not in dpo  # dpo's loss is TRL's choice
+    assert "padding_free" not in build_config(form(stage="rm", padding_free="false"))
+    values, rest = form_values({"stage": "pt", "bf16": False, "padding_free": True, "fused_lm_head": False})
+    assert (values["bf16"], values["fp16"], values["padding_free"], values["fused_lm_head"]) == ("false", "auto", "true", "false")
+    rebuilt = build_config(values, rest)
+    assert (rebuilt["bf16"], rebuilt["padding_free"], rebuilt["fused_lm_head"]) == (False, True, False)
+    assert "fp16" not in rebuilt
+
+
 def test_choice_fields_offer_exactly_what_the_config_types_allow():
     """The board's choices are the Literals `lf train` checks, read from the config dataclasses (never
     a copy that drifts when a stage or loss is added), both in the field list and in the page."""
@@ -113,7 +132,8 @@ def test_choice_fields_offer_exactly_what_the_config_types_allow():
 
     expected = {"stage": get_args(get_type_hints(TrainArguments)["stage"]),
                 "pref_loss": get_args(get_type_hints(TrainArguments)["pref_loss"]),
-                "finetuning_type": get_args(get_type_hints(FinetuningArguments)["finetuning_type"])}
+                "finetuning_type": get_args(get_type_hints(FinetuningArguments)["finetuning_type"]),
+                "flash_attn": get_args(get_type_hints(ModelArguments)["flash_attn"])}
     demo = create_app(runs_root="/nonexistent-runs-root")
     shown = {keys["label"]: component for component, keys in demo.board.labels.entries if "label" in keys}
     for key, choices in expected.items():

@@ -154,6 +154,19 @@ def test_what_the_model_or_machine_cannot_do_stops_before_loading(base_config, t
                                                                                                           "v_proj"]
 
 
+def test_liger_kernels_without_the_package_or_a_gpu_are_refused_before_loading(base_config, monkeypatch):
+    """transformers would raise only in the Trainer, after the weights load; Liger's Triton kernels need a GPU."""
+    import transformers.utils
+
+    from lf_train.plan import parse_train_config
+
+    with pytest.raises(ConfigError, match=r"use_liger_kernel: true needs liger-kernel \(`pip install lf-train\[liger\]`"):
+        parse_train_config({**base_config, "use_liger_kernel": True})
+    monkeypatch.setattr(transformers.utils, "is_liger_kernel_available", lambda: True)
+    with pytest.raises(ConfigError, match="Triton kernels for GPUs and this machine has none"):
+        parse_train_config({**base_config, "use_liger_kernel": True})
+
+
 def test_quiet_drops_the_trainers_per_step_printout(base_config, tiny_tokenizer, monkeypatch):
     from types import SimpleNamespace
 

@@ -11,13 +11,16 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 import yaml
 
 from lf_board.runs import PathOutsideRoot, RunsRoot
-from lf_models.args import FinetuningArguments
-from lf_train.args import TrainArguments
+from lf_models.args import FinetuningArguments, ModelArguments
+from lf_train.args import PADDING_FREE_STAGES, TrainArguments
 from lf_train.rewards import REWARDS
 
 QUANTIZATION_BITS = ("none", "4", "8")  # ModelArguments.quantization_bit is an int, not a Literal
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "polynomial")  # of transformers' many
 DEFAULT_MODEL = "smollm2-135m-instruct"
+AUTO_CHOICES = ("auto", "true", "false")
+"""A switch whose library default depends on the machine or the model (`auto`: leave the key out)."""
+AUTO_UNSET = ("auto", "", None)
 
 
 def literal_choices(config_class: type, name: str) -> tuple[Any, ...]:
@@ -43,7 +46,7 @@ class FormField:
     """The config key (LlamaFactory name) the field edits."""
     default: Any
     kind: str
-    """text, int, float, bool, choice or multi (several choices)."""
+    """text, int, float, bool, auto (true, false or the library's choice), choice or multi (several choices)."""
     choices: tuple = ()
     unset: tuple = ()
     """Values that mean "leave the key out of the YAML" (the library default applies)."""
@@ -69,6 +72,14 @@ class FormField:
         if self.widget_id:
             return self.widget_id
         return f"train-{self.key if self.kind in ('int', 'float') else self.key.replace('_', '-')}"
+
+
+def _padding_free_stage(values: dict[str, Any]) -> bool:
+    return values.get("stage") in PADDING_FREE_STAGES
+
+
+def _fused_head_stage(values: dict[str, Any]) -> bool:
+    return values.get("stage") in ("sft", "pt")
 
 
 def _dpo(values: dict[str, Any]) -> bool:
@@ -118,6 +129,12 @@ GROUPS: dict[str, tuple[FormField, ...]] = {
     ),
     "extra": (
         FormField("gradient_checkpointing", True, "bool", unset=(True, None)),
+        FormField("bf16", "auto", "auto", AUTO_CHOICES, unset=AUTO_UNSET),
+        FormField("fp16", "auto", "auto", AUTO_CHOICES, unset=AUTO_UNSET),
+        FormField("flash_attn", "auto", "choice", literal_choices(ModelArguments, "flash_attn"), unset=("auto", None)),
+        FormField("padding_free", "auto", "auto", AUTO_CHOICES, unset=AUTO_UNSET, when=_padding_free_stage),
+        FormField("fused_lm_head", "auto", "auto", AUTO_CHOICES, unset=AUTO_UNSET, when=_fused_head_stage),
+        FormField("use_liger_kernel", False, "bool", unset=(False, None)),
         FormField("use_galore", False, "bool", unset=(False, None)),
         FormField("use_badam", False, "bool", unset=(False, None)),
         FormField("deepspeed", "", "choice", unset=("", None)),
@@ -157,6 +174,8 @@ def _typed(field: FormField, value: Any) -> Any:
         return float(value) if value != "" else None
     if field.kind == "bool":
         return bool(value)
+    if field.kind == "auto":
+        return None if value in field.unset else value if isinstance(value, bool) else str(value).lower() == "true"
     if field.kind == "multi":
         return [v for v in (value.split(",") if isinstance(value, str) else value) if str(v).strip()]
     if field.key == "quantization_bit":
@@ -203,6 +222,8 @@ def form_values(config: dict[str, Any]) -> tuple[dict[str, Any], str]:
             values[field.key] = field.absent
         elif field.key == "quantization_bit":
             values[field.key] = str(value)
+        elif field.kind == "auto":
+            values[field.key] = "true" if value is True or str(value).lower() == "true" else "false"
         elif field.kind == "multi":
             values[field.key] = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
         elif field.key == "lora_target" and isinstance(value, list):

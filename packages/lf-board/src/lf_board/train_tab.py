@@ -129,7 +129,7 @@ def _widget(L: Labels, spec: FormField, **overrides: Any) -> Any:
             options["minimum"] = spec.minimum
     elif spec.kind == "bool":
         cls = gr.Checkbox
-    elif spec.kind in ("choice", "multi"):
+    elif spec.kind in ("choice", "multi", "auto"):
         cls = gr.Dropdown
         options["choices"] = list(spec.choices)
         if spec.kind == "multi":

@@ -99,13 +99,13 @@ class TrainArguments:
     """Adam-mini: one second-moment value per attention head / output neuron instead of per weight,
     which halves Adam's optimizer state (full or freeze tuning)."""
     fused_lm_head: bool | None = None
-    """sft/pt: compute the training loss through TRL's fused LM head, which projects the hidden states
-    tile by tile and never holds the logits (they cost 12 bytes per token and vocabulary entry). Default:
-    on where TRL runs it as Triton kernels (CUDA or XPU with triton installed); off on a CPU, where TRL's
-    torch fallback trades speed for memory (SmolLM2-135M LoRA, 4 x 256 tokens, checkpointing: peak 0.83
-    instead of 1.28 GiB, 11% fewer tokens/s; `true` chooses it). Never with the token-weighted losses,
-    label smoothing or use_liger_kernel (Liger's fused loss does the same job); evaluation keeps the
-    logits its metrics need."""
+    """sft/pt: compute the training loss from the hidden states without ever holding the logits (they cost 12
+    bytes per token and vocabulary entry). Default: on, as TRL's fused Triton head on CUDA/XPU with triton,
+    and on a CPU as torch's linear_cross_entropy in chunks of rows over the labelled positions only (faster
+    than the logits there: bench/fused_head.py); off for soft-capped or scaled heads and MoE router losses
+    outside a GPU. `true` forces TRL's head where torch's cannot run, `false` keeps the logits. Never with
+    the token-weighted losses, label smoothing or use_liger_kernel (Liger's fused loss does the same job);
+    evaluation keeps the logits its metrics need."""
     padding_free: bool | None = None
     """sft/pt/dpo/kto: lay each batch's examples end to end in one row, positions restarting at each, so no
     step computes on padding (SDPA runs example by example as `lf_sdpa`; FlashAttention-2 uses its

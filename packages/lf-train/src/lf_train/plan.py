@@ -307,6 +307,8 @@ def finish_plan(plan: TrainPlan) -> TrainPlan:
     if getattr(train, "use_vllm", False) and not _has_cuda():
         raise ConfigError("use_vllm: vLLM generates on CUDA GPUs and this machine has none; remove use_vllm "
                           "(GRPO then generates with transformers).")
+    if hf.get("use_liger_kernel"):
+        _check_liger()
     precision = choose_precision(hf.get("bf16"), hf.get("fp16")) if not model.pure_bf16 else None
     hf_config = {**HF_DEFAULTS, **hf}
     if precision is not None:
@@ -403,6 +405,19 @@ def _check_report_to(report_to: list[str]) -> None:
     if missing:
         raise ConfigError(f"report_to names {', '.join(missing)}, which is not installed here: pip install "
                           f"{' '.join(missing)}, or report_to: none.")
+
+
+def _check_liger() -> None:
+    """Liger's kernels are Triton kernels: without the package or a GPU the Trainer would fail only once
+    the weights have loaded."""
+    from transformers.utils import is_liger_kernel_available
+
+    if not is_liger_kernel_available():
+        raise ConfigError("use_liger_kernel: true needs liger-kernel (`pip install lf-train[liger]`, CUDA or ROCm "
+                          "GPUs); install it or remove use_liger_kernel (LF's fused loss already saves the logits).")
+    if not _has_accelerator():
+        raise ConfigError("use_liger_kernel: Liger's kernels are Triton kernels for GPUs and this machine has none; "
+                          "remove use_liger_kernel (on a CPU LF computes the loss without logits by itself).")
 
 
 def _has_accelerator() -> bool:
