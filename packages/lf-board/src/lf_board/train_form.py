@@ -12,7 +12,7 @@ import yaml
 
 from lf_board.runs import PathOutsideRoot, RunsRoot
 from lf_models.args import FinetuningArguments, ModelArguments
-from lf_train.args import PADDING_FREE_STAGES, TrainArguments
+from lf_train.args import FUSED_HEAD_STAGES, PADDING_FREE_STAGES, TrainArguments
 from lf_train.rewards import REWARDS
 
 QUANTIZATION_BITS = ("none", "4", "8")  # ModelArguments.quantization_bit is an int, not a Literal
@@ -79,7 +79,7 @@ def _padding_free_stage(values: dict[str, Any]) -> bool:
 
 
 def _fused_head_stage(values: dict[str, Any]) -> bool:
-    return values.get("stage") in ("sft", "pt")
+    return values.get("stage") in FUSED_HEAD_STAGES
 
 
 def _dpo(values: dict[str, Any]) -> bool:

@@ -15,6 +15,8 @@ DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_
 """TRL DPOTrainer's `loss_type` names (each compares the policy with a reference model)."""
 PADDING_FREE_STAGES = ("sft", "pt", "dpo", "kto")
 """The stages whose batches `padding_free` lays out (lf_train.padding_free)."""
+FUSED_HEAD_STAGES = ("sft", "pt")
+"""The stages whose loss `fused_lm_head` chooses (dpo, kto and grpo always use TRL's head)."""
 REFERENCE_FREE_LOSSES = ("orpo", "simpo", "cpo")
 """pref_loss values that compare chosen and rejected answers without a reference model (TRL's ORPO and
 CPO trainers: `cpo` is CPO's sigmoid loss, `simpo` its SimPO loss)."""
@@ -346,7 +348,7 @@ class TrainArguments:
             raise ConfigError(f"{' and '.join(losses)} each replace the sft loss; pick one.")
         if losses and self.stage != "sft":
             raise ConfigError(f"{losses[0]} replaces the supervised fine-tuning loss; it needs stage: sft.")
-        if self.fused_lm_head is not None and self.stage not in ("sft", "pt"):
+        if self.fused_lm_head is not None and self.stage not in FUSED_HEAD_STAGES:
             raise ConfigError(f"fused_lm_head chooses the loss of stages sft and pt; stage {self.stage} decides "
                               "its own (TRL's dpo, kto and grpo trainers always fuse it). Remove the key.")
         if self.padding_free is not None and self.stage not in PADDING_FREE_STAGES:

@@ -951,10 +951,12 @@ def _fused_head(plan: TrainPlan, device: Device, facts: ModelFacts) -> str | Non
     """The run's fused LM head, as `lf train` chooses it (lf_train.fused_head): TRL's in its dpo, kto and grpo
     trainers; for sft and pt TRL's on a GPU (the estimate assumes Triton) and torch's on a CPU, unless
     `fused_lm_head: false` or a loss that needs the logits."""
+    from lf_train.args import FUSED_HEAD_STAGES
+
     train = plan.train
     if train.stage in ("dpo", "kto", "grpo"):
         return "trl"
-    if train.stage not in ("sft", "pt") or train.use_dft_loss or train.use_asft_loss or train.use_eaft_loss:
+    if train.stage not in FUSED_HEAD_STAGES or train.use_dft_loss or train.use_asft_loss or train.use_eaft_loss:
         return None
     if _hf(plan, "use_liger_kernel") or float(_hf(plan, "label_smoothing_factor") or 0) or train.fused_lm_head is False:
         return None
