@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -170,7 +169,9 @@ def main() -> None:
     data = folder / "data"
     data.mkdir(exist_ok=True)
     write_data(data, corpus(), sft_rows=max(1000, steps * batch))
-    models = model_paths(args.models.split(","), folder, args.cpu_smoke)
+    names = args.models.split(",")
+    models = ({n: n for n in names} if args.plan_only and not args.cpu_smoke  # the plan needs no weights
+              else model_paths(names, folder, args.cpu_smoke))
     work = args.work.split(",")
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     rows: list[tuple] = []
@@ -209,9 +210,6 @@ def main() -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
-    speeds = [float(r[3].replace(",", "")) for r in rows if r[3].replace(",", "").replace(".", "").isdigit()]
-    if speeds:
-        print(f"median real tokens/s over the runs: {statistics.median(speeds):,.0f}")
 
 
 if __name__ == "__main__":
