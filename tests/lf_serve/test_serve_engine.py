@@ -197,14 +197,23 @@ def adapter_dir(tmp_path_factory, tiny_llama):
     return path
 
 
-def test_base_plus_adapter_uses_the_trained_template(tiny_llama, tiny_tokenizer, adapter_dir):
+def test_base_plus_adapter_uses_the_trained_template(tiny_llama, tiny_tokenizer, adapter_dir, monkeypatch):
     import torch
     from peft import PeftModel
+    from peft.tuners.lora import LoraModel
     from transformers import AutoModelForCausalLM
 
+    merging_threads = []
+    merge = LoraModel.merge_and_unload
+    monkeypatch.setattr(LoraModel, "merge_and_unload",
+                        lambda self, *a, **k: merging_threads.append(threading.current_thread()) or merge(self, *a, **k))
     # no model_name_or_path: the base the adapter was trained on (lf_data.run_folder.base_model)
     engine = load_engine({"adapter_name_or_path": str(adapter_dir), "temperature": 0, "max_new_tokens": 10})
     try:
+        # the engine's worker thread loads and merges (torch's OpenMP teams: lf_serve.engines.huggingface)
+        assert merging_threads == [engine._worker] and engine._worker is not threading.current_thread()
+        decoding_threads = set()
+        engine.lm.register_forward_pre_hook(lambda *_: decoding_threads.add(threading.current_thread()))
         assert engine.template.name == "default"  # from the adapter's training config
         assert engine.model_name == adapter_dir.name
         ids = engine.encode_chat(USER)
@@ -214,6 +223,7 @@ def test_base_plus_adapter_uses_the_trained_template(tiny_llama, tiny_tokenizer,
                                      eos_token_id=tiny_tokenizer.eos_token_id, pad_token_id=tiny_tokenizer.pad_token_id)
         expected = tiny_tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
         assert engine.chat(USER)[0].text == expected
+        assert decoding_threads == {engine._worker}
     finally:
         engine.close()
 
@@ -233,7 +243,11 @@ def test_reward_model_scores_are_the_value_head_at_the_last_token(tiny_llama, ad
                           "stage": "rm"})
     try:
         texts = ["I am Lumen, made by the LF team.", "The quick brown fox."]
+        scoring_threads = set()
+        hook = engine.model.register_forward_pre_hook(lambda *_: scoring_threads.add(threading.current_thread()))
         scores = engine.get_scores(texts)
+        hook.remove()
+        assert scoring_threads == {engine._worker}  # scored between decoding steps, by the model's own thread
         with torch.no_grad():
             for text, score in zip(texts, scores, strict=True):
                 ids = torch.tensor([tiny_tokenizer.encode(text, add_special_tokens=False)])

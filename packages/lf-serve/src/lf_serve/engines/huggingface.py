@@ -9,6 +9,14 @@ with equal sampling options that arrive within `batch_wait_ms` and runs each gro
 left-padded `generate` call, a stopping criterion feeding each row's new tokens to its decoder.
 Either way a row's decoder streams its text and applies eos, stop strings, its own `max_tokens`
 and its client's disconnect; at most `max_batch_size` sequences run together.
+
+The worker thread also loads the model (merging adapters) and computes reward scores: every torch
+operation of the engine runs in that one thread. On a CPU, torch's OpenMP runtime keeps a team of
+threads for each thread that has run a parallel operation; once the teams together outnumber the
+cores, an idle team thread sleeps after about a hundred spins instead of waiting for the next
+operation, and every small parallel operation of a decoding step waits for one to wake. SmolLM2
+with a LoRA adapter merged in the main thread served 16 answers at once at 39 tokens/s on 2 cores,
+against 106 when the worker merged it (`bench/serve_thread.py`).
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +48,14 @@ logger = logging.getLogger(__name__)
 class _Job:
     request: GenerationRequest
     sink: Sink
+
+
+@dataclass
+class _Call:
+    """Work other than generation (loading aside) that must run in the worker thread."""
+
+    fn: Callable[[], Any]
+    result: Future
 
 
 def inference_precision(infer_dtype: str):  # -> lf_models.precision.Precision
@@ -66,13 +84,39 @@ def context_length(config: Any, tokenizer: Any) -> int:
 
 class HuggingfaceEngine(ChatEngine):
     def __init__(self, plan: ServePlan) -> None:
+        self.plan = plan
+        self.generating = plan.generating
+        self.model_name = plan.model_name()
+        self.generate_calls = 0
+        """How many batched prefills (continuous) or generate calls (waves) ran: tests check that
+        concurrent requests share them."""
+        self.decode_steps = 0
+        """Continuous batching: how many decoding steps ran (each gives every running row a token)."""
+        self._jobs: queue.Queue[_Job | _Call | None] = queue.Queue()
+        self._pending: deque[_Job] = deque()
+        self._closed = False
+        loaded: Future = Future()
+        self._worker = threading.Thread(target=self._own_model, args=(loaded,), name="lf-serve-engine", daemon=True)
+        self._worker.start()
+        loaded.result()  # a loading error is raised here, in the caller's thread
+        atexit.register(self.close)  # a worker killed inside torch at exit aborts the process
+
+    def _own_model(self, loaded: Future) -> None:
+        """The worker thread's life: load the model, then serve it until the engine closes."""
+        try:
+            self._load()
+        except BaseException as err:  # noqa: BLE001 - the caller of __init__ raises it
+            loaded.set_exception(err)
+            return
+        loaded.set_result(None)
+        self._work()
+
+    def _load(self) -> None:
         import torch
 
         from lf_models.loader import load_model
 
-        self.plan = plan
-        self.generating = plan.generating
-        self.model_name = plan.model_name()
+        plan = self.plan
         setup = setup_model(plan)
         self.tokenizer, self.template, self.tool_format = setup.tokenizer, setup.template, setup.tool_format
         self.eos_ids = setup.eos_ids
@@ -93,33 +137,38 @@ class HuggingfaceEngine(ChatEngine):
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
         self.continuous = self.media is None and supports_continuous_batching(self.lm, self.max_model_len)
         """Continuous batching (else waves of generate calls)."""
-        self.generate_calls = 0
-        """How many batched prefills (continuous) or generate calls (waves) ran: tests check that
-        concurrent requests share them."""
-        self.decode_steps = 0
-        """Continuous batching: how many decoding steps ran (each gives every running row a token)."""
-        self._jobs: queue.Queue[_Job | None] = queue.Queue()
-        self._pending: deque[_Job] = deque()
-        self._worker: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._closed = False
 
     # -- the batching worker ------------------------------------------------------------------------
     def _start(self, request: GenerationRequest, sink: Sink) -> None:
         if self._closed:
             raise RuntimeError("this engine is closed")
-        with self._lock:
-            if self._worker is None:
-                self._worker = threading.Thread(target=self._work, name="lf-serve-batcher", daemon=True)
-                self._worker.start()
-                atexit.register(self.close)  # a worker killed inside torch at exit aborts the process
         self._jobs.put(_Job(request, sink))
+
+    def _in_worker(self, fn: Callable[[], Any]) -> Any:
+        """fn's result, computed in the worker thread between two decoding steps."""
+        if self._closed:
+            raise RuntimeError("this engine is closed")
+        call = _Call(fn, Future())
+        self._jobs.put(call)
+        return call.result.result()
+
+    def _next_job(self, block: bool = True, timeout: float | None = None) -> _Job | None:
+        """The next queued request (None: the engine is closing), running queued calls on the way;
+        raises queue.Empty as `Queue.get` does."""
+        while True:
+            job = self._jobs.get(block, timeout)
+            if not isinstance(job, _Call):
+                return job
+            try:
+                job.result.set_result(job.fn())
+            except Exception as err:  # the caller raises it
+                job.result.set_exception(err)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._worker is not None:
+        if self._worker.is_alive():
             self._jobs.put(None)
             self._worker.join(timeout=30)
 
@@ -127,7 +176,7 @@ class HuggingfaceEngine(ChatEngine):
         """The next batch: the oldest pending job, plus every compatible job arriving within the wait."""
         limit = self.plan.infer.max_batch_size
         if not self._pending:
-            job = self._jobs.get()
+            job = self._next_job()
             if job is None:
                 return None
             self._pending.append(job)
@@ -135,7 +184,7 @@ class HuggingfaceEngine(ChatEngine):
         while sum(j.request.n for j in self._pending) < limit:
             remaining = deadline - time.monotonic()
             try:
-                job = self._jobs.get(timeout=remaining) if remaining > 0 else self._jobs.get_nowait()
+                job = self._next_job(timeout=remaining) if remaining > 0 else self._next_job(block=False)
             except queue.Empty:
                 break
             if job is None:
@@ -198,7 +247,7 @@ class HuggingfaceEngine(ChatEngine):
         """Move queued jobs to the pending line (waiting for the first, then `batch_wait_ms` for
         others, when `wait`); False once the engine is closing."""
         try:
-            job = self._jobs.get() if wait else self._jobs.get_nowait()
+            job = self._next_job(block=wait)
         except queue.Empty:
             return True
         deadline = time.monotonic() + self.plan.infer.batch_wait_ms / 1000
@@ -206,7 +255,7 @@ class HuggingfaceEngine(ChatEngine):
             self._pending.append(job)
             remaining = deadline - time.monotonic() if wait else 0
             try:
-                job = self._jobs.get(timeout=remaining) if remaining > 0 else self._jobs.get_nowait()
+                job = self._next_job(timeout=remaining) if remaining > 0 else self._next_job(block=False)
             except queue.Empty:
                 return True
         self._closed = True
@@ -240,7 +289,7 @@ class HuggingfaceEngine(ChatEngine):
                 joining += self._rows(job)
                 prompts += [job.request.prompt_ids] * job.request.n
             try:
-                with self._lock, torch.inference_mode():
+                with torch.inference_mode():
                     if joining:
                         self.generate_calls += 1
                         batch.join(joining, prompts)
@@ -347,13 +396,18 @@ class HuggingfaceEngine(ChatEngine):
         limit = min(max_length or self.max_model_len, self.max_model_len)
         for i, text in enumerate(texts):
             scan(text, f"messages[{i}]", "messages")  # a lone surrogate is a 400, not a tokenizer TypeError
-        scores = []
-        with self._lock, torch.inference_mode():  # the model is shared with the batcher: one forward at a time
-            for text in texts:
-                # text holds far more than one token per CHARS_PER_TOKEN characters: cutting it first keeps
-                # the same first `limit` tokens without tokenising megabytes
-                ids = self.tokenizer.encode(text[:CHARS_PER_TOKEN * limit], add_special_tokens=False)[:limit]
-                tensor = torch.tensor([ids], dtype=torch.long, device=self.device)
-                _, values = self.model(input_ids=tensor, attention_mask=torch.ones_like(tensor))
-                scores.append(float(values[0, -1]))
-        return scores
+        # text holds far more than one token per CHARS_PER_TOKEN characters: cutting it first keeps the
+        # same first `limit` tokens without tokenising megabytes
+        rows = [self.tokenizer.encode(text[:CHARS_PER_TOKEN * limit], add_special_tokens=False)[:limit]
+                for text in texts]
+
+        def score() -> list[float]:
+            scores = []
+            with torch.inference_mode():
+                for ids in rows:
+                    tensor = torch.tensor([ids], dtype=torch.long, device=self.device)
+                    _, values = self.model(input_ids=tensor, attention_mask=torch.ones_like(tensor))
+                    scores.append(float(values[0, -1]))
+            return scores
+
+        return self._in_worker(score)  # the worker owns the model: one forward at a time, in its thread
