@@ -16,7 +16,7 @@ threads for each thread that has run a parallel operation; once the teams togeth
 cores, an idle team thread sleeps after about a hundred spins instead of waiting for the next
 operation, and every small parallel operation of a decoding step waits for one to wake. SmolLM2
 with a LoRA adapter merged in the main thread served 16 answers at once at 39 tokens/s on 2 cores,
-against 106 when the worker merged it (`bench/serve_thread.py`).
+against 106 when the worker merged it (`bench/serve_engine.py`).
 """
 
 from __future__ import annotations
@@ -137,6 +137,12 @@ class HuggingfaceEngine(ChatEngine):
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
         self.continuous = self.media is None and supports_continuous_batching(self.lm, self.max_model_len)
         """Continuous batching (else waves of generate calls)."""
+        self.packed_layers = 0
+        """How many linear layers run through oneDNN with packed weights (`cpu_packed_linear`)."""
+        if self.continuous and plan.infer.cpu_packed_linear and self.device.type == "cpu":
+            from lf_serve.engines.cpu_linear import pack_linear_layers
+
+            self.packed_layers = pack_linear_layers(self.lm)
 
     # -- the batching worker ------------------------------------------------------------------------
     def _start(self, request: GenerationRequest, sink: Sink) -> None:

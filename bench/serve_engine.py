@@ -1,20 +1,24 @@
-"""Which thread loads the model: the transformers engine's own worker (LF) or the main thread.
+"""The transformers engine's CPU choices, each against LF's default, on the same model and requests.
 
-Run: uv run python bench/serve_thread.py [--reps 3] [--model smollm2-135m-instruct] [--no-adapter]
+Run: uv run python bench/serve_engine.py [--reps 3] [--model smollm2-135m-instruct] [--no-adapter]
 
-The engine decodes in its worker thread. When the main thread has also run parallel torch
-operations (loading, and above all merging a LoRA adapter into the weights), torch's OpenMP runtime
-holds a team of threads for each of the two; with more threads than cores, an idle team thread
-sleeps after about a hundred spins, and every small parallel operation of a decoding step then waits
-for a thread to wake. LF loads, merges and decodes in the one worker thread.
+Variants (each in a fresh process, alternately, `--reps` times):
+- LF: the defaults.
+- `cpu_packed_linear: false`: torch's MKL product for every linear layer instead of oneDNN on
+  weights packed at load (`lf_serve.engines.cpu_linear`).
+- loaded in the main thread: the engine as it was before its worker thread loaded the model. When
+  the main thread has run parallel torch operations (loading, merging a LoRA adapter, packing), torch's
+  OpenMP runtime holds a team of threads for it and another for the worker that decodes; with more
+  threads than cores an idle team thread sleeps after about a hundred spins, and every small parallel
+  operation of a decoding step waits for one to wake.
 
-Both variants serve the same model through the same engine class (`HuggingfaceEngine.batch_chat`,
-greedy, every answer `--tokens` long), each in a fresh process, alternately, `--reps` times:
-one request alone, then 16 at once. The model is SmolLM2-135M-Instruct with a rank-8 LoRA adapter on
+Each serves through `HuggingfaceEngine.batch_chat`, greedy, every answer `--tokens` long: one
+request alone, then 16 at once. The model is SmolLM2-135M-Instruct with a rank-8 LoRA adapter on
 every linear layer (random, built here), merged at load as `lf api` merges a user's adapter;
-`--no-adapter` serves the bare model.
+`--no-adapter` serves the bare model. The answers of every run are compared
+(a note is printed where they differ).
 
-Measured 2026-12-06 on 2 AMD EPYC cores, `--reps 3`: see the table this prints (README, lf-serve).
+Measured 2026-12-06 on 2 AMD EPYC cores (lf-serve's README quotes the table).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import threading
 import time
 from pathlib import Path
 
-VARIANTS = ("worker thread (LF)", "main thread")
+VARIANTS = {"LF": {}, "cpu_packed_linear: false": {"cpu_packed_linear": False}, "loaded in the main thread": {}}
 
 
 def build_adapter(base: str, folder: Path) -> str:
@@ -65,24 +69,25 @@ def measure(variant: str, model: str, adapter: str | None, tokens: int) -> dict[
             self._ready.wait()
             self._work()
 
-    config = {"model_name_or_path": model, "template": "chatml", "do_sample": False, "max_new_tokens": tokens}
+    config = {"model_name_or_path": model, "template": "chatml", "do_sample": False, "max_new_tokens": tokens,
+              **VARIANTS[variant]}
     if adapter:
         config.update(adapter_name_or_path=adapter, finetuning_type="lora")
     plan = parse_serve_config(config)
-    engine = (HuggingfaceEngine if variant == VARIANTS[0] else LoadedInMainThread)(plan)
+    engine = (LoadedInMainThread if variant == "loaded in the main thread" else HuggingfaceEngine)(plan)
     ask = [{"role": "user", "content": "Tell me about topic {}."}]
 
-    def wave(n: int) -> tuple[float, int]:
+    def wave(n: int) -> tuple[float, int, list[str]]:
         start = time.perf_counter()
         answers = engine.batch_chat([[{**ask[0], "content": ask[0]["content"].format(i)}] for i in range(n)],
                                     max_tokens=tokens)
-        return time.perf_counter() - start, sum(a.completion_tokens for a in answers)
+        return time.perf_counter() - start, sum(a.completion_tokens for a in answers), [a.text for a in answers]
 
     wave(1)  # warm-up
-    one, _ = wave(1)
-    wall, generated = wave(16)
+    one, _, _ = wave(1)
+    wall, generated, texts = wave(16)
     engine.close()
-    return {"one request s": one, "16 at once tok/s": generated / wall}
+    return {"one request s": one, "16 at once tok/s": generated / wall, "texts": texts}
 
 
 def main() -> None:
@@ -102,22 +107,26 @@ def main() -> None:
 
     model = resolve_model(ModelArguments(model_name_or_path=ns.model)).path
     runs: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
+    answers: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="lf-serve-thread-") as tmp:
         adapter = None if ns.no_adapter else build_adapter(model, Path(tmp) / "adapter")
         for rep in range(ns.reps):
-            for variant in VARIANTS if rep % 2 == 0 else VARIANTS[::-1]:
+            for variant in list(VARIANTS) if rep % 2 == 0 else list(VARIANTS)[::-1]:
                 proc = subprocess.run([sys.executable, __file__, "--tokens", str(ns.tokens), "--child",
                                        json.dumps([variant, model, adapter])], capture_output=True, text=True)
                 line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
                 if proc.returncode != 0 or not line:
                     raise SystemExit(f"{variant} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
                 runs[variant].append(json.loads(line[0][7:]))
+                texts = runs[variant][-1].pop("texts")
+                if texts != answers.setdefault("texts", texts):  # a near-tie may flip under another product order
+                    print(f"NOTE: {variant} answered differently from the first run", flush=True)
                 print(f"rep {rep} {variant}: {runs[variant][-1]}", flush=True)
     print(f"\n{ns.model}{'' if ns.no_adapter else ' + LoRA adapter (merged at load)'}, "
           f"{ns.tokens} tokens per answer, medians of {ns.reps}")
-    print(f"{'model loaded in':<22} {'one request s':>14} {'16 at once tok/s':>17}")
+    print(f"{'variant':<26} {'one request s':>14} {'16 at once tok/s':>17}")
     for variant, results in runs.items():
-        print(f"{variant:<22} {statistics.median(r['one request s'] for r in results):>14.2f} "
+        print(f"{variant:<26} {statistics.median(r['one request s'] for r in results):>14.2f} "
               f"{statistics.median(r['16 at once tok/s'] for r in results):>17.1f}")
 
 
