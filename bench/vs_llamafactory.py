@@ -53,14 +53,18 @@ What the profiler and probes found (2026-12-06, 2 cores; the README has the tabl
 - dpo: each pair's prompt is computed once (the rejected answer a branch of the chosen row in `lf_sdpa`);
   the bench's prompts are short (7% of the pairs' tokens), so it gains 1.06x here and 1.34x on prompts of
   100-300 words (bench/dpo_shared_prompts.py).
-- Serving (2026-12-06, 2 AMD EPYC cores): a 16-row SmolLM2 decoding step is about 2.5x a one-row step, 70%
+- Serving (2026-12-06, 2 AMD EPYC cores): a 16-row SmolLM2 decoding step was about 2.5x a one-row step, 70%
   in matmuls; the tiny Llama's step about 2x, 45% in matmuls of 16 x 256 rows at a third of the cores'
-  peak. Tried and left out: oneDNN with weights packed at load (the LM head 2x faster alone, 22.3 -> 10.7 ms
-  for 16 rows, but the API server got slower, 82 -> 48-67 tokens/s on SmolLM2 in interleaved runs: oneDNN
-  splits each product statically over both cores and waits whenever the server's event-loop thread holds
-  one; packing every layer also made the tiny model's one-row step 4.1 -> 7.6 ms); a KV cache growing into
-  spare room instead of torch.cat (no change beyond noise in interleaved runs); one intra-op thread for the
-  engine (the event loop's core free, but 16 chats 1.5-2x slower).
+  peak. torch's MKL product keeps such few-row products on one core. oneDNN on weights packed at load
+  uses both (SmolLM2's head 22-37 -> 11 ms for 16 rows), but a first try in the API server was slower
+  (82 -> 48-67 tokens/s): the server loaded and packed the model in its main thread and decoded in a
+  worker, so torch's OpenMP runtime held two thread teams on two cores, and with more threads than cores
+  an idle team thread sleeps after about a hundred spins; every small parallel operation of a step then
+  waited for one to wake. Since the engine's worker loads the model too, packing is on
+  (`cpu_packed_linear`; bench/serve_engine.py: SmolLM2 16 answers 94 -> 123 tokens/s). Also tried and
+  left out: a KV cache growing into spare room instead of torch.cat (no change beyond noise in
+  interleaved runs); one intra-op thread for the engine (the event loop's core free, but 16 chats 1.5-2x
+  slower).
 - Peak RSS is mostly imports: torch 2.15 (LF) holds 587 MiB after `import torch` against 501 MiB for the
   torch 2.13 of LlamaFactory's environment (both CUDA wheels, whose CUDA libraries take about 170 MiB on a
   machine without a GPU), so LF's training itself uses about 100 MiB less than LlamaFactory's where the
