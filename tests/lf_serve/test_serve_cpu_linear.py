@@ -54,6 +54,9 @@ def test_packed_layers_give_torchs_logits_and_answers(wide_llama):
         answers = [a.text for a in packed.batch_chat(chats)]
         assert answers == [a.text for a in plain.batch_chat(chats)]
         assert all(a.completion_tokens == 12 for a in packed.batch_chat(chats[:2]))
+        # beam search runs transformers' generate on the same packed layers
+        beams = {"num_beams": 3, "n": 2}
+        assert [a.text for a in packed.chat(chats[0], **beams)] == [a.text for a in plain.chat(chats[0], **beams)]
     finally:
         packed.close()
         plain.close()
