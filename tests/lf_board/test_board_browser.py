@@ -104,9 +104,13 @@ class Page:
         return self.page.locator(f"#{elem}").inner_text()
 
     def wait_text(self, elem: str, needle: str, timeout: int = 120_000) -> str:
-        self.page.wait_for_function(
-            "([elem, needle]) => (document.querySelector('#' + elem)?.innerText || '').includes(needle)",
-            arg=[elem, needle], timeout=timeout)
+        try:
+            self.page.wait_for_function(
+                "([elem, needle]) => (document.querySelector('#' + elem)?.innerText || '').includes(needle)",
+                arg=[elem, needle], timeout=timeout)
+        except Exception as err:  # say what the page showed instead (an error message, an older result)
+            raise AssertionError(f"#{elem} never showed {needle!r} in {timeout / 1000:.0f} s; it shows: "
+                                 f"{self.text(elem)[:2000]!r}") from err
         return self.text(elem)
 
     def markdown(self, elem: str) -> str:
