@@ -115,6 +115,19 @@ class Page:
                                  f"{self.text(elem)[:2000]!r}") from err
         return shown.json_value()
 
+    def wait_value(self, elem: str, needle: str, timeout: int = 120_000) -> str:
+        """A field's value once it holds `needle`."""
+        try:
+            shown = self.page.wait_for_function(
+                "([elem, needle]) => { const box = document.querySelector("
+                "'#' + elem + ' input, #' + elem + ' textarea'); const v = box ? box.value : '';"
+                " return v.includes(needle) ? v : false; }", arg=[elem, needle], timeout=timeout)
+        except Exception as err:
+            box = self.page.locator(f"#{elem} input, #{elem} textarea").first
+            raise AssertionError(f"#{elem} never held {needle!r} in {timeout / 1000:.0f} s; it holds: "
+                                 f"{box.input_value()!r}") from err
+        return shown.json_value()
+
     def markdown(self, elem: str) -> str:
         """What a Markdown block shows (without gradio's hidden progress text)."""
         return self.page.locator(f"#{elem} [data-testid='markdown']").inner_text()
@@ -179,21 +192,14 @@ def test_board_train_chat_export_in_a_browser(board, browser, tmp_path_factory):
     assert "does not exist" in ui.wait_text("train-message", "/nonexistent/model-folder")
     assert not saves.exists() or not any(p.name != ".board" for p in saves.iterdir())
     ui.choose("train-model", "smollm2-135m-instruct")
-    # the model's template suggestion lands in the message box; the preview's summary must come after it
-    ui.wait_text("train-message", "Template suggested", timeout=300_000)
-    assert "smollm2-135m-instruct/lora/" in page.locator("#train-output-dir textarea, #train-output-dir input").first.input_value()
+    # the model's template suggestion lands in the template field (not the message box, where a late answer
+    # could write over a later click's message), and the output folder follows the model
+    ui.wait_value("train-template", "smollm2", timeout=300_000)
+    ui.wait_value("train-output-dir", "smollm2-135m-instruct/lora/")
 
     # a row as it will be trained: the template around it, the answer marked as trained
-    # a late answer to the model choice ("Template suggested ...") can land over the preview's message under
-    # load (seen in full-suite runs): ask again rather than wait for a message that was overwritten
-    for attempt in range(3):
-        ui.click("train-preview-row")
-        try:
-            summary = ui.wait_text("train-message", "trained (", timeout=100_000)
-            break
-        except AssertionError:
-            if attempt == 2:
-                raise
+    ui.click("train-preview-row")
+    summary = ui.wait_text("train-message", "trained (", timeout=300_000)
     assert "Template smollm2" in summary
     preview = ui.text("train-preview")
     assert "<|im_start|>assistant" in preview and "Lumen" in preview

@@ -288,7 +288,7 @@ def build(board: Board) -> None:
     view = _run_view(board)
 
     form = Form(widgets, extra, board.lang)
-    _on_model_and_data(board, form, launch.note)
+    _on_model_and_data(board, form)
     _on_preview(form, preview, launch.note)
     _on_command_and_files(board, form, files, launch)
     _on_start(board, form, launch, view)
@@ -298,23 +298,23 @@ def build(board: Board) -> None:
 
 
 # -- events -------------------------------------------------------------------------------------------
-def _on_model_and_data(board: Board, form: Form, note: Any) -> None:
+def _on_model_and_data(board: Board, form: Form) -> None:
     """A new model suggests its template; model and method name the output folder; a new data folder
     lists its datasets."""
     import gradio as gr
 
     runs = board.runs
 
-    def on_model(model: str, finetuning_type: str, output_dir: str, lang: str):
+    def on_model(model: str, finetuning_type: str, output_dir: str):
+        # the suggestion shows in the template field itself, never in the tab's message box: a late answer
+        # to a model choice must not write over the message of a later click (a preview, a check)
         name = Path(output_dir).name if output_dir else run_name_now()
-        suggested = suggest_template(model)
         out = str(runs.default_output_dir(model or "model", finetuning_type or "lora", name))
-        shown = message(lang, "msg.template_suggested", suggested) if suggested else ""
-        return (gr.update(value=suggested) if suggested else gr.skip()), out, shown
+        return suggest_template(model) or "", out
 
     form["model_name_or_path"].change(on_model, [form["model_name_or_path"], form["finetuning_type"],
-                                                 form["output_dir"], board.lang],
-                                      [form["template"], form["output_dir"], note])
+                                                 form["output_dir"]],
+                                      [form["template"], form["output_dir"]])
     form["finetuning_type"].change(
         lambda model, ft, out: str(runs.default_output_dir(model or "model", ft or "lora",
                                                            Path(out).name if out else run_name_now())),
