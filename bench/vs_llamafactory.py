@@ -25,7 +25,8 @@ rest) and run as a user runs them (`lf train x.yaml`, `llamafactory-cli train x.
   process (after a 16-row warm-up on another file, so lazy imports are not timed; nothing of the
   10,000 rows is cached), next to the raw batched tokenizer on the same text.
 - Serving: each system's OpenAI-style API (transformers engine, greedy), one request alone, then
-  16 concurrent requests of 32 new tokens, then 32 requests arriving 15 ms apart asking for 8 to 64
+  16 concurrent requests of 32 new tokens (one wave to warm up, then the median of 3 waves: single
+  waves on these machines swing by 20% or more, and the first pays for new shapes), then 32 requests arriving 15 ms apart asking for 8 to 64
   tokens (where continuous batching differs from waves); generated tokens counted from each
   response's usage.
 - `--no-checkpointing` and `--cpu-bf16` add LF runs with `gradient_checkpointing: false` (both systems
@@ -382,13 +383,15 @@ async def serve_wave(url: str, concurrency: int, tokens: int, stagger_ms: float 
 
 
 def serve_once(system: str, cli: list[str], model: str, folder: Path, tokens: int = 32) -> dict[str, float]:
-    """One request alone (median of 3), 16 at once, and 32 arriving 15 ms apart with answers of
-    8 to 64 tokens (where continuous batching differs from batching in waves)."""
+    """One request alone (median of 3), 16 at once (median of 3 waves, after one that warms up the
+    16-row shapes), and 32 arriving 15 ms apart with answers of 8 to 64 tokens (where continuous
+    batching differs from batching in waves)."""
     proc, url = start_api(cli, model, folder, 64)
     try:
         asyncio.run(serve_wave(url, 1, tokens))  # warm-up
         singles = [asyncio.run(serve_wave(url, 1, tokens)) for _ in range(3)]
-        _, throughput, _ = asyncio.run(serve_wave(url, 16, tokens))
+        asyncio.run(serve_wave(url, 16, tokens))  # warm-up
+        throughput = statistics.median(asyncio.run(serve_wave(url, 16, tokens))[1] for _ in range(3))
         staggered, staggered_tps, _ = asyncio.run(serve_wave(url, 32, tokens, 15, (8, 16, 32, 64)))
     finally:
         proc.terminate()
