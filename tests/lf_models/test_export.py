@@ -183,7 +183,7 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path, tiny_llama, a
 
 
 @pytest.mark.parametrize("quantization", ["f32", "f16", "q8_0"])
-def test_gguf_round_trips_through_transformers(tmp_path, adapter, reference, quantization, capsys):
+def test_gguf_round_trips_through_transformers(tmp_path, adapter, reference, quantization, capsys, monkeypatch):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     peft_model, ids, expected = reference
@@ -207,6 +207,27 @@ def test_gguf_round_trips_through_transformers(tmp_path, adapter, reference, qua
     assert [tokenizer.encode(t) for t in TEXTS] == [original.encode(t) for t in TEXTS]
     assert tokenizer.chat_template == original.chat_template
     assert (tokenizer.eos_token, tokenizer.pad_token) == ("<|im_end|>", "<|im_end|>")
+
+    if quantization == "q8_0":  # read back as LF reads a .gguf model: converted once into a cached folder
+        import gguf
+
+        from lf_models.gguf_import import converted_dir
+
+        real_init, parsed = gguf.GGUFReader.__init__, []
+
+        def counting(self, path, *args, **kwargs):
+            parsed.append(path)
+            real_init(self, path, *args, **kwargs)
+
+        monkeypatch.setattr(gguf.GGUFReader, "__init__", counting)
+        monkeypatch.setenv("LF_CACHE_HOME", str(tmp_path / "cache"))
+        folder = converted_dir(out / name)
+        assert len(parsed) == 1  # tokenizer, config and weights from one reading of the file
+        assert isinstance(gguf.GGUFReader, type) and gguf.get_tensor_name_map.__module__ == "gguf.tensor_mapping"
+        converted = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+        with torch.no_grad():
+            assert torch.equal(converted(ids).logits, model(ids).logits)
+        assert AutoTokenizer.from_pretrained(folder).encode(TEXTS[0]) == original.encode(TEXTS[0])
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "mistral"])
