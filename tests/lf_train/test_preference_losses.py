@@ -227,17 +227,28 @@ def test_conservative_dpo_and_pref_ftx_keep_llamafactorys_meaning(setup):
         lf_dpo(setup, pref_loss="simpo")[0] + 0.5 * nll, abs=1e-5)
 
 
-def test_the_adapter_off_reference_equals_trl_with_the_base_as_ref_model(setup):
-    """LoRA with no reference loaded: LF switches the adapter off, which is the base model TRL is given."""
+def test_the_adapter_off_reference_equals_trl_with_the_base_as_ref_model(setup, monkeypatch):
+    """LoRA with no reference loaded: LF switches the adapter off, which is the base model TRL is given;
+    that reference's head computes the log-probabilities only, the policy's the metrics' fields too."""
     from peft import LoraConfig, get_peft_model
+    from trl.trainer.utils import _ChunkedLogProbFunction
 
     torch.manual_seed(1)
     adapter = get_peft_model(copy.deepcopy(setup["reference"]), LoraConfig(
         task_type="CAUSAL_LM", r=4, target_modules="all-linear", init_lora_weights=False))
     theirs, their_metrics = trl_dpo(setup, model=copy.deepcopy(adapter), loss_type=["sigmoid"])
+    head, asked = _ChunkedLogProbFunction.forward, []
+
+    def recording(ctx, *args):
+        asked.append(args[-1])  # the fields this call computes
+        return head(ctx, *args)
+
+    monkeypatch.setattr(_ChunkedLogProbFunction, "forward", staticmethod(recording))
     ours, our_metrics = lf_loss(setup, *_dpo_classes(), setup["pairs"], reference=False, model=adapter)
+    assert asked == [("log_probs",), ("log_probs", "entropy", "mean_logits", "is_top1")]  # reference, then policy
     assert ours == pytest.approx(theirs, abs=1e-5)
-    assert our_metrics["rewards/margins"] == pytest.approx(their_metrics["rewards/margins"], abs=1e-5)
+    for key in ("rewards/margins", "entropy", "logps/chosen", "logits/chosen", "mean_token_accuracy"):
+        assert our_metrics[key] == pytest.approx(their_metrics[key], abs=1e-5), key
     assert abs(their_metrics["rewards/margins"]) > 1e-3  # the adapter moved the policy off the reference
 
 
