@@ -92,3 +92,29 @@ def test_bnb_stays_the_default(tiny_llama):
     made = quantization.quantization_config(args(tiny_llama, quantization_bit=4), None, torch.bfloat16)
     assert isinstance(made, BitsAndBytesConfig) and made.load_in_4bit and made.bnb_4bit_quant_type == "nf4"
     assert made.bnb_4bit_compute_dtype == torch.bfloat16 and made.bnb_4bit_use_double_quant
+
+
+def test_which_runs_may_use_bitsandbytes(tiny_llama, tmp_path, monkeypatch):
+    """lf train keeps bitsandbytes out of a run only when nothing in it can use it (tests/lf_train/test_stages.py
+    runs one); anything it cannot tell counts as may."""
+    import json
+    import shutil
+
+    def may(optim=None, other_models=False, **model):
+        return quantization.may_use_bitsandbytes(ModelArguments(**{"model_name_or_path": str(tiny_llama), **model}),
+                                                 optim, other_models)
+
+    assert not may() and not may("adamw_torch_fused") and not may("galore_adamw")
+    assert not may(model_name_or_path="smollm2-135m-instruct")  # GGUF weights load de-quantised
+    assert may(quantization_bit=4) and may(quantization_bit=8, quantization_method="hqq")
+    for optim in ("adamw_bnb_8bit", "paged_adamw_32bit", "lion_32bit", "ademamix", "galore_adamw_8bit", "adamw_8bit"):
+        assert may(optim), optim
+    assert may(other_models=True)  # a reference or reward model may come quantised
+    quantised = tmp_path / "bnb-4bit"
+    shutil.copytree(tiny_llama, quantised)
+    config = json.loads((quantised / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True}
+    (quantised / "config.json").write_text(json.dumps(config))
+    assert may(model_name_or_path=str(quantised))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    assert may(model_name_or_path="someone/not-in-the-cache")  # its config cannot be read without the hub

@@ -188,6 +188,26 @@ def test_overwrite_never_deletes_what_the_run_reads(base_config, write_config, m
     assert (more_data / "dataset_info.json").is_file()
 
 
+def test_a_run_that_quantises_nothing_never_loads_bitsandbytes(base_config, write_config, tmp_path):
+    """peft imports bitsandbytes with the package wherever it is installed (about 50 MiB of peak memory and
+    1 s a run here); a fresh `lf train` process that quantises nothing marks it absent first."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("bitsandbytes")
+    base_config.update(max_steps=2, save_steps=100)
+    config = write_config(**base_config)
+    script = ("import sys\n"
+              "from lf_data.cli import main\n"
+              f"assert main(['train', {str(config)!r}]) == 0\n"
+              "import peft.helpers\n"
+              "print(repr(sys.modules['bitsandbytes']), peft.helpers.bnb, 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines()[-1] == "None None True"
+    assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
+
+
 def test_a_run_without_deepspeed_never_imports_it():
     """accelerate's unwrap_model imported deepspeed wherever it is installed (25 MB and 0.3 s a run); LF's
     Trainers ask whether it was imported instead, which is the same answer for every model."""

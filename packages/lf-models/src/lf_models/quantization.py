@@ -158,3 +158,48 @@ def keep_4bit_layers_trainable(model: Any) -> int:
             module.support_avx512bf16_for_cpu = False
             switched += 1
     return switched
+
+
+# transformers `optim` names whose optimizers are torch's or LF's own, never bitsandbytes'
+TORCH_OPTIMIZERS = frozenset({
+    "adamw_torch", "adamw_torch_fused", "adamw_torch_xla", "adamw_torch_npu_fused", "adamw_apex_fused",
+    "adamw_anyprecision", "adafactor", "sgd", "adagrad", "rmsprop", "galore_adamw", "galore_adafactor",
+    "galore_adamw_layerwise", "galore_adafactor_layerwise", "apollo_adamw", "apollo_adamw_layerwise",
+    "lomo", "adalomo", "grokadamw", "stable_adamw", "schedule_free_adamw", "schedule_free_sgd",
+    "schedule_free_radam",
+})
+
+
+def may_use_bitsandbytes(model_args: ModelArguments, optim: str | None, other_models: bool) -> bool:
+    """False only when a run provably never touches bitsandbytes: nothing quantised on the fly, an
+    optimizer of torch's, no second model (a reference or reward model may come quantised), and a model
+    whose config.json, read here without torch, names no bitsandbytes quantisation. Anything unknown
+    (a hub model not in the local cache, another hub) counts as True."""
+    import json
+    from pathlib import Path
+
+    from lf_models.bundled import BUNDLED_MODELS
+
+    if model_args.quantization_bit is not None or other_models or (optim or "adamw_torch") not in TORCH_OPTIMIZERS:
+        return True
+    ref = model_args.model_name_or_path
+    if ref in BUNDLED_MODELS or ref.endswith(".gguf"):
+        return False  # GGUF weights are de-quantised into plain ones
+    config_file = Path(ref).expanduser() / "config.json"
+    if not config_file.is_file():
+        if Path(ref).expanduser().exists() or model_args.model_revision not in (None, "main"):
+            return True
+        try:  # a hub id: its config.json from the local Hugging Face cache, if there
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(ref, "config.json")
+        except Exception:  # noqa: BLE001 - not a hub id
+            return True
+        if not isinstance(cached, str):
+            return True
+        config_file = Path(cached)
+    try:
+        found = json.loads(config_file.read_text()).get("quantization_config")
+    except (OSError, ValueError, AttributeError):
+        return True
+    return bool(found)  # any quantised checkpoint: its backend decides what it imports
