@@ -116,5 +116,17 @@ def test_which_runs_may_use_bitsandbytes(tiny_llama, tmp_path, monkeypatch):
     config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True}
     (quantised / "config.json").write_text(json.dumps(config))
     assert may(model_name_or_path=str(quantised))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
-    assert may(model_name_or_path="someone/not-in-the-cache")  # its config cannot be read without the hub
+    # a hub id: its config.json from the Hugging Face cache when it is there, else "may"
+    from huggingface_hub import constants
+
+    hub = tmp_path / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    assert may(model_name_or_path="someone/tiny")  # not in the cache: its config cannot be read without the hub
+    snapshot = hub / "models--someone--tiny" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (hub / "models--someone--tiny" / "refs").mkdir()
+    (hub / "models--someone--tiny" / "refs" / "main").write_text("abc123")
+    shutil.copy(tiny_llama / "config.json", snapshot / "config.json")
+    assert not may(model_name_or_path="someone/tiny")
+    shutil.copy(quantised / "config.json", snapshot / "config.json")
+    assert may(model_name_or_path="someone/tiny")

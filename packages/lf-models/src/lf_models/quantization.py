@@ -173,7 +173,7 @@ TORCH_OPTIMIZERS = frozenset({
 def may_use_bitsandbytes(model_args: ModelArguments, optim: str | None, other_models: bool) -> bool:
     """False only when a run provably never touches bitsandbytes: nothing quantised on the fly, an
     optimizer of torch's, no second model (a reference or reward model may come quantised), and a model
-    whose config.json, read here without torch, names no bitsandbytes quantisation. Anything unknown
+    whose config.json, read here without torch, names no quantisation at all. Anything unknown
     (a hub model not in the local cache, another hub) counts as True."""
     import json
     from pathlib import Path

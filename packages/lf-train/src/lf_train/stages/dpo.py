@@ -143,11 +143,12 @@ class TRLPreferenceMixin:
         warnings.filterwarnings("ignore", r"`gradient_checkpointing_(dis|en)able` is deprecated", FutureWarning)
         with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
             if self.ref_model is None:
-                base = _base_model(self.accelerator.unwrap_model(self.model))
+                unwrapped = self.accelerator.unwrap_model(self.model)
+                base = _base_model(unwrapped)
                 policy_forward = base.forward
                 base.forward = self._reference_forward
                 try:
-                    with self.accelerator.unwrap_model(self.model).disable_adapter():
+                    with unwrapped.disable_adapter():
                         yield self.model
                 finally:
                     base.forward = policy_forward
@@ -174,7 +175,7 @@ class TRLPreferenceMixin:
         parallelism = self.accelerator.parallelism_config
         self._tp_size = parallelism.tp_size if parallelism is not None else 1
         base = _base_model(model)
-        if is_peft_model(model):
+        if is_peft_model(model) and reference is None:
             # the reference is this model with its adapter off, and it needs the log-probabilities only: the
             # policy's head also computes the metrics' fields, 1.6x the head's time at SmolLM2's vocabulary
             own_forward = base.__dict__.get("forward")
