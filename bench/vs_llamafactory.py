@@ -95,7 +95,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 DEFAULT_VENV = Path.home() / ".cache" / "lf-bench" / "llamafactory-0.9.5"
 PINS = ["torch==2.13.0,!=2.13.0+cpu", "torchvision==0.28.0", "torchaudio==2.11.0", "llamafactory==0.9.5"]
-QUIET = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_DISABLED": "true", "TOKENIZERS_PARALLELISM": "false",
+QUIET = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_DISABLED": "true",
          "DISABLE_VERSION_CHECK": "1", "LLAMAFACTORY_VERBOSITY": "WARN", "PYTHONWARNINGS": "ignore"}
 WORKLOADS = {  # name: (stage, method keys, steps on the tiny model, batch size)
     "sft_lora": ("sft", {"finetuning_type": "lora", "lora_target": "all", "lora_rank": 8}, 50, 4),

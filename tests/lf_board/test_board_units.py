@@ -387,6 +387,29 @@ def test_a_job_runs_lf_in_a_subprocess_and_records_its_end(tmp_path, tiny_llama,
     assert "Did you mean 'lora_rank'" in jobs.read_console(failing)
 
 
+def test_a_job_leaves_the_tokenizer_threads_to_the_run_unless_the_user_chose(tmp_path, monkeypatch):
+    from lf_data import tokenizer_threads
+
+    envs = []
+
+    class Started:
+        pid = 12345
+
+        def __init__(self, *args, env, **kwargs):
+            envs.append(env)
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(jobs.subprocess, "Popen", Started)
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    monkeypatch.setattr(tokenizer_threads, "_set_by_lf", False)  # the user's: passed on
+    jobs.launch(tmp_path / "a", "data check", {})
+    monkeypatch.setattr(tokenizer_threads, "_set_by_lf", True)  # the board's own default: the run decides
+    jobs.launch(tmp_path / "b", "data check", {})
+    assert envs[0]["TOKENIZERS_PARALLELISM"] == "false" and "TOKENIZERS_PARALLELISM" not in envs[1]
+
+
 def test_abort_stops_the_whole_process_group(tmp_path):
     folder = tmp_path / "job"
     folder.mkdir()

@@ -1,6 +1,7 @@
 """Each stage's tokenisation, checked token by token on a locally trained tokenizer."""
 
 import json
+import os
 
 import pytest
 
@@ -294,3 +295,43 @@ def test_the_garbage_collector_pauses_while_tokenising_and_comes_back(data_dir, 
         build_dataset(DataArguments(dataset=["identity"], dataset_dir=str(data_dir), template="chatml", val_size=100),
                       tiny_tokenizer, "sft")
     assert gc.isenabled()
+
+
+def test_the_tokenizer_threads_run_only_while_this_process_tokenises(data_dir, tiny_tokenizer, monkeypatch):
+    import datasets.fingerprint
+
+    import lf_data.pipeline
+    from lf_data import tokenizer_threads
+
+    seen = []
+    tokenize = lf_data.pipeline._tokenize
+    monkeypatch.setattr(lf_data.pipeline, "_tokenize",
+                        lambda *a, **k: seen.append(os.environ.get("TOKENIZERS_PARALLELISM")) or tokenize(*a, **k))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(tokenizer_threads, "_set_by_lf", False)
+    monkeypatch.setattr(datasets.fingerprint, "_CACHING_ENABLED", False)  # tokenise again on every build
+
+    def build(**options):
+        seen.clear()
+        args = DataArguments(dataset=["identity"], dataset_dir=str(data_dir), template="chatml", overwrite_cache=True,
+                             **options)
+        return build_dataset(args, tiny_tokenizer, "sft").train_dataset
+
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")  # the user's choice stands
+    serial = build()
+    assert seen == ["false"]
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM")
+    threaded = build()
+    assert set(seen) == {"true"} and "TOKENIZERS_PARALLELISM" not in os.environ  # put back as it was
+    assert threaded["input_ids"] == serial["input_ids"] and threaded["labels"] == serial["labels"]
+    tokenizer_threads.quiet_default()  # the CLI's start-up: off for forks, but not the user's choice
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "false" and tokenizer_threads.user_choice() is None
+    build()
+    assert set(seen) == {"true"} and os.environ["TOKENIZERS_PARALLELISM"] == "false"
+    with tokenizer_threads.batch_threads(num_proc=2) as on:  # forked workers must never start them
+        assert not on and os.environ["TOKENIZERS_PARALLELISM"] == "false"
+    with tokenizer_threads.batch_threads(streaming=True) as on:  # tokenised later, in the training loop
+        assert not on
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    with tokenizer_threads.batch_threads() as on:
+        assert not on

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lf_data import tokenizer_threads
+
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "console.log"
 PID_FILE = "pid"
@@ -111,7 +113,9 @@ def launch(folder: Path, command: str, config: dict[str, Any] | None = None) -> 
         write_yaml_atomic(job.config_path, config)
     for marker in (EXIT_FILE, ABORTED_FILE):
         (folder / marker).unlink(missing_ok=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if tokenizer_threads.user_choice() is None:  # the board's own default: the run decides for itself
+        env.pop(tokenizer_threads.VARIABLE, None)
     with open(job.log_path, "a", encoding="utf-8") as log:
         log.write(f"$ lf {command} {job.config_path}\n")
         log.flush()

@@ -197,7 +197,9 @@ def setup_logging() -> None:
             warnings.filterwarnings("ignore", category=category)
         for variable in ("HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS"):
             os.environ.setdefault(variable, "1")  # read when those libraries are imported (after this)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from lf_data import tokenizer_threads
+
+    tokenizer_threads.quiet_default()
     import transformers
 
     # the Trainer's progress bar follows this too (disable_tqdm defaults to on above WARNING)

@@ -28,6 +28,7 @@ from lf_data.processors import Context
 from lf_data.processors.packing import pack
 from lf_data.stages import DATA_STAGES
 from lf_data.templates import get_template, with_options
+from lf_data.tokenizer_threads import batch_threads
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -231,7 +232,7 @@ def build_dataset(data_args: DataArguments, tokenizer: Any, stage: str = "sft", 
     if not data_args.dataset:
         raise ConfigError("no `dataset` given: name one or more datasets from dataset_info.json "
                           "(for example dataset: identity).")
-    with collector_paused():
+    with collector_paused(), batch_threads(data_args.preprocessing_num_workers, data_args.streaming):
         return _build_dataset(data_args, tokenizer, stage, template, hub, media_markers)
 
 
