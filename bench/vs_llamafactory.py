@@ -20,10 +20,13 @@ rest) and run as a user runs them (`lf train x.yaml`, `llamafactory-cli train x.
 - Training: one epoch over the same rows, so both see the same examples; tokens/s counts real
   (non-padding) tokens, found by tokenising the rows with LF's pipeline, over the trainer's own
   `train_runtime`; the loss is the trainer's `train_loss` (mean over the epoch); peak RSS is the
-  process tree's (wait4).
+  process tree's (wait4). "Useful FLOP/s" is real tokens/s times the FLOPs `lf estimate` counts for
+  a token of the run (matmuls and causal attention, forward, backward and checkpointing's recompute;
+  padding counts for nothing), as a share of this machine's fp32 matmul peak (`lf estimate`'s probe).
 - Preprocessing: cold SFT tokenisation of 10,000 rows in each system's own dataset code, in
   process (after a 16-row warm-up on another file, so lazy imports are not timed; nothing of the
-  10,000 rows is cached), next to the raw batched tokenizer on the same text.
+  10,000 rows is cached), next to the raw batched tokenizer on the same text. Every system runs at
+  its own `TOKENIZERS_PARALLELISM` default (the variable is not set here).
 - Serving: each system's OpenAI-style API (transformers engine, greedy), one request alone, then
   16 concurrent requests of 32 new tokens (one wave to warm up, then the median of 3 waves: single
   waves on these machines swing by 20% or more, and the first pays for new shapes), then 32 requests arriving 15 ms apart asking for 8 to 64
@@ -39,9 +42,25 @@ What the profiler and probes found (2026-12-06, 2 cores; the README has the tabl
   writes no bytecode and these machines set PYTHONDONTWRITEBYTECODE=1; `uv sync --compile-bytecode`
   fixes it (17.9 -> 6.7 s on the tiny model). LlamaFactory's pip-built environment has its bytecode.
 - Preprocessing: Python's garbage collector ran its passes over the millions of id lists (17% of a
-  cold build); lf-data pauses it while it builds.
-- PT full: the step is backward and matmuls (no per-step overhead worth removing); with both systems
-  checkpointing it costs the same in both (1.01-1.08x). bf16 autocast on AMX is the lever left there.
+  cold build); lf-data pauses it while it builds. `lf` had turned the Rust tokenizer's threads off for
+  the whole process (against the fork warning), so a cold build ran on one core: 3.9 s for 10,000 rows,
+  2.6 s with them on while the dataset is tokenised (`lf_data.tokenizer_threads`). Of LF's 2.4-2.5 s
+  (phase timings), the Rust encode is 1.4-1.5 s, JSON to Arrow 0.2 s, rendering the template and the
+  labels 0.3 s, and alignment and the Arrow writes the rest; the raw batched tokenizer (its Python lists
+  included) takes 1.7-2.0 s on the same text. LlamaFactory encodes message by message, which no thread
+  speeds up (5.9-6.0 s either way).
+- PT full is bound by the cores' matmul rate. `lf estimate` counts 36.8 MFLOP for a tiny-model token
+  (checkpointed); LF's 2,923 tokens/s are 61% of the 177 GFLOP/s fp32 peak of these 2 AVX2 cores, and
+  LlamaFactory's 2,692 are 56% (2026-12-06). 1.5x LlamaFactory would need 84%, with everything that is
+  not a large matmul inside it: in a step (torch profiler) the layers' products run at about 150 GFLOP/s
+  (51% of the step's time), torch's CPU flash attention at roughly half that rate (25%), the head's
+  2,048 x 256 x 4,096 products at 111 GFLOP/s, the rest elementwise. Without checkpointing a token needs
+  27.4 MFLOP and LF ran at 47-51% (1.13-1.25x LlamaFactory). The blocks are identical in both systems
+  (all 627 compared) and so are the losses: transformers 5.6, LlamaFactory's, divides the summed loss by
+  the labels before the shift (512 a block, 511 predicted), so its pt loss reads 511/512 of LF's (8.015 x
+  512/511 = 8.031, LF's). Where the tokenizer's pad token is its eos (SmolLM2), LlamaFactory's pt collator
+  also drops every document end from the loss; LF trains on them. bf16 autocast on a CPU with AVX512-BF16
+  or AMX (`--cpu-bf16`) is the lever left there.
 - Memory: without gradient checkpointing a tiny-model step holds about 150 KB of fp32 activations
   per token (logits about 48 KB of it); SmolLM2 about 1.3 MB per token in its 30 layers plus 0.6 MB of
   logits. The logits went first: torch's linear_cross_entropy in chunks of 512 rows (sft/pt's default on
@@ -221,6 +240,18 @@ def real_tokens(config: dict[str, Any]) -> int:
     if "max_steps" in config:
         total = min(total, config["max_steps"] * config["per_device_train_batch_size"] * config["cutoff_len"])
     return total
+
+
+def useful_flops(config: dict[str, Any], system: str) -> tuple[float, float]:
+    """(FLOPs a real token needs in this run, this machine's fp32 matmul peak in TFLOP/s), from `lf estimate`:
+    the matmuls and causal attention of the forward, backward and checkpointing's recompute; padding and
+    everything that is not a matmul count for nothing. LlamaFactory checkpoints too, so LF's figure is its
+    figure."""
+    from lf_train.estimate import estimate
+
+    keys = {"gradient_checkpointing": system != "LF no checkpointing"}
+    result = estimate({**config, **keys, **({"bf16": True} if system == "LF bf16" else {})})
+    return result.flops_per_token, result.device.peak_tflops
 
 
 # -- running one system -----------------------------------------------------------------------------
@@ -459,6 +490,8 @@ def main() -> None:
                             config = train_config(work, model, data, folder / "out", name == "tiny")
                             run = train_once(system, cli[system], config, folder)
                             run["tokens"] = real_tokens(config) if rep == 0 and system == "LF" else None
+                            if rep == 0 and system.startswith("LF"):
+                                run["flops_per_token"], run["peak_tflops"] = useful_flops(config, system)
                         runs.setdefault(system, []).append(run)
                         print(f"{name} {work} {system} rep {rep}: {json.dumps(run)}", flush=True)
                 results.append({"model": name, "work": work, "runs": runs})
@@ -489,6 +522,10 @@ def print_table(results: list[dict[str, Any]]) -> None:
             rows.append(("real tokens/s", tokens / median(runs["LlamaFactory"], "runtime"),
                          tokens / median(runs["LF"], "runtime"), True))
             rows.append(("peak RSS MiB", median(runs["LlamaFactory"], "rss"), median(runs["LF"], "rss"), False))
+            first = next(r for r in runs["LF"] if r.get("flops_per_token"))
+            per_second = first["flops_per_token"] / (first["peak_tflops"] * 1e12) * 100  # % of the peak per token/s
+            rows.append(("useful FLOP/s, % of matmul peak", tokens / median(runs["LlamaFactory"], "runtime") * per_second,
+                         tokens / median(runs["LF"], "runtime") * per_second, True))
             for variant in ("LF no checkpointing", "LF bf16"):
                 if variant in runs:
                     name, other = variant[3:], runs[variant]
@@ -496,7 +533,13 @@ def print_table(results: list[dict[str, Any]]) -> None:
                                  tokens / median(other, "runtime"), True))
                     rows.append((f"  LF {name}: RSS MiB", median(runs["LlamaFactory"], "rss"), median(other, "rss"), False))
                     rows.append((f"  LF {name}: loss", median(runs["LlamaFactory"], "loss"), median(other, "loss"), False))
+                    own = next(r for r in other if r.get("flops_per_token"))
+                    rows.append((f"  LF {name}: % of matmul peak", tokens / median(runs["LlamaFactory"], "runtime") * per_second,
+                                 tokens / median(other, "runtime") * own["flops_per_token"] / (own["peak_tflops"] * 1e12) * 100, True))
             rows.append(("train loss (epoch mean)", median(runs["LlamaFactory"], "loss"), median(runs["LF"], "loss"), False))
+            if work == "pt_full":  # transformers 5.6 (LlamaFactory's) divides by the labels before the shift: 512 a block
+                rows.append(("  per predicted token (x 512/511)", median(runs["LlamaFactory"], "loss") * 512 / 511,
+                             median(runs["LF"], "loss"), False))
             rows.append(("steps", median(runs["LlamaFactory"], "steps"), median(runs["LF"], "steps"), True))
         for measure, theirs, ours, _ in rows:
             ratio = ours / theirs if theirs else float("nan")
