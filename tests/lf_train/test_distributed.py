@@ -79,3 +79,19 @@ def test_deepspeed_zero_trains_on_cpu(config, base_config, write_config, tmp_pat
     adapter = load_file(out / "adapter_model.safetensors")  # whole matrices, gathered from the partitions
     assert adapter and all(t.numel() > 0 and 8 in t.shape for t in adapter.values())
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
+
+
+def test_torchrun_workers_choose_their_tokenizer_threads_unless_the_user_did(monkeypatch):
+    from lf_data import tokenizer_threads
+    from lf_train import launch
+
+    envs = []
+    monkeypatch.setattr(launch.subprocess, "run", lambda command, env, check: envs.append(env) or
+                        subprocess.CompletedProcess(command, 0))
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    monkeypatch.setattr(tokenizer_threads, "_set_by_lf", True)  # `lf`'s start-up default: the workers decide
+    assert launch.run_torchrun(["torchrun", "x"]) == 0
+    monkeypatch.setattr(tokenizer_threads, "_set_by_lf", False)  # the user's: passed on
+    launch.run_torchrun(["torchrun", "x"])
+    assert "TOKENIZERS_PARALLELISM" not in envs[0] and envs[1]["TOKENIZERS_PARALLELISM"] == "false"
+    assert envs[0]["OMP_NUM_THREADS"] == os.environ.get("OMP_NUM_THREADS", "1")

@@ -113,9 +113,7 @@ def launch(folder: Path, command: str, config: dict[str, Any] | None = None) -> 
         write_yaml_atomic(job.config_path, config)
     for marker in (EXIT_FILE, ABORTED_FILE):
         (folder / marker).unlink(missing_ok=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if tokenizer_threads.user_choice() is None:  # the board's own default: the run decides for itself
-        env.pop(tokenizer_threads.VARIABLE, None)
+    env = tokenizer_threads.for_child({**os.environ, "PYTHONUNBUFFERED": "1"})
     with open(job.log_path, "a", encoding="utf-8") as log:
         log.write(f"$ lf {command} {job.config_path}\n")
         log.flush()

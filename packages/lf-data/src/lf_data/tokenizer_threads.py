@@ -30,6 +30,14 @@ def user_choice() -> str | None:
     return None if _set_by_lf else os.environ.get(VARIABLE)
 
 
+def for_child(env: dict[str, str]) -> dict[str, str]:
+    """The environment for a child `lf` process (a board job, a torchrun worker): the user's value passed
+    on, LF's own default left out, so that the child decides for itself where it tokenises."""
+    if user_choice() is None:
+        env = {key: value for key, value in env.items() if key != VARIABLE}
+    return env
+
+
 @contextmanager
 def batch_threads(num_proc: int | None = None, streaming: bool = False) -> Iterator[bool]:
     """Threads on for the body when tokenising happens here, in this process: not when the user set

@@ -68,7 +68,10 @@ def run_torchrun(command: list[str]) -> int:
     import logging
 
     logging.getLogger(__name__).info("launching %s", " ".join(command))
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    from lf_data import tokenizer_threads
+
+    # one process per node tokenises (`main_process_first`) while the others wait: it may use every core
+    env = tokenizer_threads.for_child({**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
     return subprocess.run(command, env=env, check=False).returncode
 
 
