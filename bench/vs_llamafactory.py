@@ -51,7 +51,8 @@ What the profiler and probes found (2026-12-06, 2 cores; the README has the tabl
   speeds up (5.9-6.0 s either way).
 - PT full is bound by the cores' matmul rate. `lf estimate` counts 36.8 MFLOP for a tiny-model token
   (checkpointed); LF's 2,923 tokens/s are 61% of the 177 GFLOP/s fp32 peak of these 2 AVX2 cores, and
-  LlamaFactory's 2,692 are 56% (2026-12-06). 1.5x LlamaFactory would need 84%, with everything that is
+  LlamaFactory's 2,692 are 56% (2026-12-06); on SmolLM2 (1.13 GFLOP a token) 63% against 61%.
+  1.5x LlamaFactory would need 84% (tiny) or 91% (SmolLM2), with everything that is
   not a large matmul inside it: in a step (torch profiler) the layers' products run at about 150 GFLOP/s
   (51% of the step's time), torch's CPU flash attention at roughly half that rate (25%), the head's
   2,048 x 256 x 4,096 products at 111 GFLOP/s, the rest elementwise. Without checkpointing a token needs
