@@ -20,9 +20,10 @@ rest) and run as a user runs them (`lf train x.yaml`, `llamafactory-cli train x.
 - Training: one epoch over the same rows, so both see the same examples; tokens/s counts real
   (non-padding) tokens, found by tokenising the rows with LF's pipeline, over the trainer's own
   `train_runtime`; the loss is the trainer's `train_loss` (mean over the epoch); peak RSS is the
-  process tree's (wait4). "Useful FLOP/s" is real tokens/s times the FLOPs `lf estimate` counts for
-  a token of the run (matmuls and causal attention, forward, backward and checkpointing's recompute;
-  padding counts for nothing), as a share of this machine's fp32 matmul peak (`lf estimate`'s probe).
+  process tree's (wait4). "FLOP/s on real tokens" is real tokens/s times the FLOPs `lf estimate`
+  counts for a token of LF's run (matmuls and causal attention: forward, backward and checkpointing's
+  recompute; LlamaFactory checkpoints too, and its padding counts for nothing), as a share of this
+  machine's fp32 matmul peak (`lf estimate`'s probe); the variants' rows use their own FLOPs a token.
 - Preprocessing: cold SFT tokenisation of 10,000 rows in each system's own dataset code, in
   process (after a 16-row warm-up on another file, so lazy imports are not timed; nothing of the
   10,000 rows is cached), next to the raw batched tokenizer on the same text. Every system runs at
@@ -45,10 +46,10 @@ What the profiler and probes found (2026-12-06, 2 cores; the README has the tabl
   cold build); lf-data pauses it while it builds. `lf` had turned the Rust tokenizer's threads off for
   the whole process (against the fork warning), so a cold build ran on one core: 3.9 s for 10,000 rows,
   2.6 s with them on while the dataset is tokenised (`lf_data.tokenizer_threads`). Of LF's 2.4-2.5 s
-  (phase timings), the Rust encode is 1.4-1.5 s, JSON to Arrow 0.2 s, rendering the template and the
+  (in-process phase timings; the bench's medians were 2.6-2.9 s), the Rust encode is 1.4-1.5 s, JSON to Arrow 0.2 s, rendering the template and the
   labels 0.3 s, and alignment and the Arrow writes the rest; the raw batched tokenizer (its Python lists
   included) takes 1.7-2.0 s on the same text. LlamaFactory encodes message by message, which no thread
-  speeds up (5.9-6.0 s either way).
+  speeds up (5.9-6.0 s with the threads on or off, in process; 6.4-6.9 s in the bench).
 - PT full is bound by the cores' matmul rate. `lf estimate` counts 36.8 MFLOP for a tiny-model token
   (checkpointed); LF's 2,923 tokens/s are 61% of the 177 GFLOP/s fp32 peak of these 2 AVX2 cores, and
   LlamaFactory's 2,692 are 56% (2026-12-06); on SmolLM2 (1.13 GFLOP a token) 63% against 61%.
@@ -56,7 +57,8 @@ What the profiler and probes found (2026-12-06, 2 cores; the README has the tabl
   not a large matmul inside it: in a step (torch profiler) the layers' products run at about 150 GFLOP/s
   (51% of the step's time), torch's CPU flash attention at roughly half that rate (25%), the head's
   2,048 x 256 x 4,096 products at 111 GFLOP/s, the rest elementwise. Without checkpointing a token needs
-  27.4 MFLOP and LF ran at 47-51% (1.13-1.25x LlamaFactory). The blocks are identical in both systems
+  27.4 MFLOP, 1.5x would need 62% (SmolLM2: 68%), and LF ran at 47% (56%; 1.13-1.25x LlamaFactory,
+  at 1.24x its memory on SmolLM2). The blocks are identical in both systems
   (all 627 compared) and so are the losses: transformers 5.6, LlamaFactory's, divides the summed loss by
   the labels before the shift (512 a block, 511 predicted), so its pt loss reads 511/512 of LF's (8.015 x
   512/511 = 8.031, LF's). Where the tokenizer's pad token is its eos (SmolLM2), LlamaFactory's pt collator
@@ -122,6 +124,7 @@ WORKLOADS = {  # name: (stage, method keys, steps on the tiny model, batch size)
     "dpo_lora": ("dpo", {"finetuning_type": "lora", "lora_target": "all", "lora_rank": 8, "pref_beta": 0.1}, 20, 2),
     "pt_full": ("pt", {"finetuning_type": "full"}, 30, 4),
 }
+CUTOFF = 512  # tokens a row (a pt block)
 SMOLLM2_STEPS = {"sft_lora": 12, "dpo_lora": 8, "pt_full": 8}  # ~10x the tiny model's cost per token
 
 
@@ -216,7 +219,7 @@ def train_config(work: str, model: str, data: Path, out: Path, small: bool) -> d
     stage, method, steps, batch = WORKLOADS[work]
     steps = steps if small else SMOLLM2_STEPS[work]
     config = {"model_name_or_path": model, "stage": stage, "do_train": True, "template": "chatml", **method,
-              "dataset": f"bench_{stage}", "dataset_dir": str(data), "cutoff_len": 512,
+              "dataset": f"bench_{stage}", "dataset_dir": str(data), "cutoff_len": CUTOFF,
               "output_dir": str(out), "overwrite_output_dir": True, "per_device_train_batch_size": batch,
               "num_train_epochs": 1, "learning_rate": 1e-4, "logging_steps": 5, "save_steps": 100_000,
               "report_to": "none", "plot_loss": False, "seed": 42, "disable_tqdm": True}
@@ -243,7 +246,7 @@ def real_tokens(config: dict[str, Any]) -> int:
     return total
 
 
-def useful_flops(config: dict[str, Any], system: str) -> tuple[float, float]:
+def flops_per_token(config: dict[str, Any], system: str) -> tuple[float, float]:
     """(FLOPs a real token needs in this run, this machine's fp32 matmul peak in TFLOP/s), from `lf estimate`:
     the matmuls and causal attention of the forward, backward and checkpointing's recompute; padding and
     everything that is not a matmul count for nothing. LlamaFactory checkpoints too, so LF's figure is its
@@ -492,7 +495,7 @@ def main() -> None:
                             run = train_once(system, cli[system], config, folder)
                             run["tokens"] = real_tokens(config) if rep == 0 and system == "LF" else None
                             if rep == 0 and system.startswith("LF"):
-                                run["flops_per_token"], run["peak_tflops"] = useful_flops(config, system)
+                                run["flops_per_token"], run["peak_tflops"] = flops_per_token(config, system)
                         runs.setdefault(system, []).append(run)
                         print(f"{name} {work} {system} rep {rep}: {json.dumps(run)}", flush=True)
                 results.append({"model": name, "work": work, "runs": runs})
@@ -506,7 +509,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
     print(f"{'model':<22} {'work':<11} {'measure':<32} {'LlamaFactory':>13} {'LF':>10} {'LF / LlamaFactory':>18}")
     for result in results:
         runs, model, work = result["runs"], result["model"], result["work"]
-        rows: list[tuple[str, float, float, bool]] = []  # (measure, LlamaFactory, LF, higher is better)
+        rows: list[tuple[str, float | None, float, bool]] = []  # (measure, LlamaFactory, LF, higher is better)
         if work == "preprocess":
             rows.append(("cold preprocessing s", median(runs["LlamaFactory"], "seconds"), median(runs["LF"], "seconds"), False))
             raw = median(runs["raw tokenizer"], "seconds")
@@ -523,10 +526,11 @@ def print_table(results: list[dict[str, Any]]) -> None:
             rows.append(("real tokens/s", tokens / median(runs["LlamaFactory"], "runtime"),
                          tokens / median(runs["LF"], "runtime"), True))
             rows.append(("peak RSS MiB", median(runs["LlamaFactory"], "rss"), median(runs["LF"], "rss"), False))
-            first = next(r for r in runs["LF"] if r.get("flops_per_token"))
-            per_second = first["flops_per_token"] / (first["peak_tflops"] * 1e12) * 100  # % of the peak per token/s
-            rows.append(("useful FLOP/s, % of matmul peak", tokens / median(runs["LlamaFactory"], "runtime") * per_second,
-                         tokens / median(runs["LF"], "runtime") * per_second, True))
+            first = next((r for r in runs["LF"] if r.get("flops_per_token")), None)
+            if first:  # LlamaFactory checkpoints too: the same FLOPs per real token as LF's run
+                share = first["flops_per_token"] / (first["peak_tflops"] * 1e12) * 100  # % of the peak per token/s
+                rows.append(("FLOP/s on real tokens, % of peak", tokens / median(runs["LlamaFactory"], "runtime") * share,
+                             tokens / median(runs["LF"], "runtime") * share, True))
             for variant in ("LF no checkpointing", "LF bf16"):
                 if variant in runs:
                     name, other = variant[3:], runs[variant]
@@ -534,15 +538,19 @@ def print_table(results: list[dict[str, Any]]) -> None:
                                  tokens / median(other, "runtime"), True))
                     rows.append((f"  LF {name}: RSS MiB", median(runs["LlamaFactory"], "rss"), median(other, "rss"), False))
                     rows.append((f"  LF {name}: loss", median(runs["LlamaFactory"], "loss"), median(other, "loss"), False))
-                    own = next(r for r in other if r.get("flops_per_token"))
-                    rows.append((f"  LF {name}: % of matmul peak", tokens / median(runs["LlamaFactory"], "runtime") * per_second,
-                                 tokens / median(other, "runtime") * own["flops_per_token"] / (own["peak_tflops"] * 1e12) * 100, True))
+                    own = next((r for r in other if r.get("flops_per_token")), None)
+                    if own:  # its own FLOPs per token (no recompute; bf16 still over the fp32 peak): no ratio
+                        rows.append((f"  LF {name}: % of peak", None, tokens / median(other, "runtime")
+                                     * own["flops_per_token"] / (own["peak_tflops"] * 1e12) * 100, True))
             rows.append(("train loss (epoch mean)", median(runs["LlamaFactory"], "loss"), median(runs["LF"], "loss"), False))
-            if work == "pt_full":  # transformers 5.6 (LlamaFactory's) divides by the labels before the shift: 512 a block
-                rows.append(("  per predicted token (x 512/511)", median(runs["LlamaFactory"], "loss") * 512 / 511,
-                             median(runs["LF"], "loss"), False))
+            if work == "pt_full":  # transformers 5.6 (LlamaFactory's) divides by the labels before the shift
+                rows.append((f"  per predicted token (x {CUTOFF}/{CUTOFF - 1})",
+                             median(runs["LlamaFactory"], "loss") * CUTOFF / (CUTOFF - 1), median(runs["LF"], "loss"), False))
             rows.append(("steps", median(runs["LlamaFactory"], "steps"), median(runs["LF"], "steps"), True))
         for measure, theirs, ours, _ in rows:
+            if theirs is None:
+                print(f"{model:<22} {work:<11} {measure:<32} {'':>13} {ours:>10,.4g}")
+                continue
             ratio = ours / theirs if theirs else float("nan")
             print(f"{model:<22} {work:<11} {measure:<32} {theirs:>13,.4g} {ours:>10,.4g} {ratio:>17.2f}x")
 

@@ -402,12 +402,18 @@ def test_a_job_leaves_the_tokenizer_threads_to_the_run_unless_the_user_chose(tmp
             return 0
 
     monkeypatch.setattr(jobs.subprocess, "Popen", Started)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     monkeypatch.setattr(tokenizer_threads, "_set_by_lf", False)  # the user's: passed on
     jobs.launch(tmp_path / "a", "data check", {})
     monkeypatch.setattr(tokenizer_threads, "_set_by_lf", True)  # the board's own default: the run decides
     jobs.launch(tmp_path / "b", "data check", {})
-    assert envs[0]["TOKENIZERS_PARALLELISM"] == "false" and "TOKENIZERS_PARALLELISM" not in envs[1]
+    with tokenizer_threads.batch_threads() as on:  # a Check tokenising in another of the board's threads
+        assert on and os.environ["TOKENIZERS_PARALLELISM"] == "true"
+        jobs.launch(tmp_path / "c", "data check", {})
+    assert envs[0]["TOKENIZERS_PARALLELISM"] == "false"
+    assert "TOKENIZERS_PARALLELISM" not in envs[1] and "TOKENIZERS_PARALLELISM" not in envs[2]
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
 
 
 def test_abort_stops_the_whole_process_group(tmp_path):

@@ -328,10 +328,25 @@ def test_the_tokenizer_threads_run_only_while_this_process_tokenises(data_dir, t
     assert os.environ["TOKENIZERS_PARALLELISM"] == "false" and tokenizer_threads.user_choice() is None
     build()
     assert set(seen) == {"true"} and os.environ["TOKENIZERS_PARALLELISM"] == "false"
-    with tokenizer_threads.batch_threads(num_proc=2) as on:  # forked workers must never start them
-        assert not on and os.environ["TOKENIZERS_PARALLELISM"] == "false"
+    load = lf_data.pipeline.load_aligned
+    monkeypatch.setattr(lf_data.pipeline, "load_aligned",
+                        lambda *a, **k: seen.append(os.environ["TOKENIZERS_PARALLELISM"]) or load(*a, **k))
+    build(preprocessing_num_workers=2)  # datasets' own pool of processes tokenises: threads stay off here
+    assert seen == ["false"] and os.environ["TOKENIZERS_PARALLELISM"] == "false"
     with tokenizer_threads.batch_threads(streaming=True) as on:  # tokenised later, in the training loop
         assert not on
+    monkeypatch.setenv("LOCAL_RANK", "1")  # a torchrun worker that is not its node's first
+    with tokenizer_threads.batch_threads() as on:
+        assert not on
+    monkeypatch.delenv("LOCAL_RANK")
+    monkeypatch.setattr(tokenizer_threads, "_set_by_lf", False)
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM")  # a library caller, nothing set
+    with tokenizer_threads.batch_threads() as outer:
+        with tokenizer_threads.batch_threads() as inner:  # nested (or a second board thread): still on
+            assert outer and inner and tokenizer_threads.user_choice() is None  # "true" is not the user's
+            assert "TOKENIZERS_PARALLELISM" not in tokenizer_threads.for_child(dict(os.environ))
+        assert os.environ["TOKENIZERS_PARALLELISM"] == "true"  # until the last build ends
+    assert "TOKENIZERS_PARALLELISM" not in os.environ
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
     with tokenizer_threads.batch_threads() as on:
         assert not on

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lf_data import tokenizer_threads
-
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "console.log"
 PID_FILE = "pid"
@@ -113,6 +111,8 @@ def launch(folder: Path, command: str, config: dict[str, Any] | None = None) -> 
         write_yaml_atomic(job.config_path, config)
     for marker in (EXIT_FILE, ABORTED_FILE):
         (folder / marker).unlink(missing_ok=True)
+    from lf_data import tokenizer_threads
+
     env = tokenizer_threads.for_child({**os.environ, "PYTHONUNBUFFERED": "1"})
     with open(job.log_path, "a", encoding="utf-8") as log:
         log.write(f"$ lf {command} {job.config_path}\n")

@@ -199,7 +199,7 @@ def setup_logging() -> None:
             os.environ.setdefault(variable, "1")  # read when those libraries are imported (after this)
     from lf_data import tokenizer_threads
 
-    tokenizer_threads.quiet_default()
+    tokenizer_threads.quiet_default()  # again for callers of setup_logging that did not come through main
     import transformers
 
     # the Trainer's progress bar follows this too (disable_tqdm defaults to on above WARNING)
@@ -232,6 +232,9 @@ def usage(commands: dict[str, Command]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = take_verbosity_flags(list(sys.argv[1:] if argv is None else argv))
+    from lf_data import tokenizer_threads
+
+    tokenizer_threads.quiet_default()  # every command, the board included: its processes fork
     commands = installed_commands()
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage(commands))

@@ -1,24 +1,29 @@
 """The fast tokenizer's own threads: on while a dataset is tokenised, off where a fork may follow.
 
 The Rust tokenizer encodes a batch of texts on all cores when `TOKENIZERS_PARALLELISM` allows it
-(10,000 alpaca rows on 2 cores: 3.9 -> 2.6 s; bench/vs_llamafactory.py --work preprocess). A process
-that forks after those threads ran must not use them again (the child has none; the library turns
-them off there and warns unless the variable is set), so the variable is set to off around them:
-the CLI sets it at start-up unless the user did, and a build turns it on only for itself.
+(10,000 alpaca rows on 2 cores: 3.9 -> 2.6 s; bench/vs_llamafactory.py --work preprocess). It reads
+the variable at every batch call. At a fork after its threads ran, the variable must say "false": a
+child told "true" uses a thread pool it does not have (a deadlock), and a child with the variable
+unset turns them off itself but warns. So `lf` sets it to "false" at start-up unless the user set it,
+and a dataset build turns it on only for itself, only where nothing forks meanwhile.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 VARIABLE = "TOKENIZERS_PARALLELISM"
-_set_by_lf = False  # the CLI's quiet default, not the user's choice
+_set_by_lf = False  # the value in the environment is LF's start-up default, not the user's choice
+_lock = threading.Lock()
+_builds = 0  # builds running with the threads on (the value in the environment is then theirs)
+_before: str | None = None  # the value they found
 
 
 def quiet_default() -> None:
-    """Threads off unless the user chose: DataLoader workers and `num_proc` maps fork after tokenising."""
+    """Threads off unless the user chose: DataLoader workers and other processes fork after tokenising."""
     global _set_by_lf
     if VARIABLE not in os.environ:
         os.environ[VARIABLE] = "false"
@@ -26,34 +31,51 @@ def quiet_default() -> None:
 
 
 def user_choice() -> str | None:
-    """The value the user gave, if any (the CLI's own default is not one)."""
-    return None if _set_by_lf else os.environ.get(VARIABLE)
+    """The value the user gave, if any: neither LF's start-up default nor a running build's "true" is one."""
+    with _lock:
+        return None if _set_by_lf or _builds else os.environ.get(VARIABLE)
 
 
 def for_child(env: dict[str, str]) -> dict[str, str]:
     """The environment for a child `lf` process (a board job, a torchrun worker): the user's value passed
-    on, LF's own default left out, so that the child decides for itself where it tokenises."""
+    on, LF's own left out, so that the child decides for itself where it tokenises."""
     if user_choice() is None:
         env = {key: value for key, value in env.items() if key != VARIABLE}
     return env
 
 
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 @contextmanager
 def batch_threads(num_proc: int | None = None, streaming: bool = False) -> Iterator[bool]:
-    """Threads on for the body when tokenising happens here, in this process: not when the user set
-    the variable, not with `num_proc` worker processes (forked children must not start them), not for
-    a streaming dataset (it tokenises later, in the training loop) and not on one core. Yields whether
-    it turned them on; afterwards the variable is what it was before."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if user_choice() is not None or (num_proc or 1) > 1 or streaming or usable < 2:
+    """Threads on for the body when this process tokenises alone. Not when the user set the variable;
+    not with `num_proc` (datasets then tokenises in a pool of its own); not for a streaming dataset (it
+    is tokenised later, in the training loop, maybe in DataLoader workers); not in a torchrun worker other
+    than a node's first (the others tokenise at the same time only with `overwrite_cache`, and would then
+    share the cores); not on one core. Builds may overlap (board threads) or nest: the first turns the
+    threads on, the last one out puts the variable back as it was. Yields whether they are on."""
+    global _builds, _before
+    with _lock:
+        ours = _builds > 0 or _set_by_lf or VARIABLE not in os.environ  # not the user's value
+        wanted = (ours and num_proc is None and not streaming and os.environ.get("LOCAL_RANK", "0") == "0"
+                  and _usable_cores() > 1)
+        if wanted:
+            if _builds == 0:
+                _before = os.environ.get(VARIABLE)
+                os.environ[VARIABLE] = "true"
+            _builds += 1
+    if not wanted:
         yield False
         return
-    before = os.environ.get(VARIABLE)
-    os.environ[VARIABLE] = "true"  # read by the Rust library at each batch call
     try:
         yield True
     finally:
-        if before is None:
-            os.environ.pop(VARIABLE, None)
-        else:
-            os.environ[VARIABLE] = before
+        with _lock:
+            _builds -= 1
+            if _builds == 0:
+                if _before is None:
+                    os.environ.pop(VARIABLE, None)
+                else:
+                    os.environ[VARIABLE] = _before
