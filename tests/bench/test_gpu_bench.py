@@ -12,6 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
 
 import gpu  # noqa: E402
+import gpu_kit  # noqa: E402
 import vs_llamafactory  # noqa: E402
 
 
@@ -28,9 +29,19 @@ def test_every_planned_run_is_a_valid_lf_train_config(method, tiny_llama, data, 
     base = gpu.train_config(str(tiny_llama), keys, {}, data, tmp_path / "out", steps=20, batch=8,
                             cpu_smoke=False)
     assert base["bf16"] is True and base["max_samples"] == 160 and base["cutoff_len"] == 1024
-    for name, (variant, _) in gpu.VARIANTS.items():
+    for name, variant, _ in gpu.VARIANTS.values():
         config = gpu.train_config(str(tiny_llama), keys, variant, data, tmp_path / "out", steps=20,
                                   batch=8, cpu_smoke=False)
         assert {k: v for k, v in config.items() if base.get(k) != v} == variant, name
         plan = check_train_config(config, f"bench/gpu.py {method} {name}")
         assert plan.finetuning.finetuning_type == keys["finetuning_type"]
+
+
+def test_the_device_kit_pins_what_uv_lock_holds_and_llamafactory_runs_without_lf_keys(tiny_llama, data, tmp_path):
+    pins = gpu_kit.locked(gpu_kit.LF_NEEDS)
+    assert len(pins) == len(gpu_kit.LF_NEEDS) and all("==" in pin for pin in pins)
+    assert "transformers==5.6.0" in gpu_kit.LLAMAFACTORY  # LlamaFactory 0.9.5's ceiling
+    keys, _ = gpu.METHODS["lora"]
+    config = gpu.train_config(str(tiny_llama), keys, {"padding_free": False}, data, tmp_path / "out", 20, 8, False)
+    assert "padding_free" in config and gpu.LF_ONLY[0] == "padding_free"
+    assert "run_exp(yaml.safe_load" in gpu.LLAMAFACTORY_RUNNER and "lf_data" not in gpu.LLAMAFACTORY_RUNNER
