@@ -11,6 +11,7 @@ On a lent device machine (no registry there), gather the wheels here and carry t
   run(carry=[".gpu_kit"], timeout_s=540,
       command="bash bench/gpu_device.sh --models qwen2-0.5b-shape --work lora,full,serve --out $OUT/gpu.json")
   (about 10 runs of 20-40 s each, most of it process start; each run that fails becomes a row saying why)
+  QLoRA needs bitsandbytes, whose 43 MiB wheel does not fit beside the rest: carry it in a call of its own.
 
 - Models: SmolLM2-135M-Instruct (bundled with LF; with `--tokenizer`, as on the device, its architecture
   built from its config) and `qwen2-0.5b-shape`, Qwen2.5-0.5B's architecture (hidden 896, 24 layers, GQA
