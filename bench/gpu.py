@@ -75,7 +75,6 @@ LLAMAFACTORY_RUNNER = RUNNER.replace("from lf_data.cli import main\ncode = main(
                                      "import yaml\nfrom llamafactory.train.tuner import run_exp\n"
                                      "run_exp(yaml.safe_load(open(sys.argv[1])))\ncode = 0")
 assert LLAMAFACTORY_RUNNER != RUNNER
-LF_ONLY = ("padding_free", "flash_attn", "gradient_checkpointing")  # never in the LlamaFactory run's YAML
 
 
 def installed(package: str | None) -> bool:
@@ -151,7 +150,7 @@ def train_once(config: dict[str, Any], folder: Path, llamafactory_site: Path | N
     if llamafactory_site is None:
         runner = RUNNER
     else:
-        runner, config = LLAMAFACTORY_RUNNER, {k: v for k, v in config.items() if k not in LF_ONLY}
+        runner = LLAMAFACTORY_RUNNER  # the base YAML's keys are all LlamaFactory's; its run takes no variant
         env["PYTHONPATH"] = str(llamafactory_site)
     path.write_text(yaml.safe_dump(config))
     proc = subprocess.run([sys.executable, "-c", runner, str(path)], capture_output=True, text=True, cwd=REPO,

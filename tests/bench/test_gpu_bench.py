@@ -37,11 +37,8 @@ def test_every_planned_run_is_a_valid_lf_train_config(method, tiny_llama, data, 
         assert plan.finetuning.finetuning_type == keys["finetuning_type"]
 
 
-def test_the_device_kit_pins_what_uv_lock_holds_and_llamafactory_runs_without_lf_keys(tiny_llama, data, tmp_path):
-    pins = gpu_kit.locked(gpu_kit.LF_NEEDS)
-    assert len(pins) == len(gpu_kit.LF_NEEDS) and all("==" in pin for pin in pins)
-    assert "transformers==5.6.0" in gpu_kit.LLAMAFACTORY  # LlamaFactory 0.9.5's ceiling
-    keys, _ = gpu.METHODS["lora"]
-    config = gpu.train_config(str(tiny_llama), keys, {"padding_free": False}, data, tmp_path / "out", 20, 8, False)
-    assert "padding_free" in config and gpu.LF_ONLY[0] == "padding_free"
-    assert "run_exp(yaml.safe_load" in gpu.LLAMAFACTORY_RUNNER and "lf_data" not in gpu.LLAMAFACTORY_RUNNER
+def test_the_device_kit_pins_lf_at_uv_lock_and_llamafactory_at_its_ceilings():
+    pins = dict(pin.split("==") for pin in gpu_kit.locked(gpu_kit.LF_NEEDS))
+    assert set(pins) == set(gpu_kit.LF_NEEDS) and pins["trl"].split(".")[0] == "1"
+    theirs = dict(pin.split("==") for pin in gpu_kit.LLAMAFACTORY)
+    assert theirs["llamafactory"] == "0.9.5" and theirs["transformers"] == "5.6.0" and theirs["trl"] == "0.24.0"
