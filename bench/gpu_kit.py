@@ -9,7 +9,7 @@ packages travel as wheels in one folder that the `run` tool carries (64 MiB at m
   .gpu_kit/tokenizer/     SmolLM2's tokenizer (the models built from a config use it)
   .gpu_kit/data/          bench/vs_llamafactory.py's alpaca rows
 
-Here:        uv run python bench/gpu_kit.py          (about 35 MiB; --python-version 3.11 to try it locally)
+Here:        uv run python bench/gpu_kit.py          (about 41 MiB; --python-version 3.11 to try it locally)
 There:       bash bench/gpu_device.sh [bench/gpu.py options]      with carry=[".gpu_kit"]
 
 Each side gets its own folder on PYTHONPATH there, ahead of the image's packages, so LF runs on its
@@ -51,28 +51,24 @@ def locked(names: list[str]) -> list[str]:
 
 
 def wheels(requirements: list[str], folder: Path, python: str) -> None:
-    """Binary wheels for the device's CPython; the few pure-Python packages that publish only an sdist
-    (none today) are built into wheels here."""
-    folder.mkdir(parents=True, exist_ok=True)
-    pip = ["uvx", "pip"]  # any pip will do; uv is what the README installs
-    for requirement in requirements:
-        tags = [arg for p in PLATFORMS for arg in ("--platform", p)]
-        got = subprocess.run([*pip, "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version", python,
-                              "--implementation", "cp", *tags, "-d", str(folder), requirement],
-                             capture_output=True, text=True)
-        if got.returncode != 0:  # sdist only: pure Python, so a wheel built here is the same everywhere
-            subprocess.run([*pip, "wheel", "-q", "--no-deps", "-w", str(folder), requirement], check=True)
+    """Wheels for the device's CPython and platform (every package named publishes them)."""
+    tags = [arg for p in PLATFORMS for arg in ("--platform", p)]
+    got = subprocess.run(["uvx", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version",
+                          python, "--implementation", "cp", *tags, "-d", str(folder), *requirements],
+                         capture_output=True, text=True)  # any pip will do; uv is what the README installs
+    if got.returncode != 0:
+        sys.exit(f"pip download failed for {folder.name}:\n{got.stderr[-2000:]}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--python-version", default="3.12", help="the device's python3 (3.12 in its image)")
     args = parser.parse_args()
-    if KIT.exists():
-        shutil.rmtree(KIT)
-    subprocess.run(["uv", "build", "-q", "--all-packages", "--wheel", "-o", str(KIT / "lf")], check=True, cwd=REPO)
-    wheels(locked(LF_NEEDS), KIT / "lf", args.python_version)
-    wheels(LLAMAFACTORY, KIT / "llamafactory", args.python_version)
+    building = KIT.with_name(KIT.name + ".partial")  # renamed into place once complete
+    shutil.rmtree(building, ignore_errors=True)
+    subprocess.run(["uv", "build", "-q", "--all-packages", "--wheel", "-o", str(building / "lf")], check=True, cwd=REPO)
+    wheels(locked(LF_NEEDS), building / "lf", args.python_version)
+    wheels(LLAMAFACTORY, building / "llamafactory", args.python_version)
 
     sys.path.insert(0, str(REPO / "bench"))
     from vs_llamafactory import corpus, model_path, write_data
@@ -80,15 +76,14 @@ def main() -> None:
     from lf_models.args import ModelArguments
     from lf_models.loader import load_tokenizer
 
-    tokenizer = load_tokenizer(ModelArguments(model_name_or_path=model_path("smollm2-135m-instruct", KIT, [])))
-    tokenizer.save_pretrained(KIT / "tokenizer")
-    (KIT / "data").mkdir()
-    write_data(KIT / "data", corpus(), sft_rows=2000)
+    tokenizer = load_tokenizer(ModelArguments(model_name_or_path=model_path("smollm2-135m-instruct", building, [])))
+    tokenizer.save_pretrained(building / "tokenizer")
+    (building / "data").mkdir()
+    write_data(building / "data", corpus(), sft_rows=2000)
     for unused in ("bench_dpo.json", "bench_pt.json"):  # gpu.py trains sft only
-        (KIT / "data" / unused).unlink()
-    for leftover in KIT.iterdir():  # model_path's converted model: not carried
-        if leftover.name not in ("lf", "llamafactory", "tokenizer", "data"):
-            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+        (building / "data" / unused).unlink()
+    shutil.rmtree(KIT, ignore_errors=True)
+    building.rename(KIT)
     size = sum(f.stat().st_size for f in KIT.rglob("*") if f.is_file()) / 2**20
     print(f"{KIT}: {size:.1f} MiB (the run tool carries 64 MiB with the working tree)")
 
