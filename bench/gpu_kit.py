@@ -32,11 +32,11 @@ KIT = REPO / ".gpu_kit"
 LF_NEEDS = ["transformers", "peft", "trl", "datasets", "dill", "multiprocess", "fastapi", "starlette",
             "pydantic", "pydantic-core", "annotated-types", "typing-inspection", "uvicorn", "galore-torch",
             "liger-kernel"]
-# LlamaFactory 0.9.5's own ceilings (its check_dependencies), and what its trainer imports at start
-# (the versions its pip install chose in bench/vs_llamafactory.py --setup's environment)
+# LlamaFactory 0.9.5 and what its trainer imports beyond the image, at the versions its own pip install
+# chose in bench/vs_llamafactory.py --setup's environment (within its check_dependencies ceilings)
 LLAMAFACTORY = ["llamafactory==0.9.5", "transformers==5.6.0", "tokenizers==0.22.2", "trl==0.24.0", "datasets==4.0.0",
                 "fsspec==2025.3.0", "peft==0.18.1", "accelerate==1.11.0", "dill==0.3.8", "multiprocess==0.70.16",
-                "omegaconf==2.4.0", "liger-kernel==0.8.5"]
+                "omegaconf==2.4.0"]
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64", "manylinux1_x86_64"]
 
