@@ -207,6 +207,11 @@ def main() -> None:
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown:
         sys.exit(f"--variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")
+    if args.llamafactory_site and not (args.llamafactory_site / "llamafactory").is_dir():
+        sys.exit(f"--llamafactory-site: no llamafactory package in {args.llamafactory_site} (bench/gpu_device.sh "
+                 "installs .gpu_kit/llamafactory there)")
+    if args.data and not (args.data / "dataset_info.json").is_file():
+        sys.exit(f"--data: no dataset_info.json in {args.data} (bench/gpu_kit.py writes .gpu_kit/data)")
     import torch
     from vs_llamafactory import corpus, real_tokens, write_data
 

@@ -37,8 +37,21 @@ def test_every_planned_run_is_a_valid_lf_train_config(method, tiny_llama, data, 
         assert plan.finetuning.finetuning_type == keys["finetuning_type"]
 
 
-def test_the_device_kit_pins_lf_at_uv_lock_and_llamafactory_at_its_ceilings():
-    pins = dict(pin.split("==") for pin in gpu_kit.locked(gpu_kit.LF_NEEDS))
-    assert set(pins) == set(gpu_kit.LF_NEEDS) and pins["trl"].split(".")[0] == "1"
-    theirs = dict(pin.split("==") for pin in gpu_kit.LLAMAFACTORY)
-    assert theirs["llamafactory"] == "0.9.5" and theirs["transformers"] == "5.6.0" and theirs["trl"] == "0.24.0"
+def test_the_device_kit_pins_one_version_of_each_package_lf_at_uv_lock():
+    """pip --target stops at two versions of one package: each side pins every package exactly, once."""
+    import tomllib
+
+    lock = {p["name"]: p["version"] for p in tomllib.loads((REPO / "uv.lock").read_text())["package"] if "version" in p}
+    for side in (gpu_kit.locked(gpu_kit.LF_NEEDS), gpu_kit.LLAMAFACTORY):
+        names = [pin.split("==")[0] for pin in side]
+        assert all(pin.count("==") == 1 for pin in side) and len(set(names)) == len(names)
+    assert all(lock[name] == version for name, version in (p.split("==") for p in gpu_kit.locked(gpu_kit.LF_NEEDS)))
+
+
+def test_gpu_bench_refuses_a_kit_folder_without_its_contents(tmp_path):
+    import subprocess
+
+    for flag, expected in (("--llamafactory-site", "no llamafactory package"), ("--data", "no dataset_info.json")):
+        proc = subprocess.run([sys.executable, str(REPO / "bench" / "gpu.py"), "--plan-only", flag, str(tmp_path)],
+                              capture_output=True, text=True)
+        assert proc.returncode == 1 and expected in proc.stderr and str(tmp_path) in proc.stderr
