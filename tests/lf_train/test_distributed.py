@@ -64,14 +64,17 @@ def test_deepspeed_zero_trains_on_cpu(config, base_config, write_config, tmp_pat
     base_config.update(max_steps=6, save_steps=3, per_device_train_batch_size=2, lora_dropout=0.0,
                        deepspeed=str(DEEPSPEED / config))
     out = tmp_path / "out"
-    # DeepSpeed compiles its CPU communication op once into TORCH_EXTENSIONS_DIR (default ~/.cache/torch_extensions)
-    proc = run_lf(["train", str(write_config(**base_config)), f"output_dir={out}"], NPROC_PER_NODE="2")
+    # DeepSpeed would compile its CPU shared-memory op (inference only) here, about a minute of g++: LF skips it
+    extensions = tmp_path / "torch_extensions"
+    proc = run_lf(["train", str(write_config(**base_config)), f"output_dir={out}"], NPROC_PER_NODE="2",
+                  TORCH_EXTENSIONS_DIR=str(extensions))
     if proc.returncode != 0 and ABORT in proc.stderr and "Traceback" not in proc.stderr.split(ABORT)[0][-2000:]:
         # a rare native abort of a gloo worker thread as DeepSpeed starts on CPU (seen about once in 20 runs,
         # never with a Python error before it): run once more; any other failure, or a second abort, fails
         proc = run_lf(["train", str(write_config(**base_config)), f"output_dir={out}", "overwrite_output_dir=true"],
-                      NPROC_PER_NODE="2")
+                      NPROC_PER_NODE="2", TORCH_EXTENSIONS_DIR=str(extensions))
     assert proc.returncode == 0, proc.stderr[-4000:]
+    assert not extensions.exists() or not any(extensions.iterdir())  # nothing compiled
     run = losses(out)
     assert len(run) == 6 and run[-1] < run[0] - 0.5
     from safetensors.torch import load_file
