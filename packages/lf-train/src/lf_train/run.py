@@ -47,7 +47,7 @@ def choose_checkpointing(model: Any, args: Any, asked: bool) -> None:
     logger.info("gradient checkpointing: %s", "on" if args.gradient_checkpointing else "off")
 
 
-def skip_deepspeed_shm_op() -> None:
+def _skip_deepspeed_shm_op() -> None:
     """DeepSpeed on a CPU compiles its shared-memory all-reduce op with g++ as its process group
     starts (about a minute, once per machine and torch version), and only its inference path
     (`inference_all_reduce`) uses it; training reduces through gloo. Marking the op unavailable, in
@@ -66,7 +66,7 @@ def run_train(config: dict[str, Any], source: str = "", plan: TrainPlan | None =
     if plan.predict_only:
         return _predict_only(plan, output_dir)
     if args.deepspeed and args.use_cpu:
-        skip_deepspeed_shm_op()
+        _skip_deepspeed_shm_op()
     # join the process group now (a no-op for one process): the data step below waits for the main
     # process, and DeepSpeed ZeRO-3 partitions the weights while they load
     args._setup_devices  # noqa: B018
