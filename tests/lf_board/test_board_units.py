@@ -22,7 +22,7 @@ from lf_board.translations import LANGUAGES, locale, text
 
 REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "packages" / "lf-board" / "src" / "lf_board"
-KEY_LITERAL = re.compile(r"""["']((?:app|tab|train|export|chat|eval|msg|status)\.[a-z_0-9.]+)["']""")
+KEY_LITERAL = re.compile(r"""["']((?:app|tab|train|export|chat|eval|msg|status|webchat)\.[a-z_0-9.]+)["']""")
 
 
 # -- locales ---------------------------------------------------------------------------------------

@@ -109,7 +109,8 @@ def create_app(runs_root: str | Path = "saves", dataset_dir: str = "data", confi
 
 
 def launch(demo: Any, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
-           auth: tuple[str, str] | None = None, block: bool = True) -> Any:
+           auth: tuple[str, str] | None = None, block: bool = True, auth_message: str | None = None) -> Any:
+    """Serve a page (the board's or `lf webchat`'s); `auth_message`: the sign-in text (the board's by default)."""
     return demo.launch(server_name=host, server_port=port, share=share, auth=auth, ssr_mode=False,
                        prevent_thread_lock=not block, quiet=not block, footer_links=["api"],
-                       auth_message=text(DEFAULT_LANGUAGE, "app.auth") if auth else None)
+                       auth_message=(auth_message or text(DEFAULT_LANGUAGE, "app.auth")) if auth else None)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lf_board.messages import message
@@ -16,6 +17,7 @@ from lf_data.aligner import PLACEHOLDERS
 
 if TYPE_CHECKING:
     from lf_board.app import Board
+    from lf_board.labels import Labels
 
 
 class ChatSession:
@@ -119,6 +121,58 @@ def send(session: ChatSession, text_in: str, image: str | None, history: list, s
     yield shown, "", None, text(lang, "msg.chat_answered", name=session.name)
 
 
+@dataclass(frozen=True)
+class Defaults:
+    """The generation settings a conversation starts from (the sliders' first positions)."""
+
+    temperature: float = 0.7
+    top_p: float = 0.7
+    max_new_tokens: int = 256
+
+
+def conversation(L: Labels, session: ChatSession, lang: Any, defaults: Defaults | None = None, images: bool = True,
+                 concurrency: int = 1) -> Any:
+    """The conversation area, wired to `session`: the chatbot, the message box, Send and Clear, an image
+    upload (`images`), the system prompt, tools and the generation settings. `lang` is the component
+    holding the page's language; `concurrency`: answers streamed at once (the engine batches them).
+    Returns the status line it writes to."""
+    import gradio as gr
+
+    defaults = defaults or Defaults()
+    status = gr.Markdown(elem_id="chat-status")
+    with gr.Row():
+        with gr.Column(scale=3):
+            bot = L.make(gr.Chatbot, "chat.chatbot", height=360, elem_id="chat-bot")
+            with gr.Row():
+                user = L.make(gr.Textbox, "chat.input", scale=4, elem_id="chat-input")
+                send_button = L.make(gr.Button, "chat.send", attr="value", variant="primary", scale=1,
+                                     elem_id="chat-send")
+                clear = L.make(gr.Button, "chat.clear", attr="value", scale=1, elem_id="chat-clear")
+            image = L.make(gr.Image, "chat.image", type="filepath", sources=["upload", "clipboard"], height=160,
+                           visible=images, elem_id="chat-image")
+        with gr.Column(scale=2):
+            system = L.make(gr.Textbox, "chat.system", lines=2, elem_id="chat-system")
+            tools = L.make(gr.Code, "chat.tools", language="json", value="", elem_id="chat-tools")
+            temperature = L.make(gr.Slider, "chat.temperature", minimum=0.0, maximum=1.5, step=0.05,
+                                 value=defaults.temperature, elem_id="chat-temperature")
+            top_p = L.make(gr.Slider, "chat.top_p", minimum=0.05, maximum=1.0, step=0.05, value=defaults.top_p,
+                           elem_id="chat-top-p")
+            max_new = L.make(gr.Slider, "chat.max_new_tokens", minimum=1, maximum=max(2048, defaults.max_new_tokens),
+                             step=1, value=defaults.max_new_tokens, elem_id="chat-max-new-tokens")
+
+    def on_send(text_in: str, picture: str | None, history: list, sys_prompt: str, tools_json: str, temp: float,
+                p: float, max_tokens: float, lang: str):
+        yield from send(session, text_in, picture, history, sys_prompt, tools_json, temp, p, max_tokens, lang)
+
+    inputs = [user, image, bot, system, tools, temperature, top_p, max_new, lang]
+    send_button.click(on_send, inputs, [bot, user, image, status], concurrency_limit=concurrency,
+                      concurrency_id="chat", api_name="send")
+    user.submit(on_send, inputs, [bot, user, image, status], concurrency_limit=concurrency, concurrency_id="chat",
+                api_name=False)
+    clear.click(lambda: ([], "", None), None, [bot, user, image], api_name=False)
+    return status
+
+
 def build(board: Board) -> None:
     import gradio as gr
 
@@ -134,26 +188,7 @@ def build(board: Board) -> None:
                           elem_id="chat-template")
         load = L.make(gr.Button, "chat.load", attr="value", variant="primary", elem_id="chat-load")
         unload = L.make(gr.Button, "chat.unload", attr="value", elem_id="chat-unload")
-    status = gr.Markdown(elem_id="chat-status")
-    with gr.Row():
-        with gr.Column(scale=3):
-            bot = L.make(gr.Chatbot, "chat.chatbot", height=360, elem_id="chat-bot")
-            with gr.Row():
-                user = L.make(gr.Textbox, "chat.input", scale=4, elem_id="chat-input")
-                send_button = L.make(gr.Button, "chat.send", attr="value", variant="primary", scale=1,
-                                     elem_id="chat-send")
-                clear = L.make(gr.Button, "chat.clear", attr="value", scale=1, elem_id="chat-clear")
-            image = L.make(gr.Image, "chat.image", type="filepath", sources=["upload", "clipboard"], height=160,
-                           elem_id="chat-image")
-        with gr.Column(scale=2):
-            system = L.make(gr.Textbox, "chat.system", lines=2, elem_id="chat-system")
-            tools = L.make(gr.Code, "chat.tools", language="json", value="", elem_id="chat-tools")
-            temperature = L.make(gr.Slider, "chat.temperature", minimum=0.0, maximum=1.5, step=0.05, value=0.7,
-                                 elem_id="chat-temperature")
-            top_p = L.make(gr.Slider, "chat.top_p", minimum=0.05, maximum=1.0, step=0.05, value=0.7,
-                           elem_id="chat-top-p")
-            max_new = L.make(gr.Slider, "chat.max_new_tokens", minimum=1, maximum=2048, step=1, value=256,
-                             elem_id="chat-max-new-tokens")
+    status = conversation(L, session, board.lang)
 
     def on_load(chosen: str, tmpl: str, lang: str):
         if not chosen:
@@ -168,14 +203,5 @@ def build(board: Board) -> None:
     load.click(on_load, [source, template, board.lang], status)
     unload.click(lambda lang: message(lang, "msg.chat_unloaded" if session.unload() else "msg.chat_nothing_loaded"),
                  board.lang, status)
-
-    def on_send(text_in: str, picture: str | None, history: list, sys_prompt: str, tools_json: str, temp: float,
-                p: float, max_tokens: float, lang: str):
-        yield from send(session, text_in, picture, history, sys_prompt, tools_json, temp, p, max_tokens, lang)
-
-    inputs = [user, image, bot, system, tools, temperature, top_p, max_new, board.lang]
-    send_button.click(on_send, inputs, [bot, user, image, status])
-    user.submit(on_send, inputs, [bot, user, image, status])
-    clear.click(lambda: ([], "", None), None, [bot, user, image])
     source.focus(lambda chosen: gr.update(choices=runs.names(), value=chosen), source, source)
     board.demo.load(lambda: gr.update(choices=runs.names()), None, source)

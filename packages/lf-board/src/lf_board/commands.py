@@ -1,8 +1,13 @@
-"""`lf board`: a light module (gradio and torch are imported only when the command runs)."""
+"""`lf board` (and `lf webui`, LlamaFactory's name for it) and `lf webchat`: a light module (gradio and
+torch are imported only when a command runs)."""
 
 from __future__ import annotations
 
-from lf_data.cli import Command
+import sys
+from functools import partial
+
+from lf_data.cli import Command, check_only, read_command_config, setup_logging
+from lf_data.errors import ConfigError
 
 
 def _parse_auth(value: str | None) -> tuple[str, str] | None:
@@ -16,11 +21,11 @@ def _parse_auth(value: str | None) -> tuple[str, str] | None:
     return user, password
 
 
-def _run_board(argv: list[str]) -> int:
+def _run_board(argv: list[str], prog: str = "lf board") -> int:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="lf board", description="The LF web board: configure, preview, launch and watch training; evaluate, "
+        prog=prog, description="The LF web board: configure, preview, launch and watch training; evaluate, "
         "chat with and export the results.",
         epilog="Example: lf board --port 7860 --auth me:secret. The board binds 127.0.0.1 unless --host says "
         "otherwise; --share (a public gradio.live link) is off unless asked.")
@@ -52,5 +57,62 @@ def _run_board(argv: list[str]) -> int:
     return 0
 
 
+def _run_webchat(argv: list[str]) -> int:
+    from lf_board.translations import LANGUAGES
+    from lf_serve.commands import is_loopback, print_serve_check, split_flags
+
+    flags, argv = split_flags(argv, {"--host": True, "--port": True, "--auth": True, "--lang": True, "--share": False})
+    config, source = read_command_config(
+        "lf webchat", "Chat with one model in a browser page (LlamaFactory's `webchat`), from the YAML `lf chat` "
+        "and `lf api` read. --host H (default 127.0.0.1: this machine only), --port P (default: the first free "
+        "one from 7860), --auth USER:PASSWORD (ask for a sign-in), --share (a public gradio.live link, off "
+        "unless asked), --lang en|ru|zh.",
+        "Keys: see packages/lf-serve/README.md. Example: lf webchat examples/inference/smollm2.yaml --port 7861", argv)
+    host = str(flags.get("--host") or "127.0.0.1")
+    port = str(flags.get("--port") or "")
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ConfigError(f"--port {port!r} must be a port number (1-65535).")
+    try:
+        auth = _parse_auth(str(flags["--auth"])) if "--auth" in flags else None
+    except Exception as err:
+        raise ConfigError(str(err)) from None
+    lang = str(flags.get("--lang") or "en")
+    if lang not in LANGUAGES:
+        raise ConfigError(f"--lang {lang!r}: choose one of {', '.join(LANGUAGES)}.")
+    from lf_serve.args import parse_serve_config
+
+    parse_serve_config(config, source)  # every key checked before the model (or gradio) loads
+    warning = (None if is_loopback(host) or auth else
+               f"warning: lf webchat listens on {host} without --auth; anyone who reaches it can use the model.")
+    if check_only(argv):
+        where = f"page at http://{host}:{port or '7860 (or the next free port)'}"
+        return print_serve_check("lf webchat", source, config, [where + (", sign-in required" if auth else "")]
+                                 + (["with a public share link"] if flags.get("--share") else [])
+                                 + ([warning] if warning else []))
+    setup_logging()
+    import os
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from lf_board.app import launch
+    from lf_board.translations import text
+    from lf_board.webchat import create_webchat
+    from lf_serve.engine import load_engine
+
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    engine = load_engine(config, source)
+    try:
+        demo = create_webchat(engine, lang)
+        print(f"Chatting with {engine.model_name!r} in the browser", flush=True)
+        launch(demo, host=host, port=int(port) if port else None, share=bool(flags.get("--share")), auth=auth,
+               auth_message=text(lang, "webchat.auth"))
+    finally:
+        engine.close()
+    return 0
+
+
 board = Command(help="the web board: train, evaluate, chat, export (lf board [--host H] [--port P] [--auth U:P])",
                 run=_run_board)
+webui = Command(help="LlamaFactory's name for `lf board`", run=partial(_run_board, prog="lf webui"))
+webchat = Command(help="chat with a model in a browser page (lf webchat CONFIG [key=value ...] [--port P] [--check])",
+                  run=_run_webchat)

@@ -29,6 +29,8 @@ KNOWN_COMMANDS: dict[str, str] = {
     "eval": "lf-eval",
     "export": "lf-models",
     "board": "lf-board",
+    "webui": "lf-board",
+    "webchat": "lf-board",
 }
 
 

@@ -7,7 +7,7 @@ import sys
 from lf_data.cli import Command, check_only, print_check, read_command_config, setup_logging
 
 
-def _split_flags(argv: list[str], flags: dict[str, bool]) -> tuple[dict[str, str | bool], list[str]]:
+def split_flags(argv: list[str], flags: dict[str, bool]) -> tuple[dict[str, str | bool], list[str]]:
     """Pull `--flag value` / `--flag=value` / boolean `--flag` options out of a CONFIG [key=value] line."""
     found: dict[str, str | bool] = {}
     rest, i = [], 0
@@ -50,7 +50,7 @@ def exposure_warning(host: str, api_key: str | None) -> str | None:
             "Set API_KEY to require `Authorization: Bearer <key>`, or bind 127.0.0.1.")
 
 
-def _print_check(prog: str, source: str, config: dict, extra: list[str] = ()) -> int:
+def print_serve_check(prog: str, source: str, config: dict, extra: list[str] = ()) -> int:
     """`--check`: every key checked, the model and template a run would use; nothing loaded."""
     import dataclasses
 
@@ -71,7 +71,7 @@ def _print_check(prog: str, source: str, config: dict, extra: list[str] = ()) ->
 def _run_api(argv: list[str]) -> int:
     import os
 
-    flags, argv = _split_flags(argv, {"--host": True, "--port": True})
+    flags, argv = split_flags(argv, {"--host": True, "--port": True})
     config, source = read_command_config(
         "lf api", "Serve a model behind an OpenAI-compatible API (binds 127.0.0.1 unless API_HOST/--host says "
         "otherwise; API_KEY enables Bearer authentication).",
@@ -88,7 +88,7 @@ def _run_api(argv: list[str]) -> int:
     api_key = os.environ.get("API_KEY") or None
     warning = exposure_warning(host, api_key)
     if check_only(argv):
-        return _print_check("lf api", source, config, [f"listening on http://{host}:{port_text}/v1"
+        return print_serve_check("lf api", source, config, [f"listening on http://{host}:{port_text}/v1"
                                                        + (", API key required" if api_key else ", no API key")]
                             + ([warning] if warning else []))
     setup_logging()
@@ -112,14 +112,14 @@ def _run_api(argv: list[str]) -> int:
 
 
 def _run_chat(argv: list[str]) -> int:
-    flags, argv = _split_flags(argv, {"--system": True, "--query": True, "--no-stream": False})
+    flags, argv = split_flags(argv, {"--system": True, "--query": True, "--no-stream": False})
     config, source = read_command_config(
         "lf chat", "Chat with a model in the terminal (streaming; `/image PATH`, `/video PATH`, `/audio PATH` "
         "attach a file to the next message; `clear` forgets the history, `exit` quits). "
         "--system TEXT sets the system prompt; --query TEXT answers one question and exits.",
         "Keys: see packages/lf-serve/README.md. Example: lf chat examples/inference/smollm2.yaml", argv)
     if check_only(argv):
-        return _print_check("lf chat", source, config)
+        return print_serve_check("lf chat", source, config)
     setup_logging()
     from lf_serve.chat_cli import chat_loop
     from lf_serve.engine import load_engine
