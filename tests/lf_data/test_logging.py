@@ -20,7 +20,8 @@ BNB_MESSAGE = ("Failed to load CPU gemm_4bit_forward from kernels-community: %s.
 @pytest.fixture(autouse=True)
 def _back_to_info(monkeypatch):
     """Every test here leaves logging as the other tests expect it: LF_VERBOSITY unset, info level."""
-    for variable in (cli.VERBOSITY_ENV, "HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS"):
+    for variable in (cli.VERBOSITY_ENV, "LLAMAFACTORY_VERBOSITY", "HF_DATASETS_DISABLE_PROGRESS_BARS",
+                     "HF_HUB_DISABLE_PROGRESS_BARS"):
         monkeypatch.setenv(variable, "")  # recorded, so the teardown restores the variable's absence
         monkeypatch.delenv(variable)
     yield
@@ -52,6 +53,20 @@ def test_verbosity_comes_from_the_environment(value, expected, monkeypatch):
         monkeypatch.setenv(cli.VERBOSITY_ENV, value)
     assert cli.verbosity() == expected
     assert cli.show_progress() == (expected != "quiet")
+
+
+@pytest.mark.parametrize(("theirs", "ours", "expected"), [("WARN", None, "quiet"), ("ERROR", None, "quiet"),
+                                                          ("DEBUG", None, "debug"), ("INFO", None, "info"),
+                                                          ("WARN", "debug", "debug")])
+def test_llamafactorys_verbosity_variable_applies_unless_lf_verbosity_is_set(theirs, ours, expected, monkeypatch):
+    monkeypatch.setenv("LLAMAFACTORY_VERBOSITY", theirs)
+    if ours is not None:
+        monkeypatch.setenv(cli.VERBOSITY_ENV, ours)
+    assert cli.verbosity() == expected
+    monkeypatch.setenv("LLAMAFACTORY_VERBOSITY", "loud")
+    if ours is None:
+        with pytest.raises(ConfigError, match="LLAMAFACTORY_VERBOSITY='LOUD' is not one of DEBUG, INFO, WARN, ERROR"):
+            cli.verbosity()
 
 
 def test_an_unknown_verbosity_is_one_clear_error(monkeypatch):

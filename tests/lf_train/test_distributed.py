@@ -11,6 +11,7 @@ import pytest
 from train_helpers import losses
 
 from lf_data.cli import main as lf
+from lf_data.errors import ConfigError
 
 LF = [sys.executable, "-m", "lf_data.cli"]
 
@@ -20,16 +21,41 @@ def run_lf(args: list[str], **env: str) -> subprocess.CompletedProcess:
                           env={**os.environ, "OMP_NUM_THREADS": "1", **env})
 
 
-def test_two_processes_match_one_with_the_same_global_batch(base_config, write_config, tmp_path):
+# Loaded by every worker's interpreter (sitecustomize): on the first attempt, rank 1 SIGKILLs itself once it
+# has logged step 4 (checkpoint-3 is saved), as a worker lost to a crash or an out-of-memory kill would be.
+CRASH_ONCE = """
+import os, signal
+if os.environ.get("LOCAL_RANK") == "1" and os.environ.get("TORCHELASTIC_RESTART_COUNT") == "0":
+    from lf_train.callbacks import JsonlLogCallback
+    log = JsonlLogCallback.on_log
+    def on_log(self, args, state, control, logs=None, **kw):
+        log(self, args, state, control, logs=logs, **kw)
+        if state.global_step == 4:
+            os.kill(os.getpid(), signal.SIGKILL)
+    JsonlLogCallback.on_log = on_log
+"""
+
+
+def test_two_processes_match_one_with_the_same_global_batch_even_after_a_lost_worker(base_config, write_config,
+                                                                                    tmp_path):
+    """An elastic launch (RDZV_ID) whose rank 1 dies after checkpoint-3: torchrun restarts both workers, they
+    resume from the checkpoint, and the losses are those of one process. (torchrun's static launch, without
+    RDZV_ID, trains in the DeepSpeed tests below.)"""
     base_config.update(max_steps=6, save_steps=3, per_device_train_batch_size=4, lora_dropout=0.0)
     one = tmp_path / "one"
     assert lf(["train", str(write_config(**base_config)), f"output_dir={one}"]) == 0
 
     two = tmp_path / "two"
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(CRASH_ONCE)
     proc = run_lf(["train", str(write_config(**base_config)), f"output_dir={two}", "per_device_train_batch_size=2"],
-                  NPROC_PER_NODE="2")
+                  NPROC_PER_NODE="2", RDZV_ID="lf-test", MAX_RESTARTS="1", PYTHONPATH=str(hook))
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "torch.distributed.run" in proc.stderr  # it really went through torchrun
+    assert "torch.distributed.run" in proc.stderr and "--rdzv_backend=c10d" in proc.stderr  # really through torchrun
+    assert "exitcode: -9" in proc.stderr  # and a worker was lost
+    records = [json.loads(line) for line in (two / "trainer_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4, 5, 6]  # step 4 logged again, once
     state = json.loads((two / "trainer_state.json").read_text())
     assert state["global_step"] == 6
     single, double = losses(one), losses(two)
@@ -98,3 +124,60 @@ def test_torchrun_workers_choose_their_tokenizer_threads_unless_the_user_did(mon
     launch.run_torchrun(["torchrun", "x"])
     assert "TOKENIZERS_PARALLELISM" not in envs[0] and envs[1]["TOKENIZERS_PARALLELISM"] == "false"
     assert envs[0]["OMP_NUM_THREADS"] == os.environ.get("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture
+def launch_env(monkeypatch):
+    """No launch variable of the developer's own shell: each test sets what it needs."""
+    from lf_train import launch
+
+    for name in (*launch.LAUNCH_VARS, "FORCE_TORCHRUN", "LOCAL_RANK", "OPTIM_TORCH", *launch.CUDA_DEFAULTS):
+        monkeypatch.delenv(name, raising=False)
+    return launch
+
+
+@pytest.mark.parametrize(("devices", "expected"), [(0, None), (1, None), (4, "--nproc_per_node=4")])
+def test_every_visible_gpu_gets_a_process_unless_nproc_per_node_says_otherwise(devices, expected, launch_env,
+                                                                              monkeypatch):
+    monkeypatch.setattr(launch_env, "visible_devices", lambda: devices)
+    command = launch_env.torchrun_command(["x.yaml"])
+    assert (command and command[command.index("--nnodes=1") + 2]) == expected  # LlamaFactory's default
+    monkeypatch.setenv("NPROC_PER_NODE", "1")
+    assert launch_env.torchrun_command(["x.yaml"]) is None  # the user's choice wins
+
+
+def test_rdzv_id_makes_an_elastic_launch(launch_env, monkeypatch):
+    for name, value in {"RDZV_ID": "job7", "NNODES": "2", "MIN_NNODES": "1", "MAX_NNODES": "2", "MAX_RESTARTS": "3",
+                        "NPROC_PER_NODE": "2", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(name, value)
+    command = launch_env.torchrun_command(["x.yaml", "lr=1"])
+    assert command[3:] == ["--nnodes=1:2", "--nproc_per_node=2", "--rdzv_id=job7", "--rdzv_backend=c10d",
+                           "--rdzv_endpoint=10.0.0.1:29500", "--max_restarts=3", "-m", "lf_train.launch", "x.yaml",
+                           "lr=1"]
+    monkeypatch.delenv("MIN_NNODES")
+    with pytest.raises(ConfigError, match="MIN_NNODES=unset and MAX_NNODES=2: set both"):
+        launch_env.torchrun_command(["x.yaml"])
+    monkeypatch.delenv("RDZV_ID")
+    with pytest.raises(ConfigError, match="MAX_NNODES is for an elastic launch: set RDZV_ID"):
+        launch_env.torchrun_command(["x.yaml"])
+    monkeypatch.delenv("MAX_NNODES")
+    monkeypatch.delenv("MASTER_PORT")
+    with pytest.raises(ConfigError, match="NNODES=2: set MASTER_ADDR and MASTER_PORT"):
+        launch_env.torchrun_command(["x.yaml"])
+
+
+def test_gpu_workers_get_llamafactorys_cuda_settings_unless_told_otherwise(launch_env, monkeypatch):
+    envs = []
+    monkeypatch.setattr(launch_env.subprocess, "run", lambda command, env, check: envs.append(env) or
+                        subprocess.CompletedProcess(command, 0))
+    launch_env.run_torchrun(["torchrun", "x"])
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:128")
+    launch_env.run_torchrun(["torchrun", "x"])
+    monkeypatch.setenv("OPTIM_TORCH", "0")
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF")
+    launch_env.run_torchrun(["torchrun", "x"])
+    assert envs[0]["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
+    assert envs[0]["TORCH_NCCL_AVOID_RECORD_STREAMS"] == "1"
+    assert envs[1]["PYTORCH_CUDA_ALLOC_CONF"] == "max_split_size_mb:128"  # the user's value kept
+    assert "PYTORCH_CUDA_ALLOC_CONF" not in envs[2] and "TORCH_NCCL_AVOID_RECORD_STREAMS" not in envs[2]
+

@@ -21,6 +21,15 @@ def _parse_auth(value: str | None) -> tuple[str, str] | None:
     return user, password
 
 
+def _gradio_env(host: str | None, share: bool) -> tuple[str, bool]:
+    """(host, share) with gradio's own variables, as LlamaFactory's users set them: GRADIO_SERVER_NAME when
+    no --host is given (127.0.0.1 without it), GRADIO_SHARE=1/true; GRADIO_SERVER_PORT gradio reads itself."""
+    import os
+
+    chosen = host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
+    return chosen, share or os.environ.get("GRADIO_SHARE", "").lower() in ("1", "true", "y", "yes")
+
+
 def _run_board(argv: list[str], prog: str = "lf board") -> int:
     import argparse
 
@@ -29,9 +38,12 @@ def _run_board(argv: list[str], prog: str = "lf board") -> int:
         "chat with and export the results.",
         epilog="Example: lf board --port 7860 --auth me:secret. The board binds 127.0.0.1 unless --host says "
         "otherwise; --share (a public gradio.live link) is off unless asked.")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=None, help="port (default: the first free one from 7860)")
-    parser.add_argument("--share", action="store_true", help="also open a public share link (off by default)")
+    parser.add_argument("--host", default=None, help="address to bind (default GRADIO_SERVER_NAME, else 127.0.0.1: "
+                        "this machine only)")
+    parser.add_argument("--port", type=int, default=None, help="port (default GRADIO_SERVER_PORT, else the first free "
+                        "one from 7860)")
+    parser.add_argument("--share", action="store_true", help="also open a public share link (off unless asked, or "
+                        "GRADIO_SHARE=1)")
     parser.add_argument("--auth", type=_parse_auth, default=None, metavar="USER:PASSWORD",
                         help="ask for this user name and password")
     parser.add_argument("--runs-root", default="saves", help="folder runs are written to and listed from")
@@ -41,7 +53,10 @@ def _run_board(argv: list[str], prog: str = "lf board") -> int:
     parser.add_argument("--eval-root", default="evals", help="folder evaluation results are written under")
     parser.add_argument("--lang", default="en", choices=["en", "ru", "zh"], help="language the page opens in")
     ns = parser.parse_args(argv)
-    if ns.host not in ("127.0.0.1", "localhost", "::1") and ns.auth is None:
+    from lf_serve.commands import is_loopback
+
+    ns.host, ns.share = _gradio_env(ns.host, ns.share)
+    if not is_loopback(ns.host) and ns.auth is None:
         print(f"warning: the board listens on {ns.host} without --auth; anyone who reaches it can start runs.")
 
     import os
@@ -58,20 +73,22 @@ def _run_board(argv: list[str], prog: str = "lf board") -> int:
 
 
 def _run_webchat(argv: list[str]) -> int:
+    import os
+
     from lf_board.translations import LANGUAGES
     from lf_serve.commands import is_loopback, print_serve_check, split_flags
 
     flags, argv = split_flags(argv, {"--host": True, "--port": True, "--auth": True, "--lang": True, "--share": False})
     config, source = read_command_config(
         "lf webchat", "Chat with one model in a browser page (LlamaFactory's `webchat`), from the YAML `lf chat` "
-        "and `lf api` read. --host H (default 127.0.0.1: this machine only), --port P (default: the first free "
-        "one from 7860), --auth USER:PASSWORD (ask for a sign-in), --share (a public gradio.live link, off "
-        "unless asked), --lang en|ru|zh.",
+        "and `lf api` read. --host H (default GRADIO_SERVER_NAME, else 127.0.0.1: this machine only), --port P "
+        "(default GRADIO_SERVER_PORT, else the first free one from 7860), --auth USER:PASSWORD (ask for a "
+        "sign-in), --share (a public gradio.live link, off unless asked or GRADIO_SHARE=1), --lang en|ru|zh.",
         "Keys: see packages/lf-serve/README.md. Example: lf webchat examples/inference/smollm2.yaml --port 7861", argv)
-    host = str(flags.get("--host") or "127.0.0.1")
-    port = str(flags.get("--port") or "")
+    host, share = _gradio_env(str(flags.get("--host") or ""), bool(flags.get("--share")))
+    port = str(flags.get("--port") or os.environ.get("GRADIO_SERVER_PORT") or "")
     if port and not (port.isdigit() and 0 < int(port) < 65536):
-        raise ConfigError(f"--port {port!r} must be a port number (1-65535).")
+        raise ConfigError(f"--port/GRADIO_SERVER_PORT {port!r} must be a port number (1-65535).")
     try:
         auth = _parse_auth(str(flags["--auth"])) if "--auth" in flags else None
     except Exception as err:
@@ -87,11 +104,9 @@ def _run_webchat(argv: list[str]) -> int:
     if check_only(argv):
         where = f"page at http://{host}:{port or '7860 (or the next free port)'}"
         return print_serve_check("lf webchat", source, config, [where + (", sign-in required" if auth else "")]
-                                 + (["with a public share link"] if flags.get("--share") else [])
+                                 + (["with a public share link"] if share else [])
                                  + ([warning] if warning else []))
     setup_logging()
-    import os
-
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from lf_board.app import launch
     from lf_board.translations import text
@@ -104,7 +119,7 @@ def _run_webchat(argv: list[str]) -> int:
     try:
         demo = create_webchat(engine, lang)
         print(f"Chatting with {engine.model_name!r} in the browser", flush=True)
-        launch(demo, host=host, port=int(port) if port else None, share=bool(flags.get("--share")), auth=auth,
+        launch(demo, host=host, port=int(port) if port else None, share=share, auth=auth,
                auth_message=text(lang, "webchat.auth"))
     finally:
         engine.close()

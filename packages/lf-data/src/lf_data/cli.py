@@ -114,14 +114,26 @@ HARMLESS_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
 )
 
 
+LLAMAFACTORY_VERBOSITY = {"debug": "debug", "info": "info", "warn": "quiet", "warning": "quiet", "error": "quiet",
+                          "critical": "quiet"}
+"""LlamaFactory's LLAMAFACTORY_VERBOSITY (a logging level name) -> LF's verbosity, read when LF_VERBOSITY is unset."""
+
+
 def verbosity() -> str:
-    """How much commands print, from LF_VERBOSITY (`--quiet`/`--verbose` set it): quiet, info or debug."""
+    """How much commands print, from LF_VERBOSITY (`--quiet`/`--verbose` set it): quiet, info or debug;
+    without it, from LlamaFactory's LLAMAFACTORY_VERBOSITY."""
     import os
 
-    value = os.environ.get(VERBOSITY_ENV, "").strip().lower() or "info"
-    if value not in VERBOSITY_LEVELS:
-        from lf_data.errors import ConfigError
+    from lf_data.errors import ConfigError
 
+    value = os.environ.get(VERBOSITY_ENV, "").strip().lower()
+    if not value:
+        theirs = os.environ.get("LLAMAFACTORY_VERBOSITY", "").strip().lower()
+        if theirs and theirs not in LLAMAFACTORY_VERBOSITY:
+            raise ConfigError(f"LLAMAFACTORY_VERBOSITY={theirs.upper()!r} is not one of DEBUG, INFO, WARN, ERROR "
+                              f"(or set {VERBOSITY_ENV} to one of {', '.join(VERBOSITY_LEVELS)}).")
+        return LLAMAFACTORY_VERBOSITY.get(theirs, "info")
+    if value not in VERBOSITY_LEVELS:
         raise ConfigError(f"{VERBOSITY_ENV}={value!r} is not one of {', '.join(VERBOSITY_LEVELS)}.")
     return value
 

@@ -254,5 +254,16 @@ def parse_sections(config: dict[str, Any], *sections: type, source: str = "",
     known = known_keys(*sections, passthrough=passthrough)
     unknown = [key for key in config if key not in known]
     if unknown:
-        raise unknown_keys_error(unknown, known, f" in {source}" if source else "", config)
+        error = unknown_keys_error(unknown, known, f" in {source}" if source else "", config)
+        if not extra_keys_allowed():
+            raise error
+        import logging
+
+        logging.getLogger(__name__).warning("ALLOW_EXTRA_ARGS is set, so these keys are ignored: %s", error)
     return tuple(build_section(section, config) for section in sections)
+
+
+def extra_keys_allowed() -> bool:
+    """LlamaFactory's ALLOW_EXTRA_ARGS=1: keys no command knows are ignored (with a warning) instead of
+    refused, for recipes that carry keys of the user's own."""
+    return os.environ.get("ALLOW_EXTRA_ARGS", "").strip().lower() in ("1", "true", "y", "yes")

@@ -76,21 +76,26 @@ def _run_api(argv: list[str]) -> int:
         "lf api", "Serve a model behind an OpenAI-compatible API (binds 127.0.0.1 unless API_HOST/--host says "
         "otherwise; API_KEY enables Bearer authentication).",
         "Keys: see packages/lf-serve/README.md. Example: lf api examples/inference/smollm2.yaml", argv)
+    from lf_data.errors import ConfigError
+
     host = str(flags.get("--host") or os.environ.get("API_HOST") or "127.0.0.1")
     port_text = str(flags.get("--port") or os.environ.get("API_PORT") or "8000")
     if not port_text.isdigit() or not 0 <= int(port_text) < 65536:
-        from lf_data.errors import ConfigError
-
         raise ConfigError(f"API_PORT/--port {port_text!r} must be a port number (0-65535).")
+    root_path = os.environ.get("FASTAPI_ROOT_PATH", "").rstrip("/")  # LlamaFactory's name, behind a proxy
+    if root_path and not root_path.startswith("/"):
+        raise ConfigError(f"FASTAPI_ROOT_PATH {root_path!r} must be a path that starts with /, such as /llm.")
     from lf_serve.args import parse_serve_config
 
     parse_serve_config(config, source)  # every key checked before the model (or torch) loads
     api_key = os.environ.get("API_KEY") or None
     warning = exposure_warning(host, api_key)
     if check_only(argv):
-        return print_serve_check("lf api", source, config, [f"listening on http://{host}:{port_text}/v1"
-                                                       + (", API key required" if api_key else ", no API key")]
-                            + ([warning] if warning else []))
+        where = f"listening on http://{host}:{port_text}/v1" + (f", served as {root_path}/v1 behind a proxy"
+                                                                 if root_path else "")
+        return print_serve_check("lf api", source, config,
+                                 [where + (", API key required" if api_key else ", no API key")]
+                                 + ([warning] if warning else []))
     setup_logging()
     import uvicorn
 
@@ -100,7 +105,7 @@ def _run_api(argv: list[str]) -> int:
     if warning:
         print(warning, file=sys.stderr, flush=True)
     engine = load_engine(config, source)
-    app = create_app(engine, api_key=api_key)
+    app = create_app(engine, api_key=api_key, root_path=root_path)
     print(f"Serving {engine.model_name!r} on http://{host}:{port_text}/v1 (docs at /docs)", flush=True)
     if warning:  # again, after the model's loading logs
         print(warning, file=sys.stderr, flush=True)

@@ -147,12 +147,13 @@ def _validation_message(err: RequestValidationError) -> tuple[str, str | None]:
 
 
 def create_app(engine: ChatEngine, api_key: str | None = None, max_body_bytes: int | None = None,
-               media_policy: MediaPolicy | None = None) -> FastAPI:
-    """The API over one engine; `api_key` requires `Authorization: Bearer <key>` on all but /health."""
+               media_policy: MediaPolicy | None = None, root_path: str = "") -> FastAPI:
+    """The API over one engine; `api_key` requires `Authorization: Bearer <key>` on all but /health;
+    `root_path`: the path prefix a reverse proxy serves it under (and strips), for the docs' links."""
     infer = engine.plan.infer
     policy = media_policy or MediaPolicy.from_args(infer)
     created = int(time.time())
-    app = FastAPI(title="LF OpenAI-compatible API", version="0.1.0")
+    app = FastAPI(title="LF OpenAI-compatible API", version="0.1.0", root_path=root_path)
     app.add_middleware(BodyLimit, limit=max_body_bytes or infer.api_max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
