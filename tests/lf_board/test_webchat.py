@@ -9,9 +9,17 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from lf_data.cli import main as lf
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def no_gradio_env(monkeypatch):
+    for name in ("GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT", "GRADIO_SHARE"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def test_webchat_checks_its_config_and_flags_before_loading(tiny_llama, capsys):
@@ -24,7 +32,7 @@ def test_webchat_checks_its_config_and_flags_before_loading(tiny_llama, capsys):
     assert "listens on 0.0.0.0 without --auth" in capsys.readouterr().out
     for args, needle in [(["--lang", "fr"], "--lang 'fr': choose one of en, ru, zh."),
                          (["--auth", "nopassword"], "--auth takes USER:PASSWORD"),
-                         (["--port", "http"], "--port 'http' must be a port number"),
+                         (["--port", "http"], "--port/GRADIO_SERVER_PORT 'http' must be a port number"),
                          (["temperature=-1"], "temperature"),
                          (["no_such_key=1"], "unknown config key 'no_such_key'")]:
         assert lf(["webchat", model, *args]) == 1, args
@@ -105,3 +113,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_gradios_own_variables_choose_host_port_and_share_as_llamafactory_users_set_them(tiny_llama, monkeypatch,
+                                                                                        capsys):
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "7901")
+    monkeypatch.setenv("GRADIO_SHARE", "1")
+    assert lf(["webchat", f"model_name_or_path={tiny_llama}", "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "page at http://0.0.0.0:7901" in out and "with a public share link" in out
+    assert "listens on 0.0.0.0 without --auth" in out
+    assert lf(["webchat", f"model_name_or_path={tiny_llama}", "--host", "127.0.0.1", "--port", "7902",
+               "--check"]) == 0  # flags win
+    assert "page at http://127.0.0.1:7902" in capsys.readouterr().out

@@ -36,6 +36,18 @@ def test_unknown_key_suggests_the_closest(tmp_path):
         parse_sections({"lora_rnak": 8}, Section, source="run.yaml")
 
 
+def test_allow_extra_args_ignores_unknown_keys_with_a_warning(monkeypatch, caplog):
+    """LlamaFactory's ALLOW_EXTRA_ARGS=1, for recipes that carry keys of the user's own."""
+    monkeypatch.setenv("ALLOW_EXTRA_ARGS", "1")
+    with caplog.at_level("WARNING", logger="lf_data.config"):
+        (section,) = parse_sections({"lora_rank": 4, "my_note": "v2"}, Section, source="run.yaml")
+    assert section.lora_rank == 4
+    assert "ALLOW_EXTRA_ARGS is set, so these keys are ignored: unknown config key 'my_note' in run.yaml." in caplog.text
+    monkeypatch.setenv("ALLOW_EXTRA_ARGS", "0")
+    with pytest.raises(ConfigError, match="unknown config key 'my_note'"):
+        parse_sections({"my_note": "v2"}, Section)
+
+
 def test_several_unknown_keys_are_all_named():
     with pytest.raises(ConfigError) as err:
         parse_sections({"lora_rnak": 8, "learnin_rate": 1.0}, Section)

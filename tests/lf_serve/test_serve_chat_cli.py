@@ -116,3 +116,21 @@ def make_picture():
     from PIL import Image
 
     return Image.fromarray((np.random.RandomState(3).rand(60, 80, 3) * 255).astype("uint8"))
+
+
+def test_fastapi_root_path_serves_the_api_behind_a_proxy_prefix(tiny_engine, tiny_llama, monkeypatch, capsys):
+    """LlamaFactory's FASTAPI_ROOT_PATH: the proxy strips the prefix, the docs link through it."""
+    from fastapi.testclient import TestClient
+
+    from lf_serve.api.app import create_app
+
+    client = TestClient(create_app(tiny_engine, root_path="/llm"))
+    assert client.get("/v1/models").json()["data"][0]["id"] == tiny_engine.model_name
+    assert "/llm/openapi.json" in client.get("/docs").text
+    monkeypatch.delenv("API_KEY", raising=False)
+    monkeypatch.setenv("FASTAPI_ROOT_PATH", "/llm/")
+    assert main(["api", f"model_name_or_path={tiny_llama}", "template=chatml", "--check"]) == 0
+    assert "served as /llm/v1 behind a proxy" in capsys.readouterr().out
+    monkeypatch.setenv("FASTAPI_ROOT_PATH", "llm")
+    assert main(["api", f"model_name_or_path={tiny_llama}", "--check"]) == 1
+    assert "FASTAPI_ROOT_PATH 'llm' must be a path that starts with /" in capsys.readouterr().err

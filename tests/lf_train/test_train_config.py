@@ -79,6 +79,16 @@ def test_check_prints_what_would_run_and_writes_nothing(base_config, write_confi
     assert not Path(base_config["output_dir"]).exists()
 
 
+def test_allow_extra_args_lets_a_recipe_carry_keys_of_its_own(base_config, write_config, monkeypatch, capsys):
+    config = write_config(**base_config, experiment_note="baseline v2")
+    assert lf(["train", str(config), "--check"]) == 1
+    assert "unknown config key 'experiment_note'" in capsys.readouterr().err
+    monkeypatch.setenv("ALLOW_EXTRA_ARGS", "1")  # LlamaFactory's switch for such recipes
+    assert lf(["train", str(config), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "is valid." in out and "experiment_note" not in out.split("resolved config:\n", 1)[1]
+
+
 def _interrupted_run(tmp_path, **saved):
     """An output_dir as a killed run leaves it: its resolved config and a checkpoint."""
     out = tmp_path / "out"
