@@ -123,7 +123,19 @@ def test_gradios_own_variables_choose_host_port_and_share_as_llamafactory_users_
     assert lf(["webchat", f"model_name_or_path={tiny_llama}", "--check"]) == 0
     out = capsys.readouterr().out
     assert "page at http://0.0.0.0:7901" in out and "with a public share link" in out
-    assert "listens on 0.0.0.0 without --auth" in out
+    assert "lf webchat is shared through a public link without --auth" in out
     assert lf(["webchat", f"model_name_or_path={tiny_llama}", "--host", "127.0.0.1", "--port", "7902",
                "--check"]) == 0  # flags win
     assert "page at http://127.0.0.1:7902" in capsys.readouterr().out
+
+
+def test_the_board_reads_gradios_variables_too_and_warns_before_it_opens(monkeypatch, capsys):
+    from lf_board.commands import _exposure
+
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "http")
+    assert lf(["webui"]) == 1  # checked before gradio (or the page) loads
+    assert "--port/GRADIO_SERVER_PORT 'http' must be a port number" in capsys.readouterr().err
+    assert _exposure("lf board", "127.0.0.1", False, None, "start runs") is None
+    assert "listens on 0.0.0.0 without --auth" in _exposure("lf board", "0.0.0.0", False, None, "start runs")
+    assert "shared through a public link" in _exposure("lf board", "127.0.0.1", True, None, "start runs")
+    assert _exposure("lf board", "0.0.0.0", True, ("me", "secret"), "start runs") is None

@@ -131,7 +131,8 @@ def launch_env(monkeypatch):
     """No launch variable of the developer's own shell: each test sets what it needs."""
     from lf_train import launch
 
-    for name in (*launch.LAUNCH_VARS, "FORCE_TORCHRUN", "LOCAL_RANK", "OPTIM_TORCH", *launch.CUDA_DEFAULTS):
+    for name in (*launch.LAUNCH_VARS, "FORCE_TORCHRUN", "LOCAL_RANK", "WORLD_SIZE", "OPTIM_TORCH",
+                 *launch.CUDA_DEFAULTS):
         monkeypatch.delenv(name, raising=False)
     return launch
 
@@ -161,9 +162,35 @@ def test_rdzv_id_makes_an_elastic_launch(launch_env, monkeypatch):
     with pytest.raises(ConfigError, match="MAX_NNODES is for an elastic launch: set RDZV_ID"):
         launch_env.torchrun_command(["x.yaml"])
     monkeypatch.delenv("MAX_NNODES")
+    monkeypatch.delenv("MAX_RESTARTS")
     monkeypatch.delenv("MASTER_PORT")
-    with pytest.raises(ConfigError, match="NNODES=2: set MASTER_ADDR and MASTER_PORT"):
+    with pytest.raises(ConfigError, match="2 nodes: set MASTER_ADDR and MASTER_PORT"):
         launch_env.torchrun_command(["x.yaml"])
+
+
+def test_elastic_launches_follow_their_own_rules(launch_env, monkeypatch):
+    monkeypatch.setattr(launch_env, "visible_devices", lambda: 0)
+    monkeypatch.setenv("RDZV_ID", "job7")
+    command = launch_env.torchrun_command(["x.yaml"])  # one process, but restartable: through torchrun
+    assert "--nproc_per_node=1" in command and "--max_restarts=0" in command
+    for name, value in {"MIN_NNODES": "1", "MAX_NNODES": "4", "NODE_RANK": "3"}.items():
+        monkeypatch.setenv(name, value)  # NNODES unset: the node count comes from the range
+    with pytest.raises(ConfigError, match="4 nodes: set MASTER_ADDR and MASTER_PORT"):
+        launch_env.torchrun_command(["x.yaml"])
+    monkeypatch.setenv("MASTER_ADDR", "10.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    assert "--nnodes=1:4" in launch_env.torchrun_command(["x.yaml"])  # NODE_RANK is the rendezvous' to choose
+
+
+def test_planned_processes_is_what_the_launch_will_start(launch_env, monkeypatch):
+    monkeypatch.setattr(launch_env, "visible_devices", lambda: 4)
+    assert launch_env.planned_processes() == 4
+    monkeypatch.setenv("NNODES", "2")
+    assert launch_env.planned_processes() == 8
+    monkeypatch.setenv("NPROC_PER_NODE", "2")
+    assert launch_env.planned_processes() == 4
+    monkeypatch.setenv("WORLD_SIZE", "3")  # inside a worker: torchrun's own count
+    assert launch_env.planned_processes() == 3
 
 
 def test_gpu_workers_get_llamafactorys_cuda_settings_unless_told_otherwise(launch_env, monkeypatch):
@@ -173,7 +200,7 @@ def test_gpu_workers_get_llamafactorys_cuda_settings_unless_told_otherwise(launc
     launch_env.run_torchrun(["torchrun", "x"])
     monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:128")
     launch_env.run_torchrun(["torchrun", "x"])
-    monkeypatch.setenv("OPTIM_TORCH", "0")
+    monkeypatch.setenv("OPTIM_TORCH", "off")  # LlamaFactory's rule: on only for 1, true or y
     monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF")
     launch_env.run_torchrun(["torchrun", "x"])
     assert envs[0]["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"

@@ -97,6 +97,16 @@ def _interrupted_run(tmp_path, **saved):
     return out
 
 
+def test_a_worker_torchrun_restarted_resumes_even_with_overwrite_output_dir(tmp_path, base_config, monkeypatch):
+    """Its first attempt cleared output_dir and saved checkpoints; the restart must resume them, not start over."""
+    out = _interrupted_run(tmp_path, **{**base_config, "lora_target": ["all"]})
+    config = {**base_config, "output_dir": str(out), "overwrite_output_dir": True}
+    assert check_train_config(dict(config)).clear_output_dir  # a fresh launch overwrites
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    plan = check_train_config(dict(config))
+    assert plan.resume_from_checkpoint == str(out / "checkpoint-5") and not plan.clear_output_dir
+
+
 def test_a_checkpoint_of_another_run_is_refused_before_loading(tmp_path, base_config):
     out = _interrupted_run(tmp_path, **{**base_config, "lora_target": ["all"], "dataset": ["identity"]})
     config = {**base_config, "output_dir": str(out), "lora_rank": 16}

@@ -153,10 +153,11 @@ def conversation(L: Labels, session: ChatSession, lang: Any, defaults: Defaults 
         with gr.Column(scale=2):
             system = L.make(gr.Textbox, "chat.system", lines=2, elem_id="chat-system")
             tools = L.make(gr.Code, "chat.tools", language="json", value="", elem_id="chat-tools")
-            temperature = L.make(gr.Slider, "chat.temperature", minimum=0.0, maximum=1.5, step=0.05,
-                                 value=defaults.temperature, elem_id="chat-temperature")
-            top_p = L.make(gr.Slider, "chat.top_p", minimum=0.05, maximum=1.0, step=0.05, value=defaults.top_p,
-                           elem_id="chat-top-p")
+            # the ranges hold any value a config may start from (temperature has no upper bound, top_p > 0)
+            temperature = L.make(gr.Slider, "chat.temperature", minimum=0.0, maximum=max(1.5, defaults.temperature),
+                                 step=0.05, value=defaults.temperature, elem_id="chat-temperature")
+            top_p = L.make(gr.Slider, "chat.top_p", minimum=min(0.05, defaults.top_p), maximum=1.0, step=0.05,
+                           value=defaults.top_p, elem_id="chat-top-p")
             max_new = L.make(gr.Slider, "chat.max_new_tokens", minimum=1, maximum=max(2048, defaults.max_new_tokens),
                              step=1, value=defaults.max_new_tokens, elem_id="chat-max-new-tokens")
 

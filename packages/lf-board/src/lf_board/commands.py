@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from functools import partial
+from typing import Any
 
 from lf_data.cli import Command, check_only, read_command_config, setup_logging
 from lf_data.errors import ConfigError
@@ -30,8 +31,23 @@ def _gradio_env(host: str | None, share: bool) -> tuple[str, bool]:
     return chosen, share or os.environ.get("GRADIO_SHARE", "").lower() in ("1", "true", "y", "yes")
 
 
+def _exposure(prog: str, host: str, share: bool, auth: Any, what: str) -> str | None:
+    """The warning for a page others can reach without a sign-in: on a non-loopback address, or shared
+    through a public link (--share or GRADIO_SHARE)."""
+    from lf_serve.commands import is_loopback
+
+    if auth:
+        return None
+    if share:
+        return f"warning: {prog} is shared through a public link without --auth; anyone with the link can {what}."
+    if not is_loopback(host):
+        return f"warning: {prog} listens on {host} without --auth; anyone who reaches it can {what}."
+    return None
+
+
 def _run_board(argv: list[str], prog: str = "lf board") -> int:
     import argparse
+    import os
 
     parser = argparse.ArgumentParser(
         prog=prog, description="The LF web board: configure, preview, launch and watch training; evaluate, "
@@ -53,14 +69,13 @@ def _run_board(argv: list[str], prog: str = "lf board") -> int:
     parser.add_argument("--eval-root", default="evals", help="folder evaluation results are written under")
     parser.add_argument("--lang", default="en", choices=["en", "ru", "zh"], help="language the page opens in")
     ns = parser.parse_args(argv)
-    from lf_serve.commands import is_loopback
-
     ns.host, ns.share = _gradio_env(ns.host, ns.share)
-    if not is_loopback(ns.host) and ns.auth is None:
-        print(f"warning: the board listens on {ns.host} without --auth; anyone who reaches it can start runs.")
-
-    import os
-
+    port = ns.port if ns.port is not None else os.environ.get("GRADIO_SERVER_PORT")
+    if port is not None and not (str(port).isdigit() and 0 < int(port) < 65536):
+        raise ConfigError(f"--port/GRADIO_SERVER_PORT {port!r} must be a port number (1-65535).")
+    warning = _exposure(prog, ns.host, ns.share, ns.auth, "start runs")
+    if warning:
+        print(warning)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from lf_board.app import create_app, launch
 
@@ -76,7 +91,7 @@ def _run_webchat(argv: list[str]) -> int:
     import os
 
     from lf_board.translations import LANGUAGES
-    from lf_serve.commands import is_loopback, print_serve_check, split_flags
+    from lf_serve.commands import print_serve_check, split_flags
 
     flags, argv = split_flags(argv, {"--host": True, "--port": True, "--auth": True, "--lang": True, "--share": False})
     config, source = read_command_config(
@@ -99,8 +114,7 @@ def _run_webchat(argv: list[str]) -> int:
     from lf_serve.args import parse_serve_config
 
     parse_serve_config(config, source)  # every key checked before the model (or gradio) loads
-    warning = (None if is_loopback(host) or auth else
-               f"warning: lf webchat listens on {host} without --auth; anyone who reaches it can use the model.")
+    warning = _exposure("lf webchat", host, share, auth, "use the model")
     if check_only(argv):
         where = f"page at http://{host}:{port or '7860 (or the next free port)'}"
         return print_serve_check("lf webchat", source, config, [where + (", sign-in required" if auth else "")]

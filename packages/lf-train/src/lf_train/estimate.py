@@ -783,7 +783,10 @@ def estimate_plan(plan: TrainPlan, device: Device | None = None, gpus: int | Non
     from lf_train.stages import STAGES
 
     device = device or local_device()
-    gpus = gpus or int(os.environ.get("NPROC_PER_NODE", "1") or 1) * int(os.environ.get("NNODES", "1") or 1)
+    if not gpus:
+        from lf_train.launch import planned_processes
+
+        gpus = planned_processes()
     if gpus < 1:
         raise ConfigError(f"--gpus {gpus}: give at least 1.")
     stage = STAGES[plan.train.stage]

@@ -52,6 +52,19 @@ def visible_devices() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def _truthy(name: str, default: str = "") -> bool:
+    return os.environ.get(name, default).strip().lower() in ("1", "true", "y", "yes")
+
+
+def planned_processes() -> int:
+    """How many processes the run will have in all: torchrun's WORLD_SIZE inside a worker, else
+    NPROC_PER_NODE (default: the visible GPUs, at least one) times NNODES. The checks and the estimate
+    that depend on it (grpo's groups, ZeRO's shards) use this, as the launch does."""
+    if os.environ.get("WORLD_SIZE"):
+        return _int_env("WORLD_SIZE", 1)
+    return (_int_env("NPROC_PER_NODE", 0) or max(1, visible_devices())) * _int_env("NNODES", 1)
+
+
 def torchrun_command(argv: list[str]) -> list[str] | None:
     """The torchrun command line for this run, or None when it runs in this process."""
     if launched_by_user():
@@ -60,36 +73,43 @@ def torchrun_command(argv: list[str]) -> list[str] | None:
 
     nproc, nnodes = _int_env("NPROC_PER_NODE", 0), _int_env("NNODES", 1)
     node_rank, max_restarts = _int_env("NODE_RANK", 0), _int_env("MAX_RESTARTS", 0)
-    force = os.environ.get("FORCE_TORCHRUN", "").lower() in ("1", "true", "yes", "y")
+    low, high = _int_env("MIN_NNODES", 0), _int_env("MAX_NNODES", 0)
     rdzv_id = os.environ.get("RDZV_ID", "").strip()
+    if rdzv_id and (bool(low) != bool(high) or low > high):
+        raise ConfigError(f"MIN_NNODES={low or 'unset'} and MAX_NNODES={high or 'unset'}: set both, "
+                          "MIN_NNODES <= MAX_NNODES, for an elastic number of nodes (or neither).")
+    if not rdzv_id:
+        for name in ("MIN_NNODES", "MAX_NNODES", "MAX_RESTARTS"):
+            if _int_env(name, 0):  # MAX_RESTARTS=0 is what LlamaFactory assumes anyway
+                raise ConfigError(f"{name} is for an elastic launch: set RDZV_ID (a name shared by every node) "
+                                  f"too, or unset {name}.")
     if not nproc:  # LlamaFactory's default: every visible GPU, one process each
         nproc = max(1, visible_devices())
-    if nproc == 1 and nnodes == 1 and not force:
+    if nproc == 1 and nnodes == 1 and not rdzv_id and not _truthy("FORCE_TORCHRUN"):
         return None
-    if node_rank >= nnodes:
+    if not rdzv_id and node_rank >= nnodes:  # an elastic launch numbers its nodes itself
         raise ConfigError(f"NODE_RANK={node_rank} must be smaller than NNODES={nnodes}.")
-    if nnodes > 1 and not (os.environ.get("MASTER_ADDR") and os.environ.get("MASTER_PORT")):
-        raise ConfigError(f"NNODES={nnodes}: set MASTER_ADDR and MASTER_PORT to the first node's address and a free "
-                          "port there, the same on every node.")
+    if max(nnodes, high) > 1 and not (os.environ.get("MASTER_ADDR") and os.environ.get("MASTER_PORT")):
+        raise ConfigError(f"{max(nnodes, high)} nodes: set MASTER_ADDR and MASTER_PORT to the first node's address "
+                          "and a free port there, the same on every node.")
     master_addr = os.environ.get("MASTER_ADDR", "127.0.0.1")
     master_port = _int_env("MASTER_PORT", 0) or _free_port()
     if rdzv_id:
-        low, high = _int_env("MIN_NNODES", 0), _int_env("MAX_NNODES", 0)
-        if bool(low) != bool(high) or low > high:
-            raise ConfigError(f"MIN_NNODES={low or 'unset'} and MAX_NNODES={high or 'unset'}: set both, "
-                              "MIN_NNODES <= MAX_NNODES, for an elastic number of nodes (or neither).")
         nodes = f"{low}:{high}" if low else str(nnodes)
         return [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nodes}", f"--nproc_per_node={nproc}",
                 f"--rdzv_id={rdzv_id}", "--rdzv_backend=c10d", f"--rdzv_endpoint={master_addr}:{master_port}",
                 f"--max_restarts={max_restarts}", "-m", "lf_train.launch", *argv]
-    for name in ("MIN_NNODES", "MAX_NNODES", "MAX_RESTARTS"):
-        if _int_env(name, 0):  # MAX_RESTARTS=0 is what LlamaFactory assumes anyway
-            raise ConfigError(f"{name} is for an elastic launch: set RDZV_ID (a name shared by every node) too, "
-                              f"or unset {name}.")
     return [sys.executable, "-m", "torch.distributed.run",
             f"--nnodes={nnodes}", f"--node_rank={node_rank}", f"--nproc_per_node={nproc}",
             f"--master_addr={master_addr}", f"--master_port={master_port}",
             "-m", "lf_train.launch", *argv]
+
+
+def restarted() -> bool:
+    """Whether torchrun restarted this worker after a failure (TORCHELASTIC_RESTART_COUNT counts this node's
+    restarts: a node whose workers did not fail reads 0 after another node's restart)."""
+    count = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0").strip()
+    return count.isdigit() and int(count) > 0
 
 
 def _free_port() -> int:
@@ -108,7 +128,7 @@ def run_torchrun(command: list[str]) -> int:
 
     # one process per node tokenises (`main_process_first`) while the others wait: it may use every core
     env = tokenizer_threads.for_child({**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
-    if os.environ.get("OPTIM_TORCH", "1").lower() not in ("0", "false", "n", "no"):
+    if _truthy("OPTIM_TORCH", "1"):  # LlamaFactory's rule: on unless set to something else than 1/true/y
         env = {**CUDA_DEFAULTS, **env}
     if any(arg.startswith("--rdzv_id=") for arg in command):
         # restarted workers hang in init_process_group when they share the rendezvous' TCP store

@@ -238,8 +238,13 @@ def check_train_config(config: dict[str, Any], source: str = "") -> TrainPlan:
             raise ConfigError(f"resume_from_checkpoint: true resumes from the last checkpoint in output_dir "
                               f"{str(output_dir)!r}, which has none. Remove the key to start a new run.")
         hf["resume_from_checkpoint"] = str(found[-1])
+    from lf_train.launch import restarted
+
+    # a worker torchrun restarted after a failure resumes the run its first attempt began, even if that one
+    # was told to overwrite output_dir (torchrun's restarts would otherwise start over each time)
+    overwrite = train.overwrite_output_dir and not (restarted() and checkpoints(output_dir))
     plan.resume_from_checkpoint, plan.clear_output_dir = _plan_output_dir(
-        output_dir, train.overwrite_output_dir, hf.get("resume_from_checkpoint"))
+        output_dir, overwrite, hf.get("resume_from_checkpoint"))
     if plan.resume_from_checkpoint:
         check_resumable(plan, read_run_config(output_dir))
     return plan

@@ -69,15 +69,14 @@ def _check_ppo(plan: TrainPlan) -> None:
 
 def _check_grpo(plan: TrainPlan) -> None:
     """What TRL's GRPOTrainer would refuse after loading (or that cannot work), refused now."""
-    import os
-
     from lf_data.dataset_info import media_kinds
     from lf_train.rewards import MODEL_REWARD, check_reward_names
 
     train, hf, data = plan.train, plan.hf, plan.data
     check_reward_names(train.reward_funcs or [], train.reward_weights, plan.model.trust_remote_code)
-    processes = int(os.environ.get("WORLD_SIZE") or 0) or \
-        int(os.environ.get("NPROC_PER_NODE") or 1) * int(os.environ.get("NNODES") or 1)
+    from lf_train.launch import planned_processes
+
+    processes = planned_processes()  # counting GPUs imports torch when NPROC_PER_NODE is unset
     batch = hf.get("per_device_train_batch_size", 8)
     generation_batch = batch * processes * hf.get("gradient_accumulation_steps", 1)
     if generation_batch % train.num_generations:
