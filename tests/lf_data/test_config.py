@@ -48,6 +48,28 @@ def test_allow_extra_args_ignores_unknown_keys_with_a_warning(monkeypatch, caplo
         parse_sections({"my_note": "v2"}, Section)
 
 
+def test_an_unquoted_yaml_no_is_the_word_where_a_choice_needs_it(tmp_path):
+    """YAML 1.1 (PyYAML, OmegaConf) reads `save_strategy: no` as false; where "no" is one of the field's
+    choices (transformers' strategies, LF's Literal keys), it is the word again."""
+    import enum
+
+    from lf_data.config import coerce_value
+
+    class Strategy(enum.Enum):
+        NO, STEPS = "no", "steps"
+
+    path = tmp_path / "run.yaml"
+    path.write_text("save_strategy: no\nmode: off\nflag: no\n")
+    config = read_config(path, ["eval_strategy=no"])
+    assert config["save_strategy"] is False and config["eval_strategy"] is False  # what YAML 1.1 gives
+    assert coerce_value("save_strategy", config["save_strategy"], Strategy | str) == "no"
+    assert coerce_value("eval_strategy", config["eval_strategy"], Strategy | str) == "no"
+    assert coerce_value("mode", config["mode"], Literal["on", "off"]) == "off"
+    assert coerce_value("flag", config["flag"], bool) is False  # a boolean field keeps its boolean
+    with pytest.raises(ConfigError, match="stage=False is not a valid choice"):
+        coerce_value("stage", False, Literal["sft", "dpo"])
+
+
 def test_several_unknown_keys_are_all_named():
     with pytest.raises(ConfigError) as err:
         parse_sections({"lora_rnak": 8, "learnin_rate": 1.0}, Section)

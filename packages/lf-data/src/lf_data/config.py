@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import functools
 import os
 import types
@@ -125,6 +126,16 @@ def read_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> di
     return config
 
 
+def _yaml_word(value: Any, choices: Iterable[str]) -> Any:
+    """The word a YAML 1.1 reader turned into a boolean (an unquoted `no`, `off`, `yes`, `on`: `save_strategy:
+    no`), given back where a field's choices hold it; any other value as it is."""
+    if isinstance(value, bool):
+        for word in (("yes", "true", "on") if value else ("no", "false", "off")):
+            if word in choices:
+                return word
+    return value
+
+
 def coerce_value(key: str, value: Any, tp: Any) -> Any:
     """``value`` as type ``tp`` (a Literal's choices, lists from comma-separated text, YAML's strings
     for numbers), or a ConfigError that names ``key``."""
@@ -146,6 +157,7 @@ def coerce_value(key: str, value: Any, tp: Any) -> Any:
         raise errors[0]
     if origin is Literal:
         choices = get_args(tp)
+        value = _yaml_word(value, [str(c) for c in choices])
         if value in choices:
             return value
         from lf_data.llamafactory_keys import RETIRED_VALUES
@@ -195,6 +207,8 @@ def coerce_value(key: str, value: Any, tp: Any) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
         raise ConfigError(f"{key} must be a string, got {value!r}.")
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):  # transformers' strategies: IntervalStrategy, ...
+        return _yaml_word(value, [str(member.value) for member in tp])
     return value  # types LF does not check itself (checked by the section's own constructor)
 
 
