@@ -4,6 +4,8 @@ models of several architectures, and a small dataset folder. Nothing here touche
 from __future__ import annotations
 
 import atexit
+import importlib
+import importlib.util
 import json
 import os
 import shutil
@@ -11,12 +13,14 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import torch  # first: see below
 
 # torch is imported before any test runs, as in any library caller: a fresh `lf train` process hides
 # bitsandbytes from peft when its run cannot use it (lf_train.commands), and an in-process `lf train` in a
 # process that had not imported torch yet would hide it from every later test of the session (GaLore's and
-# BAdam's optimizers, QLoRA), so that which tests pass would depend on their order
+# BAdam's optimizers, QLoRA), so that which tests pass would depend on their order. (lf-data's tests run
+# alone in an environment without torch in tests/release: there nothing can hide it.)
+if importlib.util.find_spec("torch") is not None:
+    importlib.import_module("torch")
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -68,6 +72,7 @@ TINY_CONFIGS = {
 
 
 def build_tiny_model(path: Path, arch: str, tokenizer) -> Path:
+    import torch
     import transformers
     from transformers import AutoModelForCausalLM
 
@@ -157,6 +162,7 @@ def tiny_qwen2_vl(tmp_path_factory, tiny_tokenizer_dir) -> Path:
     """A tiny random Qwen2-VL folder: the tiny tokenizer plus Qwen2-VL's vision tokens, and its image
     processor (the PIL one: the full processor also wants torchvision for videos; images of 56x56 to
     112x112 pixels give 4 to 16 image tokens)."""
+    import torch
     from transformers import AutoTokenizer, Qwen2VLConfig, Qwen2VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
