@@ -175,6 +175,14 @@ def test_elastic_launches_follow_their_own_rules(launch_env, monkeypatch):
     assert "--nnodes=1:4" in launch_env.torchrun_command(["x.yaml"])  # NODE_RANK is the rendezvous' to choose
 
 
+def test_a_machine_without_a_gpu_driver_counts_no_gpu_without_importing_torch(launch_env):
+    code = "import sys; from lf_train.launch import visible_devices; print(visible_devices(), 'torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    if any(os.path.exists(path) for path in launch_env.GPU_DRIVER_FILES):
+        pytest.skip("this machine has a GPU driver: counting its GPUs imports torch")
+    assert done.stdout.split() == ["0", "False"], done.stderr
+
+
 def test_planned_processes_is_what_the_launch_will_start(launch_env, monkeypatch):
     monkeypatch.setattr(launch_env, "visible_devices", lambda: 4)
     assert launch_env.planned_processes() == 4

@@ -42,8 +42,15 @@ def launched_by_user() -> bool:
     return "LOCAL_RANK" in os.environ
 
 
+GPU_DRIVER_FILES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dri")
+"""Device files of NVIDIA's, AMD's and Intel's GPU drivers: without any of them there is no GPU to count."""
+
+
 def visible_devices() -> int:
-    """Accelerators this process sees (GPUs; 0 on a CPU machine). Imports torch, which a run imports anyway."""
+    """Accelerators this process sees (GPUs; 0 on a CPU machine). Counting imports torch, so on a machine
+    without a GPU driver the answer is 0 without it: a config mistake still answers before torch loads."""
+    if "torch" not in sys.modules and not any(os.path.exists(path) for path in GPU_DRIVER_FILES):
+        return 0  # (a Mac's one MPS device launches one process either way)
     import torch
 
     accelerator = getattr(torch, "accelerator", None)
